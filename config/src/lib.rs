@@ -1,0 +1,677 @@
+//! Herd's node configuration: the TOML schema (serde) and its validation.
+//!
+//! [`Config::from_toml`] parses and validates in one step: a node never
+//! starts half-configured, and every error names the key that is wrong.
+//! A complete example is `examples/node.toml` at the repository root.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+mod ranges;
+pub use ranges::BucketRanges;
+
+/// A configuration error: the key (dotted path) and what is wrong with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.to_string(),
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeIdentity,
+    pub farm: Farm,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    pub port: Port,
+    #[serde(default)]
+    pub tap: Tap,
+    #[serde(default)]
+    pub dpdk: Dpdk,
+    #[serde(default)]
+    pub polling: Polling,
+    #[serde(default)]
+    pub control: Control,
+}
+
+/// Which of the farm's nodes this one is.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeIdentity {
+    pub id: u16,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Farm {
+    pub name: String,
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    #[serde(default)]
+    pub delivery: Delivery,
+    #[serde(default)]
+    pub ownership: Ownership,
+    pub vips: Vec<IpAddr>,
+    pub nodes: Vec<FarmNode>,
+}
+
+fn default_buckets() -> u32 {
+    4096
+}
+
+/// How VIP traffic reaches every node (SPEC §2).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// The VIP resolves to a locally administered unicast MAC that is never
+    /// a source address, so switches flood it (SafeKit vmac_invisible).
+    #[default]
+    Vmac,
+    /// The VIP resolves to a multicast MAC (NLB multicast, CLUSTERIP).
+    Multicast,
+}
+
+/// Who owns which bucket.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ownership {
+    /// Fixed by `farm.nodes[].buckets`.
+    #[default]
+    Static,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FarmNode {
+    pub id: u16,
+    pub name: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Static ownership: bucket ranges such as "0-2047,4000".
+    #[serde(default)]
+    pub buckets: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Affinity {
+    ClientIp,
+    ClientIpPort,
+}
+
+/// VIP traffic to (protocol, port) is shared by `affinity`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub protocol: Protocol,
+    pub port: Option<u16>,
+    pub affinity: Affinity,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Driver {
+    /// A Linux interface through an AF_PACKET socket (`net_af_packet`).
+    AfPacket,
+    /// A Linux interface through AF_XDP (`net_af_xdp`).
+    AfXdp,
+    /// A NIC bound to vfio-pci, by PCI address.
+    Pci,
+    /// Any DPDK virtual device, given as its full devargs (benchmarks).
+    Vdev,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub driver: Driver,
+    /// Linux interface, for `af_packet` and `af_xdp`.
+    pub interface: Option<String>,
+    /// PCI address, for `pci`.
+    pub pci: Option<String>,
+    /// Devargs, for `vdev`.
+    pub vdev: Option<String>,
+    /// Rx/tx queues; one lcore polls each.
+    #[serde(default = "default_queues")]
+    pub queues: u16,
+    #[serde(default = "default_descriptors")]
+    pub rx_descriptors: u16,
+    #[serde(default = "default_descriptors")]
+    pub tx_descriptors: u16,
+}
+
+fn default_queues() -> u16 {
+    1
+}
+fn default_descriptors() -> u16 {
+    1024
+}
+
+/// A route the kernel side of the node needs (e.g. back to the clients).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub to: String,
+    pub via: IpAddr,
+}
+
+/// The exception path: the TAP interface through which the kernel receives
+/// accepted VIP traffic and everything not for the fastpath.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tap {
+    #[serde(default = "default_tap_name")]
+    pub name: String,
+    /// Addresses of the node itself ("198.18.0.11/24"), put on the TAP.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Set up the kernel side (addresses, routes, the VIPs on loopback, ARP
+    /// sysctls, and the NIC's kernel interface silenced). On by default.
+    #[serde(default = "default_true")]
+    pub configure_kernel: bool,
+    /// Replace the TAP by another DPDK vdev (benchmarks only).
+    #[serde(default)]
+    pub vdev: Option<String>,
+}
+
+fn default_tap_name() -> String {
+    "herd0".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Tap {
+    fn default() -> Self {
+        Tap {
+            name: default_tap_name(),
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            configure_kernel: true,
+            vdev: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Dpdk {
+    /// CPUs the lcores may run on, as a list ("0-1", "2,3"). Empty: all.
+    #[serde(default)]
+    pub cpus: Option<String>,
+    /// Use hugepages (hugetlbfs must be mounted); otherwise `--no-huge`.
+    #[serde(default)]
+    pub hugepages: bool,
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Keeps several DPDK processes on one machine apart.
+    #[serde(default)]
+    pub file_prefix: Option<String>,
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// Passed to the EAL as they are, after Herd's own arguments.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+fn default_memory_mb() -> u32 {
+    256
+}
+fn default_mbufs() -> u32 {
+    8191
+}
+
+impl Default for Dpdk {
+    fn default() -> Self {
+        Dpdk {
+            cpus: None,
+            hugepages: false,
+            memory_mb: default_memory_mb(),
+            file_prefix: None,
+            mbufs: default_mbufs(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// Adaptive polling: an lcore that finds nothing spins a little, then
+/// sleeps, doubling its sleep up to `max_sleep_us`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Polling {
+    #[serde(default = "default_spin_polls")]
+    pub spin_polls: u32,
+    #[serde(default = "default_min_sleep_us")]
+    pub min_sleep_us: u32,
+    #[serde(default = "default_max_sleep_us")]
+    pub max_sleep_us: u32,
+}
+
+fn default_spin_polls() -> u32 {
+    200
+}
+fn default_min_sleep_us() -> u32 {
+    10
+}
+fn default_max_sleep_us() -> u32 {
+    500
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Polling {
+            spin_polls: default_spin_polls(),
+            min_sleep_us: default_min_sleep_us(),
+            max_sleep_us: default_max_sleep_us(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/herd/herd.sock")
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_socket(),
+        }
+    }
+}
+
+/// Where VIP traffic of one bucket goes: the validated, static ownership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticOwnership {
+    /// `owners[b]` is the id of the node owning bucket `b`.
+    pub owners: Vec<u16>,
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(syntax_message(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let farm = &self.farm;
+        if farm.name.trim().is_empty() {
+            return Err(invalid("farm.name", "must not be empty"));
+        }
+        if !(1..=1 << 20).contains(&farm.buckets) {
+            return Err(invalid(
+                "farm.buckets",
+                format!("{} is out of range 1..=1048576", farm.buckets),
+            ));
+        }
+        if farm.vips.is_empty() {
+            return Err(invalid("farm.vips", "at least one VIP is needed"));
+        }
+        let mut seen_vips = BTreeSet::new();
+        for (i, vip) in farm.vips.iter().enumerate() {
+            let key = format!("farm.vips[{i}]");
+            if vip.is_unspecified() || vip.is_multicast() || vip.is_loopback() {
+                return Err(invalid(key, format!("{vip} cannot be a VIP")));
+            }
+            if let IpAddr::V4(v4) = vip {
+                if v4.is_broadcast() {
+                    return Err(invalid(key, format!("{vip} cannot be a VIP")));
+                }
+            }
+            if !seen_vips.insert(*vip) {
+                return Err(invalid(key, format!("duplicate VIP {vip}")));
+            }
+        }
+        // One node is allowed for benchmarks and trials; a farm has 2 to 64.
+        if !(1..=64).contains(&farm.nodes.len()) {
+            return Err(invalid(
+                "farm.nodes",
+                format!("a farm has 1 to 64 nodes, not {}", farm.nodes.len()),
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for (i, n) in farm.nodes.iter().enumerate() {
+            if !ids.insert(n.id) {
+                return Err(invalid(
+                    format!("farm.nodes[{i}].id"),
+                    format!("duplicate node id {}", n.id),
+                ));
+            }
+            if n.name.trim().is_empty() {
+                return Err(invalid(
+                    format!("farm.nodes[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if !names.insert(n.name.as_str()) {
+                return Err(invalid(
+                    format!("farm.nodes[{i}].name"),
+                    format!("duplicate node name {:?}", n.name),
+                ));
+            }
+        }
+        if !ids.contains(&self.node.id) {
+            return Err(invalid(
+                "node.id",
+                format!("{} is not one of farm.nodes[].id", self.node.id),
+            ));
+        }
+        self.static_ownership()?;
+
+        let mut rule_keys = BTreeSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let Some(port) = r.port else {
+                return Err(invalid(
+                    format!("rules[{i}].port"),
+                    "missing: a rule needs a port",
+                ));
+            };
+            if port == 0 {
+                return Err(invalid(format!("rules[{i}].port"), "port 0 is not a port"));
+            }
+            if !rule_keys.insert((r.protocol as u8, port)) {
+                return Err(invalid(
+                    format!("rules[{i}]"),
+                    format!("a rule for {:?} port {port} already exists", r.protocol),
+                ));
+            }
+        }
+
+        let port = &self.port;
+        match port.driver {
+            Driver::AfPacket | Driver::AfXdp => {
+                let name = port.interface.as_deref().unwrap_or("");
+                if !valid_ifname(name) {
+                    return Err(invalid(
+                        "port.interface",
+                        format!("{name:?} is not a Linux interface name (needed by this driver)"),
+                    ));
+                }
+            }
+            Driver::Pci => {
+                let pci = port.pci.as_deref().unwrap_or("");
+                if !valid_pci(pci) {
+                    return Err(invalid(
+                        "port.pci",
+                        format!("{pci:?} is not a PCI address like 0000:03:00.0"),
+                    ));
+                }
+            }
+            Driver::Vdev => {
+                if port.vdev.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    return Err(invalid(
+                        "port.vdev",
+                        "missing: driver \"vdev\" needs the device's devargs",
+                    ));
+                }
+            }
+        }
+        if !(1..=16).contains(&port.queues) {
+            return Err(invalid(
+                "port.queues",
+                format!("{} is out of range 1..=16", port.queues),
+            ));
+        }
+        for (key, n) in [
+            ("port.rx_descriptors", port.rx_descriptors),
+            ("port.tx_descriptors", port.tx_descriptors),
+        ] {
+            if !(64..=8192).contains(&n) || !n.is_power_of_two() {
+                return Err(invalid(
+                    key,
+                    format!("{n} must be a power of two in 64..=8192"),
+                ));
+            }
+        }
+
+        if !valid_ifname(&self.tap.name) {
+            return Err(invalid(
+                "tap.name",
+                format!("{:?} is not a Linux interface name", self.tap.name),
+            ));
+        }
+        for (i, a) in self.tap.addresses.iter().enumerate() {
+            parse_prefix(a).map_err(|e| invalid(format!("tap.addresses[{i}]"), e))?;
+        }
+        for (i, r) in self.tap.routes.iter().enumerate() {
+            parse_prefix(&r.to).map_err(|e| invalid(format!("tap.routes[{i}].to"), e))?;
+        }
+
+        if let Some(cpus) = &self.dpdk.cpus {
+            parse_cpu_list(cpus).map_err(|e| invalid("dpdk.cpus", e))?;
+        }
+        if self.dpdk.memory_mb < 64 {
+            return Err(invalid("dpdk.memory_mb", "at least 64 MB are needed"));
+        }
+        if self.dpdk.mbufs < 1024 {
+            return Err(invalid("dpdk.mbufs", "at least 1024 mbufs are needed"));
+        }
+        if let Some(p) = &self.dpdk.file_prefix {
+            if p.is_empty()
+                || !p
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    "dpdk.file_prefix",
+                    format!("{p:?}: use letters, digits, '-' and '_'"),
+                ));
+            }
+        }
+
+        let poll = &self.polling;
+        if poll.min_sleep_us == 0 || poll.min_sleep_us > poll.max_sleep_us {
+            return Err(invalid(
+                "polling.min_sleep_us",
+                "must be > 0 and <= polling.max_sleep_us",
+            ));
+        }
+        if poll.max_sleep_us > 100_000 {
+            return Err(invalid(
+                "polling.max_sleep_us",
+                "more than 100 ms would make the first packet after idle wait too long",
+            ));
+        }
+        if self.control.socket.as_os_str().is_empty() {
+            return Err(invalid("control.socket", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The bucket owners of static ownership, checked: every bucket owned
+    /// by exactly one node.
+    pub fn static_ownership(&self) -> Result<StaticOwnership, ConfigError> {
+        let n = self.farm.buckets as usize;
+        let mut owners: Vec<Option<u16>> = vec![None; n];
+        for (i, node) in self.farm.nodes.iter().enumerate() {
+            let key = format!("farm.nodes[{i}].buckets");
+            let Some(spec) = &node.buckets else {
+                return Err(invalid(
+                    key,
+                    "missing: static ownership needs each node's bucket ranges",
+                ));
+            };
+            let ranges = BucketRanges::parse(spec).map_err(|e| invalid(&key, e))?;
+            for b in ranges.iter() {
+                let Some(slot) = owners.get_mut(b as usize) else {
+                    return Err(invalid(
+                        &key,
+                        format!("bucket {b} is beyond farm.buckets ({n})"),
+                    ));
+                };
+                if let Some(other) = slot {
+                    return Err(invalid(
+                        &key,
+                        format!("bucket {b} is also owned by node {other}"),
+                    ));
+                }
+                *slot = Some(node.id);
+            }
+        }
+        if let Some(b) = owners.iter().position(Option::is_none) {
+            return Err(invalid(
+                "farm.nodes",
+                format!("bucket {b} has no owner: static ownership must cover 0..{n}"),
+            ));
+        }
+        Ok(StaticOwnership {
+            owners: owners.into_iter().map(|o| o.unwrap_or_default()).collect(),
+        })
+    }
+
+    pub fn vips4(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        self.farm.vips.iter().filter_map(|v| match v {
+            IpAddr::V4(a) => Some(*a),
+            IpAddr::V6(_) => None,
+        })
+    }
+
+    pub fn vips6(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.farm.vips.iter().filter_map(|v| match v {
+            IpAddr::V6(a) => Some(*a),
+            IpAddr::V4(_) => None,
+        })
+    }
+
+    pub fn this_node(&self) -> &FarmNode {
+        self.farm
+            .nodes
+            .iter()
+            .find(|n| n.id == self.node.id)
+            .expect("validated: node.id is one of farm.nodes")
+    }
+}
+
+/// The MAC a VIP resolves to.
+///
+/// `vmac`: `02:48:` + the IPv4 address, or `02:86:` + the last four bytes of
+/// an IPv6 address (locally administered, unicast). `multicast`: the IPv4
+/// multicast MAC `01:00:5e:` + the low 23 bits of the VIP, or the IPv6 one
+/// `33:33:` + its last four bytes (the prefix CLUSTERIP and NLB use).
+pub fn vip_mac(vip: IpAddr, delivery: Delivery) -> [u8; 6] {
+    match (vip, delivery) {
+        (IpAddr::V4(a), Delivery::Vmac) => {
+            let o = a.octets();
+            [0x02, 0x48, o[0], o[1], o[2], o[3]]
+        }
+        (IpAddr::V6(a), Delivery::Vmac) => {
+            let o = a.octets();
+            [0x02, 0x86, o[12], o[13], o[14], o[15]]
+        }
+        (IpAddr::V4(a), Delivery::Multicast) => {
+            let o = a.octets();
+            [0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]
+        }
+        (IpAddr::V6(a), Delivery::Multicast) => {
+            let o = a.octets();
+            [0x33, 0x33, o[12], o[13], o[14], o[15]]
+        }
+    }
+}
+
+/// Renders a TOML error as one line with its position, naming the key
+/// where the parser knows it (unknown field, wrong type).
+fn syntax_message(e: &toml::de::Error) -> String {
+    e.to_string()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':')
+}
+
+fn valid_pci(s: &str) -> bool {
+    // dddd:bb:dd.f
+    let b = s.as_bytes();
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 4 | 7 | 10) || c.is_ascii_hexdigit())
+}
+
+/// Parses "address/prefix-length".
+pub fn parse_prefix(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not address/prefix-length"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("{len:?} is not a prefix length"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("prefix length {len} is over {max}"));
+    }
+    Ok((addr, len))
+}
+
+/// Parses a CPU list such as "0-3,6".
+pub fn parse_cpu_list(s: &str) -> Result<Vec<u32>, String> {
+    let ranges = BucketRanges::parse(s)?;
+    let cpus: Vec<u32> = ranges.iter().collect();
+    if cpus.iter().any(|c| *c >= 1024) {
+        return Err(format!("{s:?}: CPU numbers go up to 1023"));
+    }
+    Ok(cpus)
+}
+
+#[cfg(test)]
+mod tests;

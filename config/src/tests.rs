@@ -1,0 +1,247 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../examples/node.toml");
+
+fn with(edit: impl FnOnce(&mut toml::Table)) -> String {
+    let mut t: toml::Table = toml::from_str(EXAMPLE).unwrap();
+    edit(&mut t);
+    toml::to_string(&t).unwrap()
+}
+
+fn err_of(text: &str) -> String {
+    Config::from_toml(text)
+        .expect_err("config must be refused")
+        .to_string()
+}
+
+fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+    t.get_mut(key).unwrap().as_table_mut().unwrap()
+}
+
+fn nodes(t: &mut toml::Table) -> &mut Vec<toml::Value> {
+    table(t, "farm")
+        .get_mut("nodes")
+        .unwrap()
+        .as_array_mut()
+        .unwrap()
+}
+
+#[test]
+fn example_is_valid() {
+    let c = Config::from_toml(EXAMPLE).unwrap();
+    assert_eq!(c.node.id, 1);
+    assert_eq!(c.farm.buckets, 4096);
+    assert_eq!(c.farm.delivery, Delivery::Vmac);
+    assert_eq!(c.rules.len(), 3);
+    assert_eq!(c.this_node().name, "s1");
+    let own = c.static_ownership().unwrap();
+    assert_eq!(own.owners.iter().filter(|o| **o == 1).count(), 2048);
+    assert_eq!(own.owners[4095], 2);
+    assert_eq!(c.vips4().count(), 1);
+    assert_eq!(c.vips6().count(), 1);
+}
+
+#[test]
+fn defaults_fill_optional_sections() {
+    let text = with(|t| {
+        for k in ["tap", "dpdk", "polling", "control"] {
+            t.remove(k);
+        }
+    });
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.tap.name, "herd0");
+    assert!(c.tap.configure_kernel);
+    assert_eq!(c.polling.max_sleep_us, 500);
+    assert_eq!(c.control.socket, PathBuf::from("/run/herd/herd.sock"));
+    assert!(!c.dpdk.hugepages);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err_of(&with(|t| {
+        table(t, "farm").insert("bukets".into(), 12.into());
+    }));
+    assert!(e.contains("bukets"), "{e}");
+}
+
+#[test]
+fn bad_address_is_named() {
+    let e = err_of(&with(|t| {
+        table(t, "farm").insert(
+            "vips".into(),
+            toml::Value::Array(vec!["198.18.0.300".into()]),
+        );
+    }));
+    assert!(e.contains("198.18.0.300") || e.contains("vips"), "{e}");
+    let e = err_of(&with(|t| {
+        table(t, "tap").insert(
+            "addresses".into(),
+            toml::Value::Array(vec!["198.18.0.11".into()]),
+        );
+    }));
+    assert!(e.starts_with("tap.addresses[0]:"), "{e}");
+}
+
+#[test]
+fn duplicate_node_id_is_named() {
+    let e = err_of(&with(|t| {
+        nodes(t)[1]
+            .as_table_mut()
+            .unwrap()
+            .insert("id".into(), 1.into());
+    }));
+    assert!(
+        e.starts_with("farm.nodes[1].id: duplicate node id 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rule_without_port_is_named() {
+    let e = err_of(&with(|t| {
+        t.get_mut("rules").unwrap().as_array_mut().unwrap()[2]
+            .as_table_mut()
+            .unwrap()
+            .remove("port");
+    }));
+    assert!(e.starts_with("rules[2].port: missing"), "{e}");
+}
+
+#[test]
+fn bad_affinity_is_named() {
+    let e = err_of(&with(|t| {
+        t.get_mut("rules").unwrap().as_array_mut().unwrap()[0]
+            .as_table_mut()
+            .unwrap()
+            .insert("affinity".into(), "sticky".into());
+    }));
+    assert!(e.contains("sticky") && e.contains("client-ip"), "{e}");
+}
+
+#[test]
+fn node_id_must_be_in_the_farm() {
+    let e = err_of(&with(|t| {
+        table(t, "node").insert("id".into(), 9.into());
+    }));
+    assert!(e.starts_with("node.id: 9 is not one of"), "{e}");
+}
+
+#[test]
+fn static_ownership_must_cover_every_bucket_once() {
+    let e = err_of(&with(|t| {
+        nodes(t)[1]
+            .as_table_mut()
+            .unwrap()
+            .insert("buckets".into(), "2000-4095".into());
+    }));
+    assert!(
+        e.starts_with("farm.nodes[1].buckets: bucket 2000 is also owned by node 1"),
+        "{e}"
+    );
+    let e = err_of(&with(|t| {
+        nodes(t)[1]
+            .as_table_mut()
+            .unwrap()
+            .insert("buckets".into(), "2048-4094".into());
+    }));
+    assert!(e.starts_with("farm.nodes: bucket 4095 has no owner"), "{e}");
+    let e = err_of(&with(|t| {
+        nodes(t)[1]
+            .as_table_mut()
+            .unwrap()
+            .insert("buckets".into(), "2048-5000".into());
+    }));
+    assert!(e.contains("beyond farm.buckets"), "{e}");
+    let e = err_of(&with(|t| {
+        nodes(t)[0]
+            .as_table_mut()
+            .unwrap()
+            .insert("buckets".into(), "0-x".into());
+    }));
+    assert!(e.starts_with("farm.nodes[0].buckets:"), "{e}");
+}
+
+#[test]
+fn driver_needs_its_device() {
+    let e = err_of(&with(|t| {
+        table(t, "port").remove("interface");
+    }));
+    assert!(e.starts_with("port.interface:"), "{e}");
+    let e = err_of(&with(|t| {
+        table(t, "port").insert("driver".into(), "pci".into());
+        table(t, "port").insert("pci".into(), "03:00.0".into());
+    }));
+    assert!(e.starts_with("port.pci:"), "{e}");
+    let ok = with(|t| {
+        table(t, "port").insert("driver".into(), "pci".into());
+        table(t, "port").insert("pci".into(), "0000:03:00.0".into());
+    });
+    Config::from_toml(&ok).unwrap();
+    let e = err_of(&with(|t| {
+        table(t, "port").insert("driver".into(), "token_ring".into());
+    }));
+    assert!(e.contains("token_ring"), "{e}");
+}
+
+#[test]
+fn out_of_range_numbers_are_named() {
+    let e = err_of(&with(|t| {
+        table(t, "port").insert("queues".into(), 0.into());
+    }));
+    assert!(e.starts_with("port.queues:"), "{e}");
+    let e = err_of(&with(|t| {
+        table(t, "farm").insert("buckets".into(), 0.into());
+    }));
+    assert!(e.starts_with("farm.buckets:"), "{e}");
+    let e = err_of(&with(|t| {
+        table(t, "polling").insert("min_sleep_us".into(), 1000.into());
+    }));
+    assert!(e.starts_with("polling.min_sleep_us:"), "{e}");
+    let e = err_of(&with(|t| {
+        table(t, "port").insert("queues".into(), (-1).into());
+    }));
+    assert!(e.contains("queues"), "{e}");
+}
+
+#[test]
+fn vip_macs_are_derived() {
+    let v4: IpAddr = "198.18.0.100".parse().unwrap();
+    assert_eq!(vip_mac(v4, Delivery::Vmac), [0x02, 0x48, 198, 18, 0, 100]);
+    assert_eq!(
+        vip_mac(v4, Delivery::Multicast),
+        [0x01, 0x00, 0x5e, 18, 0, 100]
+    );
+    let v6: IpAddr = "2001:2::100".parse().unwrap();
+    assert_eq!(vip_mac(v6, Delivery::Vmac), [0x02, 0x86, 0, 0, 0x01, 0x00]);
+    // vMACs are locally administered unicast, multicast MACs have the group bit.
+    assert_eq!(vip_mac(v4, Delivery::Vmac)[0] & 0b11, 0b10);
+    assert_eq!(vip_mac(v6, Delivery::Multicast)[0] & 1, 1);
+}
+
+#[test]
+fn ranges_parse() {
+    assert_eq!(
+        BucketRanges::parse("0-2,5")
+            .unwrap()
+            .iter()
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2, 5]
+    );
+    assert!(BucketRanges::parse("3-1").is_err());
+    assert!(BucketRanges::parse("0-4294967295").is_err());
+    assert!(BucketRanges::parse("").is_err());
+    assert_eq!(parse_cpu_list("1").unwrap(), vec![1]);
+}
+
+proptest::proptest! {
+    /// Arbitrary text never panics the parser: it is a config or an error.
+    #[test]
+    fn arbitrary_text_never_panics(s in ".{0,400}") {
+        let _ = Config::from_toml(&s);
+    }
+
+    #[test]
+    fn arbitrary_ranges_never_panic(s in "[0-9,\\- ]{0,40}") {
+        let _ = BucketRanges::parse(&s);
+    }
+}

@@ -1,0 +1,62 @@
+//! Per-lcore packet counters.
+//!
+//! Each lcore owns one [`LcoreCounters`] (its own cache line, one writer) and
+//! adds a burst's worth of [`BurstCounts`] at the end of each burst; the
+//! control thread reads them at any time.
+
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        /// Counts gathered over one burst, in plain integers.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        pub struct BurstCounts { $(pub $name: u64,)* }
+
+        /// One lcore's running totals.
+        #[derive(Debug, Default)]
+        #[repr(align(64))]
+        pub struct LcoreCounters { $($name: AtomicU64,)* }
+
+        impl LcoreCounters {
+            /// Adds a burst's counts. Only the owning lcore writes, so a
+            /// load and a store suffice (no locked read-modify-write).
+            #[inline]
+            pub fn add(&self, c: &BurstCounts) {
+                $(if c.$name != 0 {
+                    let v = self.$name.load(Ordering::Relaxed);
+                    self.$name.store(v.wrapping_add(c.$name), Ordering::Relaxed);
+                })*
+            }
+
+            pub fn snapshot(&self) -> BurstCounts {
+                BurstCounts { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl BurstCounts {
+            pub fn sum<'a>(all: impl IntoIterator<Item = &'a BurstCounts>) -> BurstCounts {
+                let mut t = BurstCounts::default();
+                for c in all { $(t.$name += c.$name;)* }
+                t
+            }
+        }
+    };
+}
+
+counters!(
+    rx_packets,
+    accepted,
+    dropped_not_owned,
+    dropped_no_rule,
+    dropped_malformed,
+    dropped_not_for_us,
+    dropped_not_responder,
+    to_kernel,
+    from_kernel,
+    arp_replies,
+    ndp_replies,
+    tx_failed,
+    polls,
+    idle_sleeps,
+);

@@ -1,0 +1,292 @@
+//! The packet decision of SPEC §2, on byte slices: no DPDK types, no IO.
+
+use crate::hash::FlowKey;
+use crate::table::BucketTable;
+use crate::wire::{self, Arp, Ethernet, Ipv4, Ipv6, MacAddr, Malformed};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// How a rule keys its traffic (SafeKit's `on_addr` / `on_port`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Affinity {
+    /// One client always lands on one server (stateful applications).
+    ClientIp,
+    /// Spread per TCP/UDP session (stateless applications).
+    ClientIpPort,
+}
+
+/// Why a frame was dropped; each reason has its own counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// VIP traffic whose bucket another node owns.
+    NotOwned,
+    /// VIP traffic to a (protocol, port) without a rule.
+    NoRule,
+    /// Too short or inconsistent to classify.
+    Malformed(Malformed),
+    /// Unicast to a MAC that is neither ours nor a VIP's (seen because the
+    /// NIC is promiscuous), or a frame we sent ourselves looping back.
+    NotForUs,
+    /// ARP or neighbor discovery for a VIP that another node answers.
+    NotResponder,
+}
+
+/// What the fastpath does with one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not VIP traffic: to the kernel, unchanged.
+    ToKernel,
+    /// VIP traffic of a bucket this node owns: to the kernel, with the
+    /// destination MAC rewritten to the node's own (the kernel ignores
+    /// frames to the virtual MAC).
+    Accept,
+    /// An ARP request for VIP number `vip`: answer it from the fastpath.
+    ArpReply {
+        arp_offset: usize,
+        vip: usize,
+    },
+    /// A neighbor solicitation for IPv6 VIP number `vip`: answer it.
+    NdpAdvert {
+        ipv6_offset: usize,
+        vip: usize,
+    },
+    Drop(DropReason),
+}
+
+/// A VIP and the MAC it resolves to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Vip<A> {
+    pub address: A,
+    pub mac: MacAddr,
+}
+
+/// Rules by (protocol, destination port): a direct-mapped table so that the
+/// lookup is one load, whatever the number of rules.
+pub struct RuleTable {
+    tcp: Box<[u8; 65536]>,
+    udp: Box<[u8; 65536]>,
+}
+
+const NO_RULE: u8 = 0;
+const RULE_CLIENT_IP: u8 = 1;
+const RULE_CLIENT_IP_PORT: u8 = 2;
+
+/// A transport protocol rules apply to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Default for RuleTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RuleTable {
+    pub fn new() -> Self {
+        RuleTable {
+            tcp: Box::new([NO_RULE; 65536]),
+            udp: Box::new([NO_RULE; 65536]),
+        }
+    }
+
+    pub fn insert(&mut self, transport: Transport, port: u16, affinity: Affinity) {
+        let slot = match transport {
+            Transport::Tcp => &mut self.tcp[usize::from(port)],
+            Transport::Udp => &mut self.udp[usize::from(port)],
+        };
+        *slot = match affinity {
+            Affinity::ClientIp => RULE_CLIENT_IP,
+            Affinity::ClientIpPort => RULE_CLIENT_IP_PORT,
+        };
+    }
+
+    #[inline]
+    pub fn lookup(&self, protocol: u8, port: u16) -> Option<Affinity> {
+        let v = match protocol {
+            wire::IPPROTO_TCP => self.tcp[usize::from(port)],
+            wire::IPPROTO_UDP => self.udp[usize::from(port)],
+            _ => NO_RULE,
+        };
+        match v {
+            RULE_CLIENT_IP => Some(Affinity::ClientIp),
+            RULE_CLIENT_IP_PORT => Some(Affinity::ClientIpPort),
+            _ => None,
+        }
+    }
+}
+
+/// Everything the decision needs besides the bucket table: fixed for the
+/// life of a node.
+pub struct Classifier {
+    pub own_mac: MacAddr,
+    pub vips4: Vec<Vip<Ipv4Addr>>,
+    pub vips6: Vec<Vip<Ipv6Addr>>,
+    pub rules: RuleTable,
+}
+
+const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
+
+impl Classifier {
+    #[inline]
+    fn vip4(&self, addr: [u8; 4]) -> Option<usize> {
+        self.vips4.iter().position(|v| v.address.octets() == addr)
+    }
+
+    #[inline]
+    fn vip6(&self, addr: &[u8; 16]) -> Option<usize> {
+        self.vips6.iter().position(|v| &v.address.octets() == addr)
+    }
+
+    #[inline]
+    fn is_vip_mac(&self, mac: &MacAddr) -> bool {
+        self.vips4.iter().any(|v| &v.mac == mac) || self.vips6.iter().any(|v| &v.mac == mac)
+    }
+
+    /// Decides the fate of one received frame.
+    pub fn classify(&self, frame: &[u8], table: &BucketTable) -> Verdict {
+        match self.classify_inner(frame, table) {
+            Ok(v) => v,
+            Err(m) => Verdict::Drop(DropReason::Malformed(m)),
+        }
+    }
+
+    fn classify_inner(&self, frame: &[u8], table: &BucketTable) -> Result<Verdict, Malformed> {
+        let eth = Ethernet::parse(frame)?;
+        if eth.src == self.own_mac {
+            return Ok(Verdict::Drop(DropReason::NotForUs));
+        }
+        if !wire::is_multicast_mac(&eth.dst)
+            && eth.dst != self.own_mac
+            && !self.is_vip_mac(&eth.dst)
+        {
+            return Ok(Verdict::Drop(DropReason::NotForUs));
+        }
+        let l3 = frame.get(eth.l3_offset..).unwrap_or_default();
+        match eth.ethertype {
+            wire::ETHERTYPE_ARP => self.arp(l3, eth.l3_offset, table),
+            wire::ETHERTYPE_IPV4 => self.ipv4(l3, table),
+            wire::ETHERTYPE_IPV6 => self.ipv6(l3, eth.l3_offset, table),
+            _ => Ok(Verdict::ToKernel),
+        }
+    }
+
+    fn arp(&self, l3: &[u8], offset: usize, table: &BucketTable) -> Result<Verdict, Malformed> {
+        let arp = Arp::parse(l3)?;
+        let Some(vip) = self.vip4(arp.target_ip) else {
+            return Ok(Verdict::ToKernel);
+        };
+        // Only requests are answered; a reply or announcement about a VIP
+        // never reaches the kernel, which must not learn the VIP elsewhere.
+        if arp.operation == wire::ARP_REQUEST && table.is_arp_responder() {
+            Ok(Verdict::ArpReply {
+                arp_offset: offset,
+                vip,
+            })
+        } else {
+            Ok(Verdict::Drop(DropReason::NotResponder))
+        }
+    }
+
+    fn ipv4(&self, l3: &[u8], table: &BucketTable) -> Result<Verdict, Malformed> {
+        let ip = Ipv4::parse(l3)?;
+        if self.vip4(ip.dst).is_none() {
+            return Ok(Verdict::ToKernel);
+        }
+        let datagram = Datagram {
+            client: std::net::IpAddr::V4(Ipv4Addr::from(ip.src)),
+            protocol: ip.protocol,
+            icmp: wire::IPPROTO_ICMP,
+            is_fragment: ip.is_fragment,
+            is_later_fragment: ip.is_later_fragment,
+            l4_offset: ip.header_len,
+            end: ip.total_len,
+        };
+        self.vip_verdict(l3, &datagram, table)
+    }
+
+    fn ipv6(&self, l3: &[u8], offset: usize, table: &BucketTable) -> Result<Verdict, Malformed> {
+        let ip = Ipv6::parse(l3)?;
+        // Neighbor solicitations go to a solicited-node multicast address,
+        // so they are recognised by their target, not their destination.
+        if ip.protocol == wire::IPPROTO_ICMPV6
+            && l3.get(ip.upper_offset) == Some(&ICMPV6_NEIGHBOR_SOLICITATION)
+        {
+            let target = wire::array::<16>(l3, ip.upper_offset + 8).ok_or(Malformed::BadNdp)?;
+            if ip.upper_offset + 24 > ip.end {
+                return Err(Malformed::BadNdp);
+            }
+            if let Some(vip) = self.vip6(&target) {
+                // RFC 4861 §7.1.1: a solicitation that crossed a router is invalid.
+                if ip.hop_limit != 255 {
+                    return Err(Malformed::BadNdp);
+                }
+                return Ok(if table.is_arp_responder() {
+                    Verdict::NdpAdvert {
+                        ipv6_offset: offset,
+                        vip,
+                    }
+                } else {
+                    Verdict::Drop(DropReason::NotResponder)
+                });
+            }
+        }
+        if self.vip6(&ip.dst).is_none() {
+            return Ok(Verdict::ToKernel);
+        }
+        let datagram = Datagram {
+            client: std::net::IpAddr::V6(Ipv6Addr::from(ip.src)),
+            protocol: ip.protocol,
+            icmp: wire::IPPROTO_ICMPV6,
+            is_fragment: ip.is_fragment,
+            is_later_fragment: ip.is_later_fragment,
+            l4_offset: ip.upper_offset,
+            end: ip.end,
+        };
+        self.vip_verdict(l3, &datagram, table)
+    }
+
+    /// Keys a datagram to a VIP by its rule's affinity and checks ownership.
+    /// Fragments are keyed by client IP so that all fragments of a datagram
+    /// land on one node; ICMP is keyed by client IP so a ping gets one reply.
+    #[inline]
+    fn vip_verdict(
+        &self,
+        l3: &[u8],
+        d: &Datagram,
+        table: &BucketTable,
+    ) -> Result<Verdict, Malformed> {
+        let key = if d.is_later_fragment || d.protocol == d.icmp {
+            FlowKey::new(d.client, None)
+        } else if d.protocol == wire::IPPROTO_TCP || d.protocol == wire::IPPROTO_UDP {
+            let (sport, dport) = wire::ports(l3, d.l4_offset, d.end)?;
+            match self.rules.lookup(d.protocol, dport) {
+                None => return Ok(Verdict::Drop(DropReason::NoRule)),
+                Some(Affinity::ClientIpPort) if !d.is_fragment => {
+                    FlowKey::new(d.client, Some(sport))
+                }
+                Some(_) => FlowKey::new(d.client, None),
+            }
+        } else {
+            return Ok(Verdict::Drop(DropReason::NoRule));
+        };
+        Ok(if table.owns(key.bucket(table.n_buckets())) {
+            Verdict::Accept
+        } else {
+            Verdict::Drop(DropReason::NotOwned)
+        })
+    }
+}
+
+/// What the keying needs of an IPv4 or IPv6 datagram to a VIP.
+struct Datagram {
+    client: std::net::IpAddr,
+    protocol: u8,
+    /// ICMP's protocol number in this IP version.
+    icmp: u8,
+    is_fragment: bool,
+    is_later_fragment: bool,
+    l4_offset: usize,
+    end: usize,
+}

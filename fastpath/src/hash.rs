@@ -1,0 +1,168 @@
+//! The flow hash: stable across nodes, builds and architectures.
+//!
+//! **herd-hash v1.** A key is serialised into bytes and hashed with XXH3-64
+//! (the frozen XXH3 specification, via `xxhash-rust`) with the seed
+//! [`HASH_SEED`]; the bucket is the hash mapped onto `0..n_buckets` by a
+//! multiply-shift (`(hash * n) >> 64` in 128-bit arithmetic), which is exact
+//! for any bucket count, not only powers of two.
+//!
+//! Key bytes, all integers big-endian:
+//!
+//! | affinity         | IPv4 client                  | IPv6 client                   |
+//! |------------------|------------------------------|-------------------------------|
+//! | `client-ip`      | `0x04, a0..a3`  (5 bytes)    | `0x06, a0..a15`  (17 bytes)   |
+//! | `client-ip-port` | `0x04, a0..a3, port` (7)     | `0x06, a0..a15, port` (19)    |
+//!
+//! `port` is the client's (source) TCP/UDP port. The VIP and the destination
+//! port are not part of the key, so one client keeps one server across all
+//! `client-ip` rules of a farm. Test vectors are at the end of this file; a
+//! change to any of them is a change of the wire contract between nodes.
+
+use std::net::IpAddr;
+
+/// Seed of herd-hash v1 ("Herd" in ASCII).
+pub const HASH_SEED: u64 = 0x4865_7264;
+
+/// The client identity a bucket is chosen by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlowKey {
+    V4 { client: [u8; 4], port: Option<u16> },
+    V6 { client: [u8; 16], port: Option<u16> },
+}
+
+impl FlowKey {
+    pub fn new(client: IpAddr, port: Option<u16>) -> Self {
+        match client {
+            IpAddr::V4(a) => FlowKey::V4 {
+                client: a.octets(),
+                port,
+            },
+            IpAddr::V6(a) => FlowKey::V6 {
+                client: a.octets(),
+                port,
+            },
+        }
+    }
+
+    /// herd-hash v1 of this key.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        // Serialised on the stack: no allocation on the packet path.
+        let mut buf = [0u8; 19];
+        let len = match *self {
+            FlowKey::V4 { client, port } => {
+                buf[0] = 4;
+                buf[1..5].copy_from_slice(&client);
+                put_port(&mut buf, 5, port)
+            }
+            FlowKey::V6 { client, port } => {
+                buf[0] = 6;
+                buf[1..17].copy_from_slice(&client);
+                put_port(&mut buf, 17, port)
+            }
+        };
+        xxhash_rust::xxh3::xxh3_64_with_seed(&buf[..len], HASH_SEED)
+    }
+
+    /// The bucket of this key among `n_buckets` (which must be > 0).
+    #[inline]
+    pub fn bucket(&self, n_buckets: u32) -> u32 {
+        bucket_of(self.hash(), n_buckets)
+    }
+}
+
+#[inline]
+fn put_port(buf: &mut [u8; 19], at: usize, port: Option<u16>) -> usize {
+    match port {
+        Some(p) => {
+            buf[at..at + 2].copy_from_slice(&p.to_be_bytes());
+            at + 2
+        }
+        None => at,
+    }
+}
+
+/// Maps a hash onto `0..n_buckets` (Lemire's multiply-shift).
+#[inline]
+pub fn bucket_of(hash: u64, n_buckets: u32) -> u32 {
+    ((hash as u128 * n_buckets as u128) >> 64) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// herd-hash v1 test vectors: (client, port, hash, bucket of 4096).
+    /// Every node of a farm must compute exactly these.
+    #[test]
+    fn test_vectors() {
+        let vectors: [(IpAddr, Option<u16>, u64, u32); 6] = [
+            (Ipv4Addr::new(198, 19, 0, 1).into(), None, 0x0, 0),
+            (Ipv4Addr::new(198, 19, 0, 1).into(), Some(40000), 0x0, 0),
+            (Ipv4Addr::new(198, 19, 255, 254).into(), None, 0x0, 0),
+            (Ipv4Addr::new(0, 0, 0, 0).into(), Some(0), 0x0, 0),
+            (
+                "2001:2:1::1".parse::<Ipv6Addr>().unwrap().into(),
+                None,
+                0x0,
+                0,
+            ),
+            (
+                "2001:2:1::1".parse::<Ipv6Addr>().unwrap().into(),
+                Some(443),
+                0x0,
+                0,
+            ),
+        ];
+        for (client, port, hash, bucket) in vectors {
+            let key = FlowKey::new(client, port);
+            assert_eq!(key.hash(), hash, "hash of {client} port {port:?}");
+            assert_eq!(key.bucket(4096), bucket, "bucket of {client} port {port:?}");
+        }
+    }
+
+    #[test]
+    fn bucket_of_covers_the_range_and_never_overflows() {
+        assert_eq!(bucket_of(0, 4096), 0);
+        assert_eq!(bucket_of(u64::MAX, 4096), 4095);
+        assert_eq!(bucket_of(u64::MAX, 1), 0);
+        assert_eq!(bucket_of(u64::MAX / 2, 1000), 499);
+    }
+
+    #[test]
+    fn port_changes_the_key_and_family_is_part_of_it() {
+        let a = FlowKey::new(Ipv4Addr::new(198, 19, 0, 1).into(), Some(1));
+        let b = FlowKey::new(Ipv4Addr::new(198, 19, 0, 1).into(), Some(2));
+        assert_ne!(a.hash(), b.hash());
+        // An IPv4 address and the IPv6 address with the same leading bytes differ.
+        let v4 = FlowKey::V4 {
+            client: [1, 2, 3, 4],
+            port: None,
+        };
+        let mut v6b = [0u8; 16];
+        v6b[..4].copy_from_slice(&[1, 2, 3, 4]);
+        let v6 = FlowKey::V6 {
+            client: v6b,
+            port: None,
+        };
+        assert_ne!(v4.hash(), v6.hash());
+    }
+
+    #[test]
+    fn buckets_spread_evenly() {
+        let n = 64u32;
+        let mut counts = vec![0u32; n as usize];
+        for i in 0..65536u32 {
+            let ip = Ipv4Addr::from(0xC613_0000 | i); // 198.19.0.0/16
+            counts[FlowKey::new(ip.into(), None).bucket(n) as usize] += 1;
+        }
+        let ideal = 65536 / n;
+        for c in counts {
+            assert!(
+                c.abs_diff(ideal) < ideal / 5,
+                "bucket count {c} vs ideal {ideal}"
+            );
+        }
+    }
+}

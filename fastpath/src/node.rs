@@ -1,0 +1,512 @@
+//! A running node: the EAL, the NIC and TAP ports, one lcore per rx queue
+//! running the packet decision, and the status the control socket reports.
+
+use crate::counters::{BurstCounts, LcoreCounters};
+use crate::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
+use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
+use crate::poll::{Backoff, Idle, IdlePolicy};
+use crate::reply;
+use crate::setup::KernelSetup;
+use crate::table::{BucketTable, TablePublisher, TableReader};
+use config::{Config, Driver};
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Dpdk(#[from] dpdk::DpdkError),
+    #[error(transparent)]
+    Setup(#[from] crate::setup::SetupError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The bucket table static ownership gives this node. The ARP/NDP
+/// responder is the owner of bucket 0: every node computes the same.
+pub fn static_table(config: &Config, generation: u64) -> Result<BucketTable, config::ConfigError> {
+    let own = config.static_ownership()?;
+    let me = config.node.id;
+    let owned = own
+        .owners
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| **o == me)
+        .map(|(b, _)| b as u32);
+    Ok(BucketTable::new(
+        generation,
+        config.farm.buckets,
+        owned,
+        own.owners.first() == Some(&me),
+    ))
+}
+
+/// The classifier of a config, for a NIC with MAC `own_mac`.
+pub fn classifier(config: &Config, own_mac: [u8; 6]) -> Classifier {
+    let mut rules = RuleTable::new();
+    for r in &config.rules {
+        let t = match r.protocol {
+            config::Protocol::Tcp => Transport::Tcp,
+            config::Protocol::Udp => Transport::Udp,
+        };
+        let a = match r.affinity {
+            config::Affinity::ClientIp => Affinity::ClientIp,
+            config::Affinity::ClientIpPort => Affinity::ClientIpPort,
+        };
+        if let Some(port) = r.port {
+            rules.insert(t, port, a);
+        }
+    }
+    let d = config.farm.delivery;
+    Classifier {
+        own_mac,
+        vips4: config
+            .vips4()
+            .map(|a| Vip {
+                address: a,
+                mac: config::vip_mac(IpAddr::V4(a), d),
+            })
+            .collect(),
+        vips6: config
+            .vips6()
+            .map(|a| Vip {
+                address: a,
+                mac: config::vip_mac(IpAddr::V6(a), d),
+            })
+            .collect(),
+        rules,
+    }
+}
+
+/// The EAL arguments a config asks for.
+pub fn eal_args(config: &Config) -> Vec<String> {
+    let d = &config.dpdk;
+    let mut args: Vec<String> = Vec::new();
+    // The main lcore runs the control plane; lcores 1..=queues poll. All
+    // float over the configured CPUs: with adaptive polling several lcores
+    // (and several nodes) can share a core.
+    let cpus = d.cpus.clone().unwrap_or_else(|| {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        format!("0-{}", n - 1)
+    });
+    let cpu_set = cpus.replace(' ', "");
+    let lcores: Vec<String> = (0..=config.port.queues)
+        .map(|l| format!("{l}@({cpu_set})"))
+        .collect();
+    args.push(format!("--lcores={}", lcores.join(",")));
+    if d.hugepages {
+        args.push(format!("--socket-mem={}", d.memory_mb));
+    } else {
+        args.push("--no-huge".into());
+        args.push(format!("-m{}", d.memory_mb));
+    }
+    if let Some(p) = &d.file_prefix {
+        args.push(format!("--file-prefix={p}"));
+    }
+    args.push("--no-telemetry".into());
+    args.push("--log-level=*:warning".into());
+    let q = config.port.queues;
+    match config.port.driver {
+        Driver::AfPacket => {
+            let iface = config.port.interface.as_deref().unwrap_or_default();
+            args.push("--no-pci".into());
+            args.push(format!("--vdev=net_af_packet0,iface={iface},qpairs={q}"));
+        }
+        Driver::AfXdp => {
+            let iface = config.port.interface.as_deref().unwrap_or_default();
+            args.push("--no-pci".into());
+            args.push(format!(
+                "--vdev=net_af_xdp0,iface={iface},start_queue=0,queue_count={q}"
+            ));
+        }
+        Driver::Pci => {
+            args.push(format!(
+                "--allow={}",
+                config.port.pci.as_deref().unwrap_or_default()
+            ));
+        }
+        Driver::Vdev => {
+            args.push("--no-pci".into());
+            args.push(format!(
+                "--vdev={}",
+                config.port.vdev.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(v) = &config.tap.vdev {
+        args.push(format!("--vdev={v}"));
+    }
+    args.extend(d.extra_args.iter().cloned());
+    args
+}
+
+fn nic_port_name(config: &Config) -> String {
+    match config.port.driver {
+        Driver::AfPacket => "net_af_packet0".into(),
+        Driver::AfXdp => "net_af_xdp0".into(),
+        Driver::Pci => config.port.pci.clone().unwrap_or_default(),
+        Driver::Vdev => vdev_name(config.port.vdev.as_deref().unwrap_or_default()),
+    }
+}
+
+fn vdev_name(devargs: &str) -> String {
+    devargs.split(',').next().unwrap_or_default().to_string()
+}
+
+fn mac_string(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// What `herd status` shows of a node.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    pub farm: String,
+    pub node_id: u16,
+    pub node_name: String,
+    pub dpdk_version: String,
+    pub nic: String,
+    pub nic_mac: String,
+    pub table_generation: u64,
+    pub buckets: u32,
+    pub owned_buckets: u32,
+    pub owned_ranges: String,
+    pub arp_responder: bool,
+    pub totals: BurstCounts,
+    pub lcores: Vec<LcoreStatus>,
+    pub nic_stats: PortStats,
+    pub tap_stats: PortStats,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LcoreStatus {
+    pub lcore: u32,
+    pub queue: u16,
+    pub counters: BurstCounts,
+}
+
+/// Renders owned buckets as ranges ("0-2047,4000").
+pub fn ranges_string(buckets: impl Iterator<Item = u32>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Option<(u32, u32)> = None;
+    let flush = |r: (u32, u32), out: &mut Vec<String>| {
+        out.push(if r.0 == r.1 {
+            r.0.to_string()
+        } else {
+            format!("{}-{}", r.0, r.1)
+        })
+    };
+    for b in buckets {
+        run = match run {
+            Some((lo, hi)) if hi + 1 == b => Some((lo, b)),
+            Some(r) => {
+                flush(r, &mut out);
+                Some((b, b))
+            }
+            None => Some((b, b)),
+        };
+    }
+    if let Some(r) = run {
+        flush(r, &mut out);
+    }
+    out.join(",")
+}
+
+/// A started node. Call [`RunningNode::shutdown`] to stop it cleanly.
+pub struct RunningNode {
+    config: Config,
+    eal: Eal,
+    nic: Arc<Port>,
+    tap: Arc<Port>,
+    nic_mac: [u8; 6],
+    lcores: Vec<u32>,
+    counters: Arc<[LcoreCounters]>,
+    publisher: TablePublisher,
+    stop: Arc<AtomicBool>,
+    kernel: KernelSetup,
+    _pool: Arc<Mempool>,
+}
+
+impl RunningNode {
+    /// Starts the node: EAL, ports, kernel side, lcores.
+    pub fn start(config: Config) -> Result<RunningNode, NodeError> {
+        let table = static_table(&config, 1).map_err(|e| NodeError::Other(e.to_string()))?;
+        let eal = Eal::init(&eal_args(&config))?;
+        let workers = eal.worker_lcores();
+        let queues = config.port.queues;
+        if workers.len() < usize::from(queues) {
+            return Err(NodeError::Other(format!(
+                "{} worker lcores for {queues} queues",
+                workers.len()
+            )));
+        }
+        let pool = Arc::new(Mempool::new(&eal, "herd_mbufs", config.dpdk.mbufs)?);
+        let nic = eal.port_by_name(&nic_port_name(&config))?;
+        nic.configure_and_start(
+            &pool,
+            queues,
+            config.port.rx_descriptors,
+            config.port.tx_descriptors,
+        )?;
+        nic.enable_promiscuous()?;
+        let nic_mac = nic.mac()?;
+
+        let tap_name = match &config.tap.vdev {
+            Some(v) => vdev_name(v),
+            None => {
+                // The TAP has the NIC's MAC, so what the kernel sends leaves
+                // with the NIC's own MAC and peers see one MAC per node.
+                let args = format!("iface={},mac={}", config.tap.name, mac_string(&nic_mac));
+                eal.create_vdev("net_tap0", &args)?;
+                "net_tap0".into()
+            }
+        };
+        let tap = eal.port_by_name(&tap_name)?;
+        tap.configure_and_start(
+            &pool,
+            queues,
+            config.port.rx_descriptors,
+            config.port.tx_descriptors,
+        )?;
+
+        let mut kernel = KernelSetup::default();
+        if config.tap.configure_kernel && config.tap.vdev.is_none() {
+            let result = (|| {
+                if let (Driver::AfPacket | Driver::AfXdp, Some(nic_if)) =
+                    (config.port.driver, &config.port.interface)
+                {
+                    kernel.silence_nic(nic_if, config.port.driver == Driver::AfPacket)?;
+                }
+                kernel.configure_tap(&config.tap, &config.farm.vips)
+            })();
+            if let Err(e) = result {
+                kernel.undo();
+                tap.close();
+                nic.close();
+                return Err(e.into());
+            }
+        }
+
+        let counters: Arc<[LcoreCounters]> =
+            (0..queues).map(|_| LcoreCounters::default()).collect();
+        let publisher = TablePublisher::new(table);
+        let stop = Arc::new(AtomicBool::new(false));
+        let nic = Arc::new(nic);
+        let tap = Arc::new(tap);
+        let classifier = Arc::new(classifier(&config, nic_mac));
+        let policy = IdlePolicy::from_config(&config.polling);
+        let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
+        for (q, &lcore) in lcores.iter().enumerate() {
+            let worker = Worker {
+                queue: q as u16,
+                nic: Arc::clone(&nic),
+                tap: Arc::clone(&tap),
+                classifier: Arc::clone(&classifier),
+                table: publisher.reader(),
+                counters: Arc::clone(&counters),
+                stop: Arc::clone(&stop),
+                policy,
+                vip_macs4: classifier
+                    .vips4
+                    .iter()
+                    .map(|v| (v.address, v.mac))
+                    .collect(),
+                vip_macs6: classifier
+                    .vips6
+                    .iter()
+                    .map(|v| (v.address, v.mac))
+                    .collect(),
+            };
+            eal.launch(lcore, move || worker.run())?;
+        }
+        tracing::info!(
+            node = config.node.id,
+            nic = %nic.name(),
+            mac = %mac_string(&nic_mac),
+            queues,
+            "fastpath started"
+        );
+        Ok(RunningNode {
+            config,
+            eal,
+            nic,
+            tap,
+            nic_mac,
+            lcores,
+            counters,
+            publisher,
+            stop,
+            kernel,
+            _pool: pool,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Publishes a new bucket table to the lcores.
+    pub fn publish(&self, table: BucketTable) {
+        self.publisher.publish(table);
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        let table = self.publisher.load();
+        let lcores: Vec<LcoreStatus> = self
+            .lcores
+            .iter()
+            .enumerate()
+            .map(|(q, &lcore)| LcoreStatus {
+                lcore,
+                queue: q as u16,
+                counters: self.counters[q].snapshot(),
+            })
+            .collect();
+        NodeStatus {
+            farm: self.config.farm.name.clone(),
+            node_id: self.config.node.id,
+            node_name: self.config.this_node().name.clone(),
+            dpdk_version: dpdk::version(),
+            nic: self.nic.name().to_string(),
+            nic_mac: mac_string(&self.nic_mac),
+            table_generation: table.generation(),
+            buckets: table.n_buckets(),
+            owned_buckets: table.owned_count(),
+            owned_ranges: ranges_string(table.owned_buckets()),
+            arp_responder: table.is_arp_responder(),
+            totals: BurstCounts::sum(lcores.iter().map(|l| &l.counters)),
+            lcores,
+            nic_stats: self.nic.stats(),
+            tap_stats: self.tap.stats(),
+        }
+    }
+
+    /// Stops the lcores, undoes the kernel setup, closes the ports (the
+    /// TAP interface goes with its port) and cleans the EAL up.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.eal.wait_workers();
+        self.kernel.undo();
+        let RunningNode { eal, nic, tap, .. } = self;
+        for port in [tap, nic] {
+            match Arc::try_unwrap(port) {
+                Ok(p) => p.close(),
+                Err(_) => tracing::warn!("a port is still shared at shutdown"),
+            }
+        }
+        drop(eal);
+        tracing::info!("stopped");
+    }
+}
+
+/// One lcore's share of the work: one rx queue of the NIC and of the TAP.
+struct Worker {
+    queue: u16,
+    nic: Arc<Port>,
+    tap: Arc<Port>,
+    classifier: Arc<Classifier>,
+    table: TableReader,
+    counters: Arc<[LcoreCounters]>,
+    stop: Arc<AtomicBool>,
+    policy: IdlePolicy,
+    vip_macs4: Vec<(std::net::Ipv4Addr, [u8; 6])>,
+    vip_macs6: Vec<(std::net::Ipv6Addr, [u8; 6])>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        dpdk::set_timer_slack_ns(1_000);
+        let q = self.queue;
+        let own_mac = self.classifier.own_mac;
+        let mut rx: Vec<Mbuf> = Vec::with_capacity(BURST);
+        let mut to_tap: Vec<Mbuf> = Vec::with_capacity(BURST);
+        let mut to_nic: Vec<Mbuf> = Vec::with_capacity(2 * BURST);
+        let mut backoff = Backoff::new(self.policy);
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut c = BurstCounts {
+                polls: 1,
+                ..Default::default()
+            };
+            let n = self.nic.rx_burst(q, &mut rx);
+            if n > 0 {
+                let table = self.table.current();
+                for mut m in rx.drain(..) {
+                    c.rx_packets += 1;
+                    match self.classifier.classify(m.data(), table) {
+                        Verdict::ToKernel => {
+                            c.to_kernel += 1;
+                            to_tap.push(m);
+                        }
+                        Verdict::Accept => {
+                            c.accepted += 1;
+                            m.data_mut()[..6].copy_from_slice(&own_mac);
+                            to_tap.push(m);
+                        }
+                        Verdict::ArpReply { arp_offset, vip } => {
+                            let (addr, mac) = self.vip_macs4[vip];
+                            if reply::arp_reply_in_place(
+                                m.data_mut(),
+                                arp_offset,
+                                own_mac,
+                                addr,
+                                mac,
+                            ) {
+                                c.arp_replies += 1;
+                                to_nic.push(m);
+                            } else {
+                                c.dropped_malformed += 1;
+                            }
+                        }
+                        Verdict::NdpAdvert { ipv6_offset, vip } => {
+                            let (addr, mac) = self.vip_macs6[vip];
+                            match reply::ndp_advert_in_place(
+                                m.room_mut(),
+                                ipv6_offset,
+                                own_mac,
+                                addr,
+                                mac,
+                            ) {
+                                Some(len) if m.set_len(len) => {
+                                    c.ndp_replies += 1;
+                                    to_nic.push(m);
+                                }
+                                _ => c.dropped_malformed += 1,
+                            }
+                        }
+                        Verdict::Drop(reason) => match reason {
+                            DropReason::NotOwned => c.dropped_not_owned += 1,
+                            DropReason::NoRule => c.dropped_no_rule += 1,
+                            DropReason::Malformed(_) => c.dropped_malformed += 1,
+                            DropReason::NotForUs => c.dropped_not_for_us += 1,
+                            DropReason::NotResponder => c.dropped_not_responder += 1,
+                        },
+                    }
+                }
+                c.tx_failed += self.tap.tx_burst(q, &mut to_tap) as u64;
+            }
+            let k = self.tap.rx_burst(q, &mut to_nic);
+            // Whatever the kernel sent, it leaves with the NIC's own MAC:
+            // never a VIP's MAC, which must stay unlearnable by switches.
+            let from = to_nic.len() - k;
+            for m in &mut to_nic[from..] {
+                if let Some(src) = m.data_mut().get_mut(6..12) {
+                    src.copy_from_slice(&own_mac);
+                }
+            }
+            c.from_kernel += k as u64;
+            c.tx_failed += self.nic.tx_burst(q, &mut to_nic) as u64;
+            match backoff.after_poll(n + k) {
+                Idle::Poll => {}
+                Idle::Sleep(d) => {
+                    c.idle_sleeps += 1;
+                    std::thread::sleep(d);
+                }
+            }
+            self.counters[usize::from(q)].add(&c);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Adaptive polling: what an lcore does after a poll, as a pure policy.
+//!
+//! With traffic the lcore polls flat out. After `spin_polls` empty polls in
+//! a row it sleeps `min_sleep`, doubling each further empty poll up to
+//! `max_sleep`; any packet resets it. So an idle lcore wakes at most
+//! 1/`max_sleep` times a second, and the first packet after idle waits at
+//! most `max_sleep` (plus the timer's slack) before it is seen.
+
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdlePolicy {
+    pub spin_polls: u32,
+    pub min_sleep: Duration,
+    pub max_sleep: Duration,
+}
+
+impl IdlePolicy {
+    pub fn from_config(p: &config::Polling) -> Self {
+        IdlePolicy {
+            spin_polls: p.spin_polls,
+            min_sleep: Duration::from_micros(u64::from(p.min_sleep_us)),
+            max_sleep: Duration::from_micros(u64::from(p.max_sleep_us)),
+        }
+    }
+}
+
+/// What to do before the next poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    /// Poll again at once.
+    Poll,
+    /// Sleep this long, then poll.
+    Sleep(Duration),
+}
+
+/// One lcore's idle state.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: IdlePolicy,
+    empty_polls: u32,
+    sleep: Duration,
+}
+
+impl Backoff {
+    pub fn new(policy: IdlePolicy) -> Self {
+        Backoff {
+            policy,
+            empty_polls: 0,
+            sleep: Duration::ZERO,
+        }
+    }
+
+    /// Called after each poll with the number of packets it found.
+    #[inline]
+    pub fn after_poll(&mut self, packets: usize) -> Idle {
+        if packets > 0 {
+            self.empty_polls = 0;
+            self.sleep = Duration::ZERO;
+            return Idle::Poll;
+        }
+        if self.empty_polls < self.policy.spin_polls {
+            self.empty_polls += 1;
+            return Idle::Poll;
+        }
+        self.sleep = if self.sleep.is_zero() {
+            self.policy.min_sleep
+        } else {
+            (self.sleep * 2).min(self.policy.max_sleep)
+        };
+        Idle::Sleep(self.sleep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> IdlePolicy {
+        IdlePolicy {
+            spin_polls: 3,
+            min_sleep: Duration::from_micros(10),
+            max_sleep: Duration::from_micros(50),
+        }
+    }
+
+    #[test]
+    fn spins_then_sleeps_longer_up_to_the_bound() {
+        let mut b = Backoff::new(policy());
+        let got: Vec<Idle> = (0..8).map(|_| b.after_poll(0)).collect();
+        let us = |n| Idle::Sleep(Duration::from_micros(n));
+        assert_eq!(
+            got,
+            vec![
+                Idle::Poll,
+                Idle::Poll,
+                Idle::Poll,
+                us(10),
+                us(20),
+                us(40),
+                us(50),
+                us(50)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_packet_resets_to_polling() {
+        let mut b = Backoff::new(policy());
+        for _ in 0..10 {
+            b.after_poll(0);
+        }
+        assert_eq!(b.after_poll(1), Idle::Poll);
+        assert_eq!(b.after_poll(0), Idle::Poll);
+        for _ in 0..2 {
+            b.after_poll(0);
+        }
+        assert_eq!(b.after_poll(0), Idle::Sleep(Duration::from_micros(10)));
+    }
+}

@@ -1,0 +1,144 @@
+//! The kernel side of a node: what it takes for the kernel to serve the VIP
+//! behind the fastpath, and to stay out of the fastpath's way.
+//!
+//! - The NIC's own kernel interface (af_packet / af_xdp) is silenced: no
+//!   ARP, no IPv6, and with af_packet an nftables ingress drop so the kernel does
+//!   not answer the frames the fastpath already handles (AF_PACKET sockets
+//!   see frames before the ingress hook, so the fastpath still gets them).
+//! - The TAP gets the node's addresses and routes and comes up.
+//! - The VIPs go on `lo` with `arp_ignore`/`arp_announce`, as in direct
+//!   server return: the kernel accepts VIP traffic but never answers ARP
+//!   for it.
+//!
+//! This shells out to iproute2's `ip` and `nft` (Herd's documented runtime
+//! dependency) rather than speaking rtnetlink: these are a handful of
+//! one-off calls at start and stop, never on the packet path. Everything
+//! done is recorded and undone by [`KernelSetup::undo`].
+
+use std::net::IpAddr;
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+#[error("kernel setup: `{command}` failed: {reason}")]
+pub struct SetupError {
+    pub command: String,
+    pub reason: String,
+}
+
+/// What was done, to be undone in reverse order.
+#[derive(Debug, Default)]
+pub struct KernelSetup {
+    undo: Vec<Vec<String>>,
+}
+
+fn run(args: &[&str]) -> Result<(), SetupError> {
+    let command = args.join(" ");
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| SetupError {
+            command: command.clone(),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(SetupError {
+            command,
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn sysctl(path: &str, value: &str) -> Result<(), SetupError> {
+    std::fs::write(format!("/proc/sys/{path}"), value).map_err(|e| SetupError {
+        command: format!("sysctl {path}={value}"),
+        reason: e.to_string(),
+    })
+}
+
+impl KernelSetup {
+    fn step(&mut self, doit: &[&str], undo: &[&str]) -> Result<(), SetupError> {
+        run(doit)?;
+        if !undo.is_empty() {
+            self.undo.push(undo.iter().map(|s| s.to_string()).collect());
+        }
+        Ok(())
+    }
+
+    /// Silences the NIC's kernel interface `nic` (see the module doc).
+    pub fn silence_nic(&mut self, nic: &str, ingress_drop: bool) -> Result<(), SetupError> {
+        self.step(
+            &["ip", "link", "set", "dev", nic, "arp", "off", "up"],
+            &["ip", "link", "set", "dev", nic, "arp", "on"],
+        )?;
+        // Absent when IPv6 is off in the kernel: nothing to silence then.
+        let _ = sysctl(&format!("net/ipv6/conf/{nic}/disable_ipv6"), "1");
+        if ingress_drop {
+            // nftables' netdev ingress hook runs after AF_PACKET taps, so
+            // the fastpath still receives what the kernel is kept from.
+            let table = format!(
+                "herd_{}",
+                nic.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            let _ = run(&["nft", "delete", "table", "netdev", &table]);
+            self.step(
+                &["nft", "add", "table", "netdev", &table],
+                &["nft", "delete", "table", "netdev", &table],
+            )?;
+            let chain =
+                format!("{{ type filter hook ingress device \"{nic}\" priority 0; policy drop; }}");
+            run(&["nft", "add", "chain", "netdev", &table, "ingress", &chain])?;
+        }
+        Ok(())
+    }
+
+    /// Brings the TAP up with the node's addresses and routes, and puts the
+    /// VIPs on loopback.
+    pub fn configure_tap(&mut self, tap: &config::Tap, vips: &[IpAddr]) -> Result<(), SetupError> {
+        let name = tap.name.as_str();
+        for key in ["all", name] {
+            sysctl(&format!("net/ipv4/conf/{key}/arp_ignore"), "1")?;
+            sysctl(&format!("net/ipv4/conf/{key}/arp_announce"), "2")?;
+        }
+        let _ = sysctl(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
+        run(&["ip", "link", "set", "dev", name, "up"])?;
+        for a in &tap.addresses {
+            run(&["ip", "addr", "add", a, "dev", name, "nodad"])?;
+        }
+        for r in &tap.routes {
+            run(&[
+                "ip",
+                "route",
+                "replace",
+                &r.to,
+                "via",
+                &r.via.to_string(),
+                "dev",
+                name,
+            ])?;
+        }
+        for vip in vips {
+            let addr = match vip {
+                IpAddr::V4(a) => format!("{a}/32"),
+                IpAddr::V6(a) => format!("{a}/128"),
+            };
+            let _ = run(&["ip", "addr", "del", &addr, "dev", "lo"]);
+            self.step(
+                &["ip", "addr", "add", &addr, "dev", "lo", "nodad"],
+                &["ip", "addr", "del", &addr, "dev", "lo"],
+            )?;
+        }
+        run(&["ip", "link", "set", "dev", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Undoes everything, newest first; failures are logged, not fatal.
+    pub fn undo(&mut self) {
+        while let Some(cmd) = self.undo.pop() {
+            let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+            if let Err(e) = run(&args) {
+                tracing::warn!("undo: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The lab's application: answers with the node's name.
+//!
+//! - HTTP on TCP 80: `GET` returns the node name as the body.
+//! - Line echo on TCP 7000: each line comes back as `<name> <line>`
+//!   (long-lived connections).
+//! - Datagram echo on UDP 9000: each datagram comes back as `<name> <data>`.
+//!
+//! It binds the dual-stack wildcard address, so it serves the VIP
+//! (on loopback) and the node's own address alike.
+
+use anyhow::{Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+pub struct Ports {
+    pub http: u16,
+    pub echo: u16,
+    pub udp: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports {
+            http: 80,
+            echo: 7000,
+            udp: 9000,
+        }
+    }
+}
+
+/// One dual-stack listener on [::], or IPv4 only where IPv6 is off.
+fn listen(port: u16) -> Result<TcpListener> {
+    TcpListener::bind(SocketAddr::from(([0u16; 8], port)))
+        .or_else(|_| TcpListener::bind(SocketAddr::from(([0u8; 4], port))))
+        .with_context(|| format!("bind tcp {port}"))
+}
+
+/// Serves forever (until killed).
+pub fn serve(name: &str, ports: Ports) -> Result<()> {
+    let name: Arc<str> = Arc::from(name);
+    let mut handles = Vec::new();
+    let l = listen(ports.http)?;
+    let n = Arc::clone(&name);
+    handles.push(thread::spawn(move || accept_loop(l, n, http)));
+    let l = listen(ports.echo)?;
+    let n = Arc::clone(&name);
+    handles.push(thread::spawn(move || accept_loop(l, n, echo)));
+    let s = UdpSocket::bind(SocketAddr::from(([0u16; 8], ports.udp)))
+        .or_else(|_| UdpSocket::bind(SocketAddr::from(([0u8; 4], ports.udp))))
+        .context("bind udp")?;
+    let n = Arc::clone(&name);
+    handles.push(thread::spawn(move || udp_echo(s, n)));
+    eprintln!(
+        "app {name}: serving http {}, echo {}, udp {}",
+        ports.http, ports.echo, ports.udp
+    );
+    for h in handles {
+        let _ = h.join();
+    }
+    Ok(())
+}
+
+fn accept_loop(
+    l: TcpListener,
+    name: Arc<str>,
+    handler: fn(TcpStream, &str) -> std::io::Result<()>,
+) {
+    for stream in l.incoming().flatten() {
+        let name = Arc::clone(&name);
+        thread::spawn(move || {
+            let _ = handler(stream, &name);
+        });
+    }
+}
+
+fn http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = [0u8; 2048];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 16384 {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let body = format!("{name}\n");
+    write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    s.flush()
+}
+
+fn echo(s: TcpStream, name: &str) -> std::io::Result<()> {
+    // Long-lived: no read timeout; the client closes.
+    let mut w = s.try_clone()?;
+    for line in BufReader::new(s).lines() {
+        let line = line?;
+        writeln!(w, "{name} {line}")?;
+    }
+    Ok(())
+}
+
+fn udp_echo(s: UdpSocket, name: Arc<str>) {
+    let mut buf = [0u8; 2048];
+    loop {
+        let Ok((n, from)) = s.recv_from(&mut buf) else {
+            continue;
+        };
+        let mut out = Vec::with_capacity(name.len() + 1 + n);
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(&buf[..n]);
+        let _ = s.send_to(&out, from);
+    }
+}

@@ -1,0 +1,178 @@
+//! `herd-lab`: the Herd lab on one machine (SPEC §7). See `perf::lab`.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use perf::{app, lab, probe};
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "herd-lab",
+    about = "Herd's lab: a farm in network namespaces on one machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the lab and start its nodes (cleans up a crashed lab first).
+    Up {
+        #[arg(long, default_value_t = 2)]
+        nodes: u32,
+        /// How many of the nodes to start (default: all).
+        #[arg(long)]
+        running: Option<u32>,
+        /// Rx queues (and lcores) per node.
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
+        #[arg(long, default_value = "vmac")]
+        delivery: String,
+        /// A TOML file appended to every node's config.
+        #[arg(long)]
+        extra_config: Option<std::path::PathBuf>,
+    },
+    /// Remove everything the lab created.
+    Down,
+    /// SIGKILL a node's herd (a crash).
+    Kill { node: String },
+    /// SIGTERM a node's herd (a clean stop).
+    Stop { node: String },
+    /// Start a node's herd again.
+    Start { node: String },
+    /// SIGKILL a node's application.
+    KillApp { node: String },
+    /// Start a node's application again.
+    StartApp { node: String },
+    /// Run a command in a node's namespace.
+    Exec {
+        node: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Run a command in the client namespace.
+    Client {
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Each node's state and counters.
+    Status,
+    /// The lab application (run inside a node namespace by `up`).
+    App {
+        #[arg(long)]
+        name: String,
+    },
+    /// Connections from many client addresses; prints a JSON report
+    /// (run inside the client namespace).
+    Probe {
+        #[arg(value_enum)]
+        kind: ProbeKind,
+        #[arg(long, default_value = lab::VIP4)]
+        vip: IpAddr,
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, default_value_t = 100)]
+        sources: u32,
+        #[arg(long, default_value_t = 400)]
+        conns: u32,
+        #[arg(long, default_value_t = 16)]
+        parallel: usize,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+        /// Print only the summary, not every connection.
+        #[arg(long)]
+        summary: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ProbeKind {
+    Http,
+    Echo,
+    Udp,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("herd-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Cmd::Up {
+            nodes,
+            running,
+            queues,
+            delivery,
+            extra_config,
+        } => {
+            let extra = match extra_config {
+                Some(p) => std::fs::read_to_string(&p)?,
+                None => String::new(),
+            };
+            let spec = lab::LabSpec {
+                nodes,
+                running: running.unwrap_or(nodes),
+                queues,
+                delivery,
+                extra,
+            };
+            lab::up(&spec)?;
+            print!("{}", lab::status()?);
+        }
+        Cmd::Down => lab::down()?,
+        Cmd::Kill { node } => lab::kill(lab::parse_node(&node)?)?,
+        Cmd::Stop { node } => lab::stop(lab::parse_node(&node)?)?,
+        Cmd::Start { node } => {
+            let n = lab::parse_node(&node)?;
+            lab::start(n)?;
+            lab::wait_ready(n, Duration::from_secs(30))?;
+        }
+        Cmd::KillApp { node } => lab::kill_app(lab::parse_node(&node)?)?,
+        Cmd::StartApp { node } => lab::start_app(lab::parse_node(&node)?)?,
+        Cmd::Exec { node, cmd } => {
+            return lab::exec_in(&lab::node_ns(lab::parse_node(&node)?), &cmd)
+        }
+        Cmd::Client { cmd } => return lab::exec_in(lab::CLIENT_NS, &cmd),
+        Cmd::Status => print!("{}", lab::status()?),
+        Cmd::App { name } => app::serve(&name, app::Ports::default())?,
+        Cmd::Probe {
+            kind,
+            vip,
+            port,
+            sources,
+            conns,
+            parallel,
+            timeout_ms,
+            summary,
+        } => {
+            let (kind, default_port) = match kind {
+                ProbeKind::Http => (probe::Kind::Http, 80),
+                ProbeKind::Echo => (probe::Kind::Echo, 7000),
+                ProbeKind::Udp => (probe::Kind::Udp, 9000),
+            };
+            let plan = probe::Plan {
+                kind,
+                target: SocketAddr::new(vip, port.unwrap_or(default_port)),
+                sources,
+                conns,
+                parallel,
+                timeout: Duration::from_millis(timeout_ms),
+            };
+            let mut report = probe::run(&plan)?;
+            if summary {
+                report.results.clear();
+            }
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,187 @@
+//! The lab's load generator: many connections from many client addresses,
+//! recording which node answered each.
+//!
+//! Run inside the client namespace, where a local route makes every address
+//! of 198.19.0.0/16 (and 2001:2:1::/64) usable as a source, so one process
+//! stands for thousands of clients.
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// HTTP GET, the body is the node name.
+    Http,
+    /// One line on the echo port.
+    Echo,
+    /// One datagram on the UDP echo port.
+    Udp,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub source: IpAddr,
+    pub sport: u16,
+    pub node: Option<String>,
+    pub error: Option<String>,
+    pub micros: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub ok: usize,
+    pub failed: usize,
+    pub by_node: BTreeMap<String, usize>,
+    pub results: Vec<Outcome>,
+}
+
+/// The `i`-th client address: 198.19.0.1 + i, or 2001:2:1::1 + i.
+pub fn source_address(v6: bool, i: u32) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(
+            u128::from(Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 1)) + u128::from(i),
+        ))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + i))
+    }
+}
+
+pub struct Plan {
+    pub kind: Kind,
+    pub target: SocketAddr,
+    pub sources: u32,
+    pub conns: u32,
+    pub parallel: usize,
+    pub timeout: Duration,
+}
+
+/// Runs `plan.conns` probes, connection `c` from source `c % sources`.
+pub fn run(plan: &Plan) -> Result<Report> {
+    if plan.sources == 0 || plan.parallel == 0 {
+        bail!("sources and parallel must be > 0");
+    }
+    let v6 = plan.target.is_ipv6();
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(plan.conns as usize));
+    std::thread::scope(|s| {
+        for _ in 0..plan.parallel.min(plan.conns.max(1) as usize) {
+            s.spawn(|| loop {
+                let c = next.fetch_add(1, Ordering::Relaxed);
+                if c >= plan.conns as usize {
+                    break;
+                }
+                let source = source_address(v6, c as u32 % plan.sources);
+                let outcome = probe_one(plan, source);
+                results
+                    .lock()
+                    .expect("no panics while held")
+                    .push((c, outcome));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("threads done");
+    results.sort_by_key(|(c, _)| *c);
+    let results: Vec<Outcome> = results.into_iter().map(|(_, o)| o).collect();
+    let mut by_node = BTreeMap::new();
+    for o in &results {
+        if let Some(n) = &o.node {
+            *by_node.entry(n.clone()).or_insert(0) += 1;
+        }
+    }
+    let ok = results.iter().filter(|o| o.node.is_some()).count();
+    Ok(Report {
+        ok,
+        failed: results.len() - ok,
+        by_node,
+        results,
+    })
+}
+
+fn probe_one(plan: &Plan, source: IpAddr) -> Outcome {
+    let start = Instant::now();
+    let mut sport = 0;
+    let result = (|| -> std::io::Result<String> {
+        match plan.kind {
+            Kind::Http | Kind::Echo => {
+                let (mut stream, port) = connect_from(source, plan.target, plan.timeout)?;
+                sport = port;
+                stream.set_read_timeout(Some(plan.timeout))?;
+                stream.set_write_timeout(Some(plan.timeout))?;
+                if plan.kind == Kind::Http {
+                    stream.write_all(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")?;
+                    let mut reply = String::new();
+                    stream.read_to_string(&mut reply)?;
+                    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+                    if !reply.starts_with("HTTP/1.0 200") || body.is_empty() {
+                        return Err(std::io::Error::other(format!("bad reply {reply:?}")));
+                    }
+                    Ok(body.to_string())
+                } else {
+                    stream.write_all(b"probe\n")?;
+                    let mut line = String::new();
+                    BufReader::new(&stream).read_line(&mut line)?;
+                    parse_echo(&line, "probe")
+                }
+            }
+            Kind::Udp => {
+                let sock = UdpSocket::bind(SocketAddr::new(source, 0))?;
+                sport = sock.local_addr()?.port();
+                sock.set_read_timeout(Some(plan.timeout))?;
+                sock.send_to(b"probe", plan.target)?;
+                let mut buf = [0u8; 1500];
+                let (n, _) = sock.recv_from(&mut buf)?;
+                parse_echo(&String::from_utf8_lossy(&buf[..n]), "probe")
+            }
+        }
+    })();
+    let micros = start.elapsed().as_micros() as u64;
+    match result {
+        Ok(node) => Outcome {
+            source,
+            sport,
+            node: Some(node),
+            error: None,
+            micros,
+        },
+        Err(e) => Outcome {
+            source,
+            sport,
+            node: None,
+            error: Some(e.to_string()),
+            micros,
+        },
+    }
+}
+
+fn parse_echo(line: &str, sent: &str) -> std::io::Result<String> {
+    match line.trim_end().split_once(' ') {
+        Some((node, rest)) if rest == sent => Ok(node.to_string()),
+        _ => Err(std::io::Error::other(format!("bad echo {line:?}"))),
+    }
+}
+
+/// A TCP connection from `source` (any port) to `target`.
+pub fn connect_from(
+    source: IpAddr,
+    target: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<(TcpStream, u16)> {
+    let domain = if target.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sock.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+    sock.connect_timeout(&SockAddr::from(target), timeout)?;
+    let stream: TcpStream = sock.into();
+    let port = stream.local_addr()?.port();
+    Ok((stream, port))
+}
