@@ -93,26 +93,47 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
-    /// herd-hash v1 test vectors: (client, port, hash, bucket of 4096).
+    /// herd-hash v1 test vectors: (client, port, hash, bucket of 4096),
+    /// computed independently with Python's `xxhash` package.
     /// Every node of a farm must compute exactly these.
     #[test]
     fn test_vectors() {
         let vectors: [(IpAddr, Option<u16>, u64, u32); 6] = [
-            (Ipv4Addr::new(198, 19, 0, 1).into(), None, 0x0, 0),
-            (Ipv4Addr::new(198, 19, 0, 1).into(), Some(40000), 0x0, 0),
-            (Ipv4Addr::new(198, 19, 255, 254).into(), None, 0x0, 0),
-            (Ipv4Addr::new(0, 0, 0, 0).into(), Some(0), 0x0, 0),
+            (
+                Ipv4Addr::new(198, 19, 0, 1).into(),
+                None,
+                0xee9f4061fc891997,
+                3817,
+            ),
+            (
+                Ipv4Addr::new(198, 19, 0, 1).into(),
+                Some(40000),
+                0x1b6d8f354330a9e6,
+                438,
+            ),
+            (
+                Ipv4Addr::new(198, 19, 255, 254).into(),
+                None,
+                0x773d3d7f91d96f4a,
+                1907,
+            ),
+            (
+                Ipv4Addr::new(0, 0, 0, 0).into(),
+                Some(0),
+                0x72cdcf2814a0a653,
+                1836,
+            ),
             (
                 "2001:2:1::1".parse::<Ipv6Addr>().unwrap().into(),
                 None,
-                0x0,
-                0,
+                0xbef39dd61090f05a,
+                3055,
             ),
             (
                 "2001:2:1::1".parse::<Ipv6Addr>().unwrap().into(),
                 Some(443),
-                0x0,
-                0,
+                0x3d0f8a90b718ac50,
+                976,
             ),
         ];
         for (client, port, hash, bucket) in vectors {

@@ -1,0 +1,600 @@
+//! The packet decision of SPEC §2, case by case, on hand-built frames.
+
+use fastpath::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
+use fastpath::hash::FlowKey;
+use fastpath::reply;
+use fastpath::table::BucketTable;
+use fastpath::wire::Malformed;
+use proptest::prelude::*;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const OWN: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xcc];
+const VMAC4: [u8; 6] = [0x02, 0x48, 198, 18, 0, 100];
+const VMAC6: [u8; 6] = [0x02, 0x86, 0, 0, 1, 0];
+const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const NODE4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 7);
+const N: u32 = 4096;
+
+fn vip6() -> Ipv6Addr {
+    "2001:2::100".parse().unwrap()
+}
+fn client6() -> Ipv6Addr {
+    "2001:2:1::7".parse().unwrap()
+}
+
+fn classifier() -> Classifier {
+    let mut rules = RuleTable::new();
+    rules.insert(Transport::Tcp, 80, Affinity::ClientIpPort);
+    rules.insert(Transport::Tcp, 7000, Affinity::ClientIp);
+    rules.insert(Transport::Udp, 9000, Affinity::ClientIp);
+    Classifier {
+        own_mac: OWN,
+        vips4: vec![Vip {
+            address: VIP4,
+            mac: VMAC4,
+        }],
+        vips6: vec![Vip {
+            address: vip6(),
+            mac: VMAC6,
+        }],
+        rules,
+    }
+}
+
+fn all() -> BucketTable {
+    BucketTable::new(1, N, 0..N, true)
+}
+fn none() -> BucketTable {
+    BucketTable::new(1, N, [], false)
+}
+/// A table owning exactly the bucket of `key`.
+fn only(key: FlowKey) -> BucketTable {
+    BucketTable::new(1, N, [key.bucket(N)], false)
+}
+fn all_but(key: FlowKey) -> BucketTable {
+    let b = key.bucket(N);
+    BucketTable::new(1, N, (0..N).filter(|x| *x != b), true)
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn with_vlans(frame: &[u8], tags: usize) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    for i in 0..tags {
+        f.extend_from_slice(
+            &(if i == 0 && tags > 1 {
+                0x88a8u16
+            } else {
+                0x8100
+            })
+            .to_be_bytes(),
+        );
+        f.extend_from_slice(&(10 + i as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&frame[12..]);
+    f
+}
+
+fn l4(sport: u16, dport: u16) -> Vec<u8> {
+    let mut v = sport.to_be_bytes().to_vec();
+    v.extend_from_slice(&dport.to_be_bytes());
+    v.extend_from_slice(&[0u8; 16]);
+    v
+}
+
+struct V4 {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    frag: u16,
+    options: usize,
+    payload: Vec<u8>,
+}
+
+impl V4 {
+    fn new(proto: u8, payload: Vec<u8>) -> Self {
+        V4 {
+            src: CLIENT4,
+            dst: VIP4,
+            proto,
+            frag: 0,
+            options: 0,
+            payload,
+        }
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let ihl = 5 + self.options;
+        let total = ihl * 4 + self.payload.len();
+        let mut h = vec![(4 << 4) | ihl as u8, 0];
+        h.extend_from_slice(&(total as u16).to_be_bytes());
+        h.extend_from_slice(&[0, 1]);
+        h.extend_from_slice(&self.frag.to_be_bytes());
+        h.extend_from_slice(&[64, self.proto, 0, 0]);
+        h.extend_from_slice(&self.src.octets());
+        h.extend_from_slice(&self.dst.octets());
+        h.extend(std::iter::repeat_n(1u8, self.options * 4)); // NOP options
+        h.extend_from_slice(&self.payload);
+        h
+    }
+    fn frame(&self) -> Vec<u8> {
+        eth(VMAC4, CLIENT_MAC, 0x0800, &self.bytes())
+    }
+}
+
+fn v6_frame(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    next: u8,
+    hop_limit: u8,
+    ext_and_payload: &[u8],
+) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(ext_and_payload.len() as u16).to_be_bytes());
+    h.push(next);
+    h.push(hop_limit);
+    h.extend_from_slice(&src.octets());
+    h.extend_from_slice(&dst.octets());
+    h.extend_from_slice(ext_and_payload);
+    eth(VMAC6, CLIENT_MAC, 0x86dd, &h)
+}
+
+fn arp(op: u16, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4];
+    a.extend_from_slice(&op.to_be_bytes());
+    a.extend_from_slice(&CLIENT_MAC);
+    a.extend_from_slice(&sender_ip.octets());
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&target_ip.octets());
+    eth([0xff; 6], CLIENT_MAC, 0x0806, &a)
+}
+
+fn ns(target: Ipv6Addr, src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target.octets());
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&CLIENT_MAC);
+    let t = target.octets();
+    let solicited: Ipv6Addr = Ipv6Addr::from([
+        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
+    ]);
+    let mut f = v6_frame(src, solicited, 58, hop_limit, &icmp);
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
+    f
+}
+
+fn key4(port: Option<u16>) -> FlowKey {
+    FlowKey::new(IpAddr::V4(CLIENT4), port)
+}
+fn key6(port: Option<u16>) -> FlowKey {
+    FlowKey::new(IpAddr::V6(client6()), port)
+}
+
+const NOT_OWNED: Verdict = Verdict::Drop(DropReason::NotOwned);
+const NO_RULE: Verdict = Verdict::Drop(DropReason::NoRule);
+
+#[test]
+fn arp_for_a_vip_is_answered_by_the_responder_only() {
+    let c = classifier();
+    let f = arp(1, CLIENT4, VIP4);
+    assert_eq!(
+        c.classify(&f, &all()),
+        Verdict::ArpReply {
+            arp_offset: 14,
+            vip: 0
+        }
+    );
+    assert_eq!(
+        c.classify(&f, &none()),
+        Verdict::Drop(DropReason::NotResponder)
+    );
+    // A reply or announcement about the VIP never reaches the kernel.
+    assert_eq!(
+        c.classify(&arp(2, VIP4, VIP4), &all()),
+        Verdict::Drop(DropReason::NotResponder)
+    );
+    // ARP for the node's own address is the kernel's.
+    assert_eq!(
+        c.classify(&arp(1, CLIENT4, NODE4), &all()),
+        Verdict::ToKernel
+    );
+}
+
+#[test]
+fn arp_reply_resolves_the_vip_to_the_vmac_from_the_nic_mac() {
+    let mut f = arp(1, CLIENT4, VIP4);
+    assert!(reply::arp_reply_in_place(&mut f, 14, OWN, VIP4, VMAC4));
+    assert_eq!(&f[0..6], &CLIENT_MAC, "to the requester");
+    assert_eq!(&f[6..12], &OWN, "from the NIC's own MAC, never the vMAC");
+    assert_eq!(&f[20..22], &[0, 2], "a reply");
+    assert_eq!(&f[22..28], &VMAC4, "sender MAC is the vMAC");
+    assert_eq!(&f[28..32], &VIP4.octets());
+    assert_eq!(&f[32..38], &CLIENT_MAC);
+    assert_eq!(&f[38..42], &CLIENT4.octets());
+    let mut short = f[..30].to_vec();
+    assert!(!reply::arp_reply_in_place(&mut short, 14, OWN, VIP4, VMAC4));
+}
+
+#[test]
+fn client_ip_port_keys_by_client_port() {
+    let c = classifier();
+    let f = V4::new(6, l4(40000, 80)).frame();
+    assert_eq!(c.classify(&f, &only(key4(Some(40000)))), Verdict::Accept);
+    assert_eq!(c.classify(&f, &all_but(key4(Some(40000)))), NOT_OWNED);
+}
+
+#[test]
+fn client_ip_keys_by_address_alone() {
+    let c = classifier();
+    for sport in [1, 40000, 65535] {
+        let tcp = V4::new(6, l4(sport, 7000)).frame();
+        assert_eq!(c.classify(&tcp, &only(key4(None))), Verdict::Accept);
+        assert_eq!(c.classify(&tcp, &all_but(key4(None))), NOT_OWNED);
+        let udp = V4::new(17, l4(sport, 9000)).frame();
+        assert_eq!(c.classify(&udp, &only(key4(None))), Verdict::Accept);
+    }
+}
+
+#[test]
+fn traffic_without_a_rule_is_dropped() {
+    let c = classifier();
+    assert_eq!(
+        c.classify(&V4::new(6, l4(1234, 81)).frame(), &all()),
+        NO_RULE
+    );
+    assert_eq!(
+        c.classify(&V4::new(17, l4(1234, 80)).frame(), &all()),
+        NO_RULE
+    );
+    assert_eq!(
+        c.classify(&V4::new(47, vec![0; 8]).frame(), &all()),
+        NO_RULE
+    );
+}
+
+#[test]
+fn icmp_is_keyed_by_client_ip() {
+    let c = classifier();
+    let ping = V4::new(1, vec![8, 0, 0, 0, 0, 1, 0, 1]).frame();
+    assert_eq!(c.classify(&ping, &only(key4(None))), Verdict::Accept);
+    assert_eq!(c.classify(&ping, &all_but(key4(None))), NOT_OWNED);
+}
+
+#[test]
+fn fragments_are_keyed_by_client_ip() {
+    let c = classifier();
+    // First fragment (MF set): rule checked, keyed by address even on a
+    // client-ip-port rule.
+    let mut first = V4::new(6, l4(40000, 80));
+    first.frag = 0x2000;
+    assert_eq!(
+        c.classify(&first.frame(), &only(key4(None))),
+        Verdict::Accept
+    );
+    assert_eq!(c.classify(&first.frame(), &all_but(key4(None))), NOT_OWNED);
+    // A later fragment carries no ports: keyed by address, no rule lookup.
+    let mut later = V4::new(6, vec![0xde; 8]);
+    later.frag = 185;
+    assert_eq!(
+        c.classify(&later.frame(), &only(key4(None))),
+        Verdict::Accept
+    );
+    assert_eq!(c.classify(&later.frame(), &all_but(key4(None))), NOT_OWNED);
+}
+
+#[test]
+fn ipv4_options_are_skipped() {
+    let c = classifier();
+    let mut p = V4::new(6, l4(40000, 80));
+    p.options = 3;
+    assert_eq!(
+        c.classify(&p.frame(), &only(key4(Some(40000)))),
+        Verdict::Accept
+    );
+}
+
+#[test]
+fn vlan_tags_are_skipped_up_to_two() {
+    let c = classifier();
+    let f = V4::new(6, l4(40000, 80)).frame();
+    for tags in 1..=2 {
+        assert_eq!(
+            c.classify(&with_vlans(&f, tags), &only(key4(Some(40000)))),
+            Verdict::Accept,
+            "{tags} tags"
+        );
+    }
+    assert_eq!(
+        c.classify(&with_vlans(&f, 3), &all()),
+        Verdict::Drop(DropReason::Malformed(Malformed::TooManyVlanTags))
+    );
+    let a = with_vlans(&arp(1, CLIENT4, VIP4), 1);
+    assert_eq!(
+        c.classify(&a, &all()),
+        Verdict::ArpReply {
+            arp_offset: 18,
+            vip: 0
+        }
+    );
+}
+
+#[test]
+fn non_vip_traffic_goes_to_the_kernel() {
+    let c = classifier();
+    let mut p = V4::new(6, l4(40000, 22));
+    p.dst = NODE4;
+    assert_eq!(
+        c.classify(&eth(OWN, CLIENT_MAC, 0x0800, &p.bytes()), &none()),
+        Verdict::ToKernel
+    );
+    // Broadcast and multicast of any kind (LLDP, heartbeats...).
+    assert_eq!(
+        c.classify(
+            &eth([0x01, 0x80, 0xc2, 0, 0, 0x0e], CLIENT_MAC, 0x88cc, &[0; 40]),
+            &none()
+        ),
+        Verdict::ToKernel
+    );
+    assert_eq!(
+        c.classify(&eth([0xff; 6], CLIENT_MAC, 0x9000, &[0; 40]), &none()),
+        Verdict::ToKernel
+    );
+}
+
+#[test]
+fn frames_for_other_macs_and_our_own_echo_are_dropped() {
+    let c = classifier();
+    let mut p = V4::new(6, l4(40000, 22));
+    p.dst = Ipv4Addr::new(198, 18, 0, 12);
+    let other = eth([0x02, 0, 0, 0, 0, 0x02], CLIENT_MAC, 0x0800, &p.bytes());
+    assert_eq!(
+        c.classify(&other, &all()),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+    let echo = eth(CLIENT_MAC, OWN, 0x0800, &p.bytes());
+    assert_eq!(
+        c.classify(&echo, &all()),
+        Verdict::Drop(DropReason::NotForUs)
+    );
+}
+
+#[test]
+fn multicast_delivery_is_accepted() {
+    let c = Classifier {
+        vips4: vec![Vip {
+            address: VIP4,
+            mac: [0x01, 0, 0x5e, 18, 0, 100],
+        }],
+        ..classifier()
+    };
+    let mut f = V4::new(6, l4(40000, 80)).frame();
+    f[0..6].copy_from_slice(&[0x01, 0, 0x5e, 18, 0, 100]);
+    assert_eq!(c.classify(&f, &only(key4(Some(40000)))), Verdict::Accept);
+}
+
+#[test]
+fn malformed_ipv4_is_counted_not_trusted() {
+    let c = classifier();
+    let good = V4::new(6, l4(40000, 80)).frame();
+    let m = |r| Verdict::Drop(DropReason::Malformed(r));
+    assert_eq!(c.classify(&good[..10], &all()), m(Malformed::ShortEthernet));
+    assert_eq!(c.classify(&good[..30], &all()), m(Malformed::ShortIpv4));
+    assert_eq!(
+        c.classify(&good[..good.len() - 1], &all()),
+        m(Malformed::TruncatedIpv4)
+    );
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x43;
+    assert_eq!(c.classify(&bad_ihl, &all()), m(Malformed::BadIpv4Header));
+    let mut bad_version = good.clone();
+    bad_version[14] = 0x65;
+    assert_eq!(
+        c.classify(&bad_version, &all()),
+        m(Malformed::BadIpv4Header)
+    );
+    // A TCP datagram to the VIP too short for its ports.
+    let cut = V4::new(6, vec![0, 80]).frame();
+    assert_eq!(c.classify(&cut, &all()), m(Malformed::ShortL4));
+    // Ethernet padding after the datagram is fine.
+    let mut padded = good.clone();
+    padded.extend_from_slice(&[0; 8]);
+    assert_eq!(
+        c.classify(&padded, &only(key4(Some(40000)))),
+        Verdict::Accept
+    );
+    let short_arp = &arp(1, CLIENT4, VIP4)[..30];
+    assert_eq!(c.classify(short_arp, &all()), m(Malformed::ShortArp));
+}
+
+#[test]
+fn ipv6_vip_is_keyed_like_ipv4_through_extension_headers() {
+    let c = classifier();
+    let tcp = l4(40000, 80);
+    let f = v6_frame(client6(), vip6(), 6, 64, &tcp);
+    assert_eq!(c.classify(&f, &only(key6(Some(40000)))), Verdict::Accept);
+    assert_eq!(c.classify(&f, &all_but(key6(Some(40000)))), NOT_OWNED);
+    // Hop-by-hop (8 bytes) then destination options (16 bytes) then TCP.
+    let mut ext = vec![60, 0, 0, 0, 0, 0, 0, 0];
+    ext.extend_from_slice(&[6, 1]);
+    ext.extend_from_slice(&[0; 14]);
+    ext.extend_from_slice(&tcp);
+    let f = v6_frame(client6(), vip6(), 0, 64, &ext);
+    assert_eq!(c.classify(&f, &only(key6(Some(40000)))), Verdict::Accept);
+    // A fragment header: keyed by client address.
+    let mut frag = vec![6, 0, 0, 1, 0, 0, 0, 42];
+    frag.extend_from_slice(&tcp);
+    let f = v6_frame(client6(), vip6(), 44, 64, &frag);
+    assert_eq!(c.classify(&f, &only(key6(None))), Verdict::Accept);
+    let mut later = vec![6, 0, 0x05, 0x28, 0, 0, 0, 42];
+    later.extend_from_slice(&[0xab; 16]);
+    let f = v6_frame(client6(), vip6(), 44, 64, &later);
+    assert_eq!(c.classify(&f, &only(key6(None))), Verdict::Accept);
+    // No rule.
+    assert_eq!(
+        c.classify(&v6_frame(client6(), vip6(), 6, 64, &l4(1, 81)), &all()),
+        NO_RULE
+    );
+    // ICMPv6 echo: by client address.
+    let f = v6_frame(client6(), vip6(), 58, 64, &[128, 0, 0, 0, 0, 1, 0, 1]);
+    assert_eq!(c.classify(&f, &only(key6(None))), Verdict::Accept);
+    assert_eq!(c.classify(&f, &all_but(key6(None))), NOT_OWNED);
+}
+
+#[test]
+fn malformed_ipv6_is_counted() {
+    let c = classifier();
+    let m = |r| Verdict::Drop(DropReason::Malformed(r));
+    let f = v6_frame(client6(), vip6(), 6, 64, &l4(40000, 80));
+    assert_eq!(c.classify(&f[..40], &all()), m(Malformed::ShortIpv6));
+    assert_eq!(
+        c.classify(&f[..f.len() - 2], &all()),
+        m(Malformed::TruncatedIpv6)
+    );
+    // An extension header running past the datagram.
+    let f = v6_frame(client6(), vip6(), 0, 64, &[6, 9, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(c.classify(&f, &all()), m(Malformed::BadIpv6Extension));
+    // A loop of nine hop-by-hop headers.
+    let chain: Vec<u8> = (0..9).flat_map(|_| [0u8, 0, 0, 0, 0, 0, 0, 0]).collect();
+    let f = v6_frame(client6(), vip6(), 0, 64, &chain);
+    assert_eq!(c.classify(&f, &all()), m(Malformed::BadIpv6Extension));
+}
+
+#[test]
+fn neighbor_solicitation_for_a_vip_is_answered_by_the_responder_only() {
+    let c = classifier();
+    let f = ns(vip6(), client6(), 255);
+    assert_eq!(
+        c.classify(&f, &all()),
+        Verdict::NdpAdvert {
+            ipv6_offset: 14,
+            vip: 0
+        }
+    );
+    assert_eq!(
+        c.classify(&f, &none()),
+        Verdict::Drop(DropReason::NotResponder)
+    );
+    assert_eq!(
+        c.classify(&ns(vip6(), client6(), 64), &all()),
+        Verdict::Drop(DropReason::Malformed(Malformed::BadNdp))
+    );
+    // Solicitations for the node's own address are the kernel's.
+    assert_eq!(
+        c.classify(&ns("2001:2::11".parse().unwrap(), client6(), 255), &all()),
+        Verdict::ToKernel
+    );
+}
+
+fn checksum_ok(frame: &[u8]) -> bool {
+    let ip = &frame[14..];
+    let src: [u8; 16] = ip[8..24].try_into().unwrap();
+    let dst: [u8; 16] = ip[24..40].try_into().unwrap();
+    let msg = &ip[40..];
+    // Recomputing over a message with its checksum in place gives 0.
+    reply::icmpv6_checksum(&src, &dst, msg) == 0
+}
+
+#[test]
+fn neighbor_advertisement_is_well_formed() {
+    let mut buf = ns(vip6(), client6(), 255);
+    buf.resize(200, 0xee);
+    let len = reply::ndp_advert_in_place(&mut buf, 14, OWN, vip6(), VMAC6).unwrap();
+    let f = &buf[..len];
+    assert_eq!(len, 14 + 40 + 32);
+    assert_eq!(&f[0..6], &CLIENT_MAC);
+    assert_eq!(&f[6..12], &OWN);
+    assert_eq!(f[20], 58);
+    assert_eq!(f[21], 255, "hop limit 255");
+    assert_eq!(&f[22..38], &vip6().octets(), "from the VIP");
+    assert_eq!(&f[38..54], &client6().octets(), "to the solicitor");
+    assert_eq!(f[54], 136);
+    assert_eq!(f[58], 0x60, "solicited and override");
+    assert_eq!(&f[62..78], &vip6().octets(), "target");
+    assert_eq!(&f[78..80], &[2, 1]);
+    assert_eq!(&f[80..86], &VMAC6, "target link-layer address is the vMAC");
+    assert!(checksum_ok(f));
+    // Duplicate address detection (from ::) is answered to all nodes.
+    let mut dad = ns(vip6(), Ipv6Addr::UNSPECIFIED, 255);
+    dad.resize(200, 0);
+    let len = reply::ndp_advert_in_place(&mut dad, 14, OWN, vip6(), VMAC6).unwrap();
+    assert_eq!(&dad[0..6], &[0x33, 0x33, 0, 0, 0, 1]);
+    assert_eq!(dad[58], 0x20);
+    assert!(checksum_ok(&dad[..len]));
+    // No room: untouched.
+    let mut small = ns(vip6(), client6(), 255);
+    small.truncate(60);
+    let before = small.clone();
+    assert_eq!(
+        reply::ndp_advert_in_place(&mut small, 14, OWN, vip6(), VMAC6),
+        None
+    );
+    assert_eq!(small, before);
+}
+
+fn samples() -> Vec<Vec<u8>> {
+    let mut later = V4::new(6, vec![1; 8]);
+    later.frag = 3;
+    vec![
+        V4::new(6, l4(40000, 80)).frame(),
+        V4::new(17, l4(40000, 9000)).frame(),
+        later.frame(),
+        with_vlans(&V4::new(1, vec![8, 0, 0, 0]).frame(), 2),
+        arp(1, CLIENT4, VIP4),
+        ns(vip6(), client6(), 255),
+        v6_frame(
+            client6(),
+            vip6(),
+            0,
+            64,
+            &[6, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 80],
+        ),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// Arbitrary bytes never panic the decision.
+    #[test]
+    fn arbitrary_bytes_never_panic(frame in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let c = classifier();
+        let _ = c.classify(&frame, &all());
+        let _ = c.classify(&frame, &none());
+    }
+
+    /// Valid frames with bytes flipped, cut or extended never panic the
+    /// decision nor the reply writers.
+    #[test]
+    fn mutated_frames_never_panic(
+        which in 0usize..7,
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+        room in 0usize..120,
+    ) {
+        let c = classifier();
+        let mut f = samples()[which].clone();
+        for (at, v) in flips {
+            let n = f.len();
+            f[at % n] = v;
+        }
+        f.truncate(cut % (f.len() + 1));
+        match c.classify(&f, &all()) {
+            Verdict::ArpReply { arp_offset, .. } => {
+                prop_assert!(reply::arp_reply_in_place(&mut f, arp_offset, OWN, VIP4, VMAC4));
+            }
+            Verdict::NdpAdvert { ipv6_offset, .. } => {
+                f.resize(f.len() + room, 0);
+                let _ = reply::ndp_advert_in_place(&mut f, ipv6_offset, OWN, vip6(), VMAC6);
+            }
+            _ => {}
+        }
+    }
+}
