@@ -1,0 +1,98 @@
+"""Helpers for the end-to-end tests: drive `herd-lab`, read node status,
+and compute where herd-hash v1 (see fastpath/src/hash.rs) sends a client."""
+
+import ipaddress
+import json
+import os
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import xxhash
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("HERD_BIN_DIR", ROOT / "target" / "debug"))
+LAB = str(BIN / "herd-lab")
+HERD = str(BIN / "herd")
+PY = "/usr/bin/python3"
+L2PROBE = str(Path(__file__).with_name("l2probe.py"))
+
+VIP4 = "198.18.0.100"
+VIP6 = "2001:2::100"
+VMAC4 = "02:48:c6:12:00:64"
+VMAC6 = "02:86:00:00:01:00"
+HASH_SEED = 0x48657264
+BUCKETS = 4096
+
+
+def run(*args, timeout=120, check=True):
+    p = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def lab(*args, timeout=180, check=True):
+    return run(LAB, *args, timeout=timeout, check=check)
+
+
+def up(nodes=2, queues=1, delivery="vmac", running=None):
+    args = ["up", "--nodes", str(nodes), "--queues", str(queues), "--delivery", delivery]
+    if running is not None:
+        args += ["--running", str(running)]
+    lab(*args)
+
+
+def down():
+    lab("down")
+
+
+def client(*cmd, timeout=120, check=True):
+    return lab("client", "--", *cmd, timeout=timeout, check=check)
+
+
+def probe(kind, vip=VIP4, port=None, sources=100, conns=400, timeout_ms=2000):
+    args = ["probe", kind, "--vip", vip, "--sources", str(sources), "--conns", str(conns),
+            "--timeout-ms", str(timeout_ms)]
+    if port is not None:
+        args += ["--port", str(port)]
+    return json.loads(client(LAB, *args).stdout)
+
+
+def l2probe(*args):
+    return json.loads(client(PY, L2PROBE, *args, timeout=60).stdout)
+
+
+def status(node):
+    return json.loads(run(HERD, "status", "--json", "--socket", f"/run/herd-lab/{node}.sock").stdout)
+
+
+def bucket(client_ip, port=None):
+    """herd-hash v1, written independently of the Rust code."""
+    a = ipaddress.ip_address(client_ip)
+    key = bytes([4 if a.version == 4 else 6]) + a.packed
+    if port is not None:
+        key += struct.pack(">H", port)
+    h = xxhash.xxh3_64_intdigest(key, seed=HASH_SEED)
+    return (h * BUCKETS) >> 64
+
+
+def owner(b, nodes):
+    """The lab's static ownership: contiguous, nearly equal ranges."""
+    for n in range(1, nodes + 1):
+        lo = BUCKETS * (n - 1) // nodes
+        hi = BUCKETS * n // nodes - 1
+        if lo <= b <= hi:
+            return f"s{n}"
+    raise AssertionError(f"bucket {b} has no owner")
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

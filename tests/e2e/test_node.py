@@ -1,0 +1,106 @@
+"""A node's life and options: two lcores, multicast delivery, a clean
+SIGTERM stop, and `herd check-config`."""
+
+import json
+import os
+import subprocess
+import tempfile
+
+from lab import (HERD, VIP4, bucket, client, down, l2probe, lab, owner, probe, run, status, up, wait_for)
+
+
+def test_two_queues_two_lcores_both_carry_traffic():
+    up(nodes=2, queues=2)
+    try:
+        report = probe("http", sources=100, conns=400)
+        assert report["ok"] == 400
+        for n in ("s1", "s2"):
+            lcores = status(n)["lcores"]
+            assert len(lcores) == 2, lcores
+            assert len({l["lcore"] for l in lcores}) == 2
+            for l in lcores:
+                c = l["counters"]
+                assert c["rx_packets"] > 50 and c["accepted"] > 20, (n, lcores)
+    finally:
+        down()
+
+
+def test_multicast_delivery():
+    up(nodes=2, delivery="multicast")
+    try:
+        replies = l2probe("arp", VIP4)["replies"]
+        assert len(replies) == 1 and replies[0]["hwsrc"] == "01:00:5e:12:00:64", replies
+        report = probe("http", sources=50, conns=100)
+        assert report["ok"] == 100, [r for r in report["results"] if r["error"]][:3]
+        for r in report["results"]:
+            assert r["node"] == owner(bucket(r["source"], r["sport"]), 2)
+    finally:
+        down()
+
+
+def ns_run(ns, *cmd):
+    return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=30)
+
+
+def test_sigterm_stops_cleanly_and_start_restores_service():
+    up(nodes=2)
+    try:
+        assert ns_run("herd-s1", "ip", "link", "show", "herd0").returncode == 0
+        assert "198.18.0.100" in ns_run("herd-s1", "ip", "addr", "show", "dev", "lo").stdout
+        # The client resolves the VIP while s1 (bucket 0's owner, the ARP
+        # responder under static ownership) is there.
+        assert probe("udp", sources=10, conns=10)["ok"] == 10
+        lab("stop", "s1")
+        log = open("/run/herd-lab/s1.herd.log").read()
+        assert "stopped" in log, log[-2000:]
+        # The TAP went with its port, the kernel side was undone.
+        assert ns_run("herd-s1", "ip", "link", "show", "herd0").returncode != 0
+        assert "198.18.0.100" not in ns_run("herd-s1", "ip", "addr", "show", "dev", "lo").stdout
+        assert "herd_eth0" not in ns_run("herd-s1", "nft", "list", "tables").stdout
+        assert not os.path.exists("/run/herd-lab/s1.sock")
+        # With static ownership s1's buckets are now unserved: s2 keeps its own.
+        report = probe("udp", sources=40, conns=40, timeout_ms=500)
+        served = {r["node"] for r in report["results"] if r["node"]}
+        assert served == {"s2"}, report["by_node"]
+        lab("start", "s1")
+        report = probe("http", sources=50, conns=100)
+        assert report["ok"] == 100 and set(report["by_node"]) == {"s1", "s2"}
+    finally:
+        down()
+    # `down` leaves nothing behind.
+    assert "herd-" not in run("ip", "netns", "list").stdout
+    assert not os.path.exists("/run/herd-lab")
+
+
+def test_up_after_a_crashed_run_cleans_up_first():
+    up(nodes=2)
+    lab("kill", "s2")  # leaves a stale lab behind
+    up(nodes=3)
+    try:
+        report = probe("http", sources=60, conns=150)
+        assert report["ok"] == 150 and set(report["by_node"]) == {"s1", "s2", "s3"}
+    finally:
+        down()
+
+
+def test_check_config_names_the_bad_key():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    good = open(os.path.join(root, "examples", "node.toml")).read()
+    p = run(HERD, "check-config", os.path.join(root, "examples", "node.toml"))
+    assert "valid" in p.stdout
+    cases = {
+        "farm.nodes[1].id": good.replace("id = 2", "id = 1"),
+        "rules[0].port": good.replace("port = 80\n", ""),
+        "bukets": good.replace("buckets = 4096", "bukets = 4096"),
+        "tap.addresses[0]": good.replace('"198.18.0.11/24"', '"198.18.0.11"'),
+    }
+    for key, text in cases.items():
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+            f.write(text)
+        p = run(HERD, "check-config", f.name, check=False)
+        os.unlink(f.name)
+        assert p.returncode == 1 and key in p.stderr, (key, p.stderr)
+    p = run(HERD, "check-config", "/nonexistent.toml", check=False)
+    assert p.returncode == 1 and "/nonexistent.toml" in p.stderr
+    p = run(HERD, "run", "--bogus", check=False)
+    assert p.returncode != 0 and "--bogus" in p.stderr
