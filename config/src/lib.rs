@@ -282,7 +282,7 @@ fn default_min_sleep_us() -> u32 {
     10
 }
 fn default_max_sleep_us() -> u32 {
-    500
+    1000
 }
 
 impl Default for Polling {

@@ -425,6 +425,7 @@ impl Worker {
         let mut rx: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut to_tap: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut to_nic: Vec<Mbuf> = Vec::with_capacity(2 * BURST);
+        let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut backoff = Backoff::new(self.policy);
         while !self.stop.load(Ordering::Relaxed) {
             let mut c = BurstCounts {
@@ -474,18 +475,25 @@ impl Worker {
                                     c.ndp_replies += 1;
                                     to_nic.push(m);
                                 }
-                                _ => c.dropped_malformed += 1,
+                                _ => {
+                                    c.dropped_malformed += 1;
+                                    dropped.push(m);
+                                }
                             }
                         }
-                        Verdict::Drop(reason) => match reason {
-                            DropReason::NotOwned => c.dropped_not_owned += 1,
-                            DropReason::NoRule => c.dropped_no_rule += 1,
-                            DropReason::Malformed(_) => c.dropped_malformed += 1,
-                            DropReason::NotForUs => c.dropped_not_for_us += 1,
-                            DropReason::NotResponder => c.dropped_not_responder += 1,
-                        },
+                        Verdict::Drop(reason) => {
+                            match reason {
+                                DropReason::NotOwned => c.dropped_not_owned += 1,
+                                DropReason::NoRule => c.dropped_no_rule += 1,
+                                DropReason::Malformed(_) => c.dropped_malformed += 1,
+                                DropReason::NotForUs => c.dropped_not_for_us += 1,
+                                DropReason::NotResponder => c.dropped_not_responder += 1,
+                            }
+                            dropped.push(m);
+                        }
                     }
                 }
+                dpdk::free_bulk(&mut dropped);
                 c.tx_failed += self.tap.tx_burst(q, &mut to_tap) as u64;
             }
             let k = self.tap.rx_burst(q, &mut to_nic);

@@ -1,1 +1,34 @@
-fn main() {}
+//! `herd-bench`: Herd's benchmarks. Each prints its figures and ends with
+//! one line `RESULT name key=value ...`. See perf/RESULTS.md.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "herd-bench", about = "Herd's benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Classify-and-forward rate on one lcore against dpdk-testpmd
+    /// 5tswap on the same core and traffic; idle CPU per lcore; first
+    /// packet latency after idle.
+    Fastpath(perf::bench_fastpath::Options),
+}
+
+fn main() -> ExitCode {
+    let result: Result<()> = match Cli::parse().command {
+        Cmd::Fastpath(o) => perf::bench_fastpath::run(&o),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herd-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

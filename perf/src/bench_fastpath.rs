@@ -1,0 +1,467 @@
+//! `herd-bench fastpath`: Herd's classify-and-forward rate on one lcore
+//! against `dpdk-testpmd --forward-mode=5tswap` on the same core and the
+//! same traffic, run alternately (A/B/A/B) so machine noise hits both; then
+//! the idle CPU of an lcore and the latency of the first packet after idle.
+//!
+//! Traffic: a pcap of TCP SYNs from many clients to the VIP, replayed
+//! forever by `net_pcap` (`infinite_rx=1`). Both programs read it from
+//! port 0 and send what they forward to a `net_null` port: testpmd swaps
+//! and forwards every packet, Herd classifies each and forwards the half
+//! its buckets own (the other half is dropped, as on a real two-node farm).
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Seconds each measured run lasts.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// A/B rounds (each runs Herd then testpmd).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// The CPU both programs run on.
+    #[arg(long, default_value_t = 1)]
+    pub cpu: u32,
+    /// Distinct flows in the traffic.
+    #[arg(long, default_value_t = 8192)]
+    pub flows: u32,
+    /// Seconds over which idle CPU is measured.
+    #[arg(long, default_value_t = 10)]
+    pub idle_seconds: u64,
+    /// `polling.max_sleep_us` of the idle node.
+    #[arg(long, default_value_t = 1000)]
+    pub max_sleep_us: u32,
+    /// Where configs, the pcap and logs go.
+    #[arg(long, default_value = "perf/out")]
+    pub out: PathBuf,
+}
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+pub fn run(o: &Options) -> Result<()> {
+    std::fs::create_dir_all(&o.out)?;
+    let out = std::fs::canonicalize(&o.out)?;
+    let pcap = out.join("flows.pcap");
+    let frames = crate::pcap::syn_flows(
+        o.flows,
+        VIP,
+        config::vip_mac(VIP.into(), config::Delivery::Vmac),
+        80,
+    );
+    crate::pcap::write(&pcap, &frames)?;
+    println!(
+        "traffic: {} TCP SYN flows to {VIP}:80, 64-byte frames, replayed by net_pcap",
+        o.flows
+    );
+
+    let mut herd = Vec::new();
+    let mut testpmd = Vec::new();
+    for round in 1..=o.rounds {
+        let h = herd_rate(o, &out, &pcap)?;
+        let t = testpmd_rate(o, &out, &pcap)?;
+        println!(
+            "round {round}: herd {h:.3} Mpps   testpmd 5tswap {t:.3} Mpps   ratio {:.3}",
+            h / t
+        );
+        herd.push(h);
+        testpmd.push(t);
+    }
+    let (h, t) = (median(&mut herd), median(&mut testpmd));
+    let idle = idle_and_latency(o, &out)?;
+    println!(
+        "median: herd {h:.3} Mpps, testpmd {t:.3} Mpps, ratio {:.3} (goal >= 0.9)\nidle lcore CPU {:.2} % (goal < 3 %), first packet after idle RTT {:.0} us, busy RTT {:.0} us",
+        h / t,
+        idle.cpu_pct,
+        idle.first_pkt_us,
+        idle.busy_rtt_us
+    );
+    println!(
+        "RESULT fastpath ratio={:.3} herd_mpps={h:.3} testpmd_mpps={t:.3} idle_cpu_pct={:.2} first_pkt_us={:.0} busy_rtt_us={:.0}",
+        h / t,
+        idle.cpu_pct,
+        idle.first_pkt_us,
+        idle.busy_rtt_us
+    );
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn herd_bin() -> PathBuf {
+    crate::lab::sibling_binary("herd")
+}
+
+/// Kills a child on drop, so no benchmark process outlives a failure.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn status(sock: &Path) -> Result<serde_json::Value> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"status\n")?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}
+
+fn wait_status(sock: &Path, child: &mut Child, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(sock).is_err() {
+        if let Some(code) = child.try_wait()? {
+            bail!("{what} exited ({code}) while starting");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not start within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn farm_toml(id_owned: &str, vip: Ipv4Addr) -> String {
+    format!(
+        r#"[node]
+id = 1
+[farm]
+name = "bench"
+vips = ["{vip}"]
+[[farm.nodes]]
+id = 1
+name = "b1"
+buckets = "{id_owned}"
+[[farm.nodes]]
+id = 2
+name = "b2"
+buckets = "2048-4095"
+[[rules]]
+protocol = "tcp"
+port = 80
+affinity = "client-ip-port"
+"#
+    )
+}
+
+fn herd_rate(o: &Options, out: &Path, pcap: &Path) -> Result<f64> {
+    let sock = out.join("bench-herd.sock");
+    let cfg = out.join("bench-herd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{farm}
+[port]
+driver = "vdev"
+vdev = "net_pcap0,rx_pcap={pcap},infinite_rx=1"
+[tap]
+configure_kernel = false
+vdev = "net_null0,no-rx=1"
+[dpdk]
+cpus = "{cpu}"
+memory_mb = 1024
+mbufs = 32767
+file_prefix = "herd-bench"
+[control]
+socket = "{sock}"
+"#,
+            farm = farm_toml("0-2047", VIP),
+            pcap = pcap.display(),
+            cpu = o.cpu,
+            sock = sock.display()
+        ),
+    )?;
+    let log = std::fs::File::create(out.join("bench-herd.log"))?;
+    let mut child = Command::new(herd_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting herd")?;
+    wait_status(&sock, &mut child, "herd")?;
+    let guard = Guard(child);
+    std::thread::sleep(Duration::from_secs(1));
+    let rx = |v: &serde_json::Value| v["totals"]["rx_packets"].as_u64().unwrap_or(0);
+    let t0 = Instant::now();
+    let a = rx(&status(&sock)?);
+    std::thread::sleep(Duration::from_secs(o.seconds));
+    let b = rx(&status(&sock)?);
+    let dt = t0.elapsed().as_secs_f64();
+    drop(guard);
+    if b <= a {
+        bail!(
+            "herd received nothing from net_pcap (see {})",
+            out.join("bench-herd.log").display()
+        );
+    }
+    Ok((b - a) as f64 / dt / 1e6)
+}
+
+fn testpmd_rate(o: &Options, out: &Path, pcap: &Path) -> Result<f64> {
+    let cpu = o.cpu;
+    let log_path = out.join("bench-testpmd.log");
+    // Line-buffered, so every statistics period arrives as it is printed.
+    let mut child = Command::new("stdbuf")
+        .args([
+            "-oL".to_string(),
+            "dpdk-testpmd".into(),
+            format!("--lcores=0@({cpu}),1@({cpu})"),
+            "--no-huge".into(),
+            "-m1024".into(),
+            "--file-prefix=herd-bench-tp".into(),
+            "--no-pci".into(),
+            "--no-telemetry".into(),
+            format!("--vdev=net_pcap0,rx_pcap={},infinite_rx=1", pcap.display()),
+            "--vdev=net_null0,no-rx=1".into(),
+            "--".into(),
+            "--forward-mode=5tswap".into(),
+            "--nb-cores=1".into(),
+            "--total-num-mbufs=32767".into(),
+            "--stats-period=1".into(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting dpdk-testpmd (Debian package dpdk-dev)")?;
+    let stdout = child.stdout.take().context("testpmd stdout")?;
+    let guard = Guard(child);
+    // testpmd's periodic display shares the core with the forwarding lcore
+    // and is printed irregularly, so each cumulative port-0 RX-packets line
+    // is timestamped as it arrives and the rate taken between two of them.
+    let reader = std::thread::spawn(move || {
+        let mut log = std::fs::File::create(&log_path).ok();
+        let mut samples: Vec<(Instant, u64)> = Vec::new();
+        let mut port = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(l) = log.as_mut() {
+                let _ = writeln!(l, "{line}");
+            }
+            if let Some(rest) = line.split("statistics for port").nth(1) {
+                port = rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok());
+            }
+            if let (Some(0), Some(v)) = (port, line.trim().strip_prefix("RX-packets:")) {
+                if let Some(n) = v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    samples.push((Instant::now(), n));
+                }
+            }
+        }
+        samples
+    });
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(o.seconds + 2));
+    drop(guard);
+    let samples = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("testpmd reader panicked"))?;
+    // Skip the start-up second.
+    let steady: Vec<&(Instant, u64)> = samples
+        .iter()
+        .filter(|(t, _)| t.duration_since(start) >= Duration::from_secs(1))
+        .collect();
+    let (Some(first), Some(last)) = (steady.first(), steady.last()) else {
+        bail!(
+            "testpmd printed no statistics (see {})",
+            out.join("bench-testpmd.log").display()
+        );
+    };
+    let dt = last.0.duration_since(first.0).as_secs_f64();
+    if dt < 1.0 || last.1 <= first.1 {
+        bail!(
+            "testpmd printed too few statistics (see {})",
+            out.join("bench-testpmd.log").display()
+        );
+    }
+    Ok((last.1 - first.1) as f64 / dt / 1e6)
+}
+
+struct Idle {
+    cpu_pct: f64,
+    first_pkt_us: f64,
+    busy_rtt_us: f64,
+}
+
+fn sh(args: &[&str]) -> Result<()> {
+    crate::lab::sh(args)
+}
+
+fn worker_cpu_ticks(pid: u32) -> Result<u64> {
+    let mut total = 0;
+    let mut found = false;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let t = t?.path();
+        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+        // DPDK names its worker threads after their lcore.
+        if comm.starts_with("lcore-worker") || comm.starts_with("rte-worker") {
+            let stat = std::fs::read_to_string(t.join("stat"))?;
+            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            total += f[11].parse::<u64>()? + f[12].parse::<u64>()?;
+            found = true;
+        }
+    }
+    if !found {
+        bail!("no DPDK worker thread found in process {pid}");
+    }
+    Ok(total)
+}
+
+fn ping_rtts(ns: &str, target: &str, count: u32, interval: &str) -> Result<Vec<f64>> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ping",
+            "-n",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+            target,
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rtts: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|ms| ms * 1000.0)
+        .collect();
+    if rtts.is_empty() {
+        bail!("no ping replies from {target}");
+    }
+    Ok(rtts)
+}
+
+/// A node on a veth in its own namespace, with a peer namespace to ping
+/// it from: the idle CPU of its lcore and its RTT after idle and busy.
+fn idle_and_latency(o: &Options, out: &Path) -> Result<Idle> {
+    let (ns, peer) = ("herd-bench-node", "herd-bench-peer");
+    let cleanup = || {
+        for n in [ns, peer] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", n])
+                .stderr(Stdio::null())
+                .status();
+        }
+    };
+    cleanup();
+    let result = (|| -> Result<Idle> {
+        sh(&["ip", "netns", "add", ns])?;
+        sh(&["ip", "netns", "add", peer])?;
+        sh(&[
+            "ip", "-n", peer, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0",
+            "netns", ns,
+        ])?;
+        for n in [ns, peer] {
+            sh(&[
+                "ip", "netns", "exec", n, "ethtool", "-K", "eth0", "tx", "off",
+            ])?;
+            sh(&["ip", "-n", n, "link", "set", "lo", "up"])?;
+            sh(&["ip", "-n", n, "link", "set", "eth0", "up"])?;
+        }
+        sh(&[
+            "ip",
+            "-n",
+            peer,
+            "addr",
+            "add",
+            "198.18.1.2/24",
+            "dev",
+            "eth0",
+        ])?;
+        let sock = out.join("bench-idle.sock");
+        let cfg = out.join("bench-idle.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                r#"{farm}
+[port]
+driver = "af_packet"
+interface = "eth0"
+[tap]
+addresses = ["198.18.1.11/24"]
+[polling]
+max_sleep_us = {max_sleep}
+[dpdk]
+cpus = "{cpu}"
+file_prefix = "herd-bench-idle"
+[control]
+socket = "{sock}"
+"#,
+                farm = farm_toml("0-2047", Ipv4Addr::new(198, 18, 1, 100)),
+                cpu = o.cpu,
+                max_sleep = o.max_sleep_us,
+                sock = sock.display()
+            ),
+        )?;
+        let log = std::fs::File::create(out.join("bench-idle.log"))?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(herd_bin())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        wait_status(&sock, &mut child, "herd (idle)")?;
+        let pid = child.id();
+        let guard = Guard(child);
+        std::thread::sleep(Duration::from_secs(1));
+        // Clock ticks per second, from getconf (keeps libc calls out of perf/).
+        let hz: f64 =
+            String::from_utf8_lossy(&Command::new("getconf").arg("CLK_TCK").output()?.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(100.0);
+        let t0 = Instant::now();
+        let a = worker_cpu_ticks(pid)?;
+        std::thread::sleep(Duration::from_secs(o.idle_seconds));
+        let b = worker_cpu_ticks(pid)?;
+        let cpu_pct = (b - a) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+        // Pings 300 ms apart find the lcore asleep; 2 ms apart, polling.
+        let mut idle = ping_rtts(peer, "198.18.1.11", 10, "0.3")?;
+        let mut busy = ping_rtts(peer, "198.18.1.11", 100, "0.002")?;
+        drop(guard);
+        Ok(Idle {
+            cpu_pct,
+            first_pkt_us: median(&mut idle),
+            busy_rtt_us: median(&mut busy),
+        })
+    })();
+    cleanup();
+    result
+}
