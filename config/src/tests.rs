@@ -194,7 +194,7 @@ fn out_of_range_numbers_are_named() {
     }));
     assert!(e.starts_with("farm.buckets:"), "{e}");
     let e = err_of(&with(|t| {
-        table(t, "polling").insert("min_sleep_us".into(), 1000.into());
+        table(t, "polling").insert("min_sleep_us".into(), 5000.into());
     }));
     assert!(e.starts_with("polling.min_sleep_us:"), "{e}");
     let e = err_of(&with(|t| {
