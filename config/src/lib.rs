@@ -349,8 +349,11 @@ impl Config {
                 format!("{} is out of range 1..=1048576", farm.buckets),
             ));
         }
-        if farm.vips.is_empty() {
-            return Err(invalid("farm.vips", "at least one VIP is needed"));
+        if farm.vips.is_empty() || farm.vips.len() > 64 {
+            return Err(invalid(
+                "farm.vips",
+                format!("a farm has 1 to 64 VIPs, not {}", farm.vips.len()),
+            ));
         }
         let mut seen_vips = BTreeSet::new();
         for (i, vip) in farm.vips.iter().enumerate() {

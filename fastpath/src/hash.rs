@@ -47,38 +47,42 @@ impl FlowKey {
     /// herd-hash v1 of this key.
     #[inline]
     pub fn hash(&self) -> u64 {
-        // Serialised on the stack: no allocation on the packet path.
-        let mut buf = [0u8; 19];
-        let len = match *self {
+        match *self {
             FlowKey::V4 { client, port } => {
-                buf[0] = 4;
-                buf[1..5].copy_from_slice(&client);
-                put_port(&mut buf, 5, port)
+                // The key bytes are assembled in one register and stored as
+                // one word: XXH3 reads them back as words, and a store of
+                // single bytes would stall that load (store forwarding).
+                let mut word = 4u64 | u64::from(u32::from_le_bytes(client)) << 8;
+                let len = match port {
+                    Some(p) => {
+                        word |= u64::from(u16::from_le_bytes(p.to_be_bytes())) << 40;
+                        7
+                    }
+                    None => 5,
+                };
+                let bytes = word.to_le_bytes();
+                xxhash_rust::xxh3::xxh3_64_with_seed(&bytes[..len], HASH_SEED)
             }
             FlowKey::V6 { client, port } => {
+                let mut buf = [0u8; 19];
                 buf[0] = 6;
                 buf[1..17].copy_from_slice(&client);
-                put_port(&mut buf, 17, port)
+                let len = match port {
+                    Some(p) => {
+                        buf[17..19].copy_from_slice(&p.to_be_bytes());
+                        19
+                    }
+                    None => 17,
+                };
+                xxhash_rust::xxh3::xxh3_64_with_seed(&buf[..len], HASH_SEED)
             }
-        };
-        xxhash_rust::xxh3::xxh3_64_with_seed(&buf[..len], HASH_SEED)
+        }
     }
 
     /// The bucket of this key among `n_buckets` (which must be > 0).
     #[inline]
     pub fn bucket(&self, n_buckets: u32) -> u32 {
         bucket_of(self.hash(), n_buckets)
-    }
-}
-
-#[inline]
-fn put_port(buf: &mut [u8; 19], at: usize, port: Option<u16>) -> usize {
-    match port {
-        Some(p) => {
-            buf[at..at + 2].copy_from_slice(&p.to_be_bytes());
-            at + 2
-        }
-        None => at,
     }
 }
 

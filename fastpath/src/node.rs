@@ -435,9 +435,16 @@ impl Worker {
             let n = self.nic.rx_burst(q, &mut rx);
             if n > 0 {
                 let table = self.table.current();
-                for mut m in rx.drain(..) {
+                // Classify the whole burst first: the packets' hash chains
+                // then overlap, and the verdict's unpredictable branch is
+                // taken after the work instead of in the middle of it.
+                let mut verdicts = [Verdict::ToKernel; BURST];
+                for (v, m) in verdicts.iter_mut().zip(rx.iter()) {
+                    *v = self.classifier.classify(m.data(), table);
+                }
+                for (mut m, verdict) in rx.drain(..).zip(verdicts) {
                     c.rx_packets += 1;
-                    match self.classifier.classify(m.data(), table) {
+                    match verdict {
                         Verdict::ToKernel => {
                             c.to_kernel += 1;
                             to_tap.push(m);
@@ -448,10 +455,10 @@ impl Worker {
                             to_tap.push(m);
                         }
                         Verdict::ArpReply { arp_offset, vip } => {
-                            let (addr, mac) = self.vip_macs4[vip];
+                            let (addr, mac) = self.vip_macs4[usize::from(vip)];
                             if reply::arp_reply_in_place(
                                 m.data_mut(),
-                                arp_offset,
+                                usize::from(arp_offset),
                                 own_mac,
                                 addr,
                                 mac,
@@ -463,10 +470,10 @@ impl Worker {
                             }
                         }
                         Verdict::NdpAdvert { ipv6_offset, vip } => {
-                            let (addr, mac) = self.vip_macs6[vip];
+                            let (addr, mac) = self.vip_macs6[usize::from(vip)];
                             match reply::ndp_advert_in_place(
                                 m.room_mut(),
-                                ipv6_offset,
+                                usize::from(ipv6_offset),
                                 own_mac,
                                 addr,
                                 mac,

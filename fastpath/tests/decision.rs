@@ -588,11 +588,11 @@ proptest! {
         f.truncate(cut % (f.len() + 1));
         match c.classify(&f, &all()) {
             Verdict::ArpReply { arp_offset, .. } => {
-                prop_assert!(reply::arp_reply_in_place(&mut f, arp_offset, OWN, VIP4, VMAC4));
+                prop_assert!(reply::arp_reply_in_place(&mut f, usize::from(arp_offset), OWN, VIP4, VMAC4));
             }
             Verdict::NdpAdvert { ipv6_offset, .. } => {
                 f.resize(f.len() + room, 0);
-                let _ = reply::ndp_advert_in_place(&mut f, ipv6_offset, OWN, vip6(), VMAC6);
+                let _ = reply::ndp_advert_in_place(&mut f, usize::from(ipv6_offset), OWN, vip6(), VMAC6);
             }
             _ => {}
         }
