@@ -100,6 +100,8 @@ pub struct LabSpec {
     pub running: u32,
     pub queues: u16,
     pub delivery: String,
+    /// The node's port driver: `af_packet` or `af_xdp`.
+    pub driver: String,
     /// Extra TOML appended to every node's config.
     pub extra: String,
 }
@@ -148,7 +150,7 @@ port = 9000
 affinity = "client-ip"
 
 [port]
-driver = "af_packet"
+driver = "{driver}"
 interface = "eth0"
 queues = {queues}
 
@@ -168,6 +170,7 @@ socket = "{sock}"
 "#,
         name = node_name(n),
         delivery = spec.delivery,
+        driver = spec.driver,
         queues = spec.queues,
         ip4 = node_ip4(n),
         ip6 = node_ip6(n),

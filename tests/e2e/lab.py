@@ -37,8 +37,9 @@ def lab(*args, timeout=180, check=True):
     return run(LAB, *args, timeout=timeout, check=check)
 
 
-def up(nodes=2, queues=1, delivery="vmac", running=None):
-    args = ["up", "--nodes", str(nodes), "--queues", str(queues), "--delivery", delivery]
+def up(nodes=2, queues=1, delivery="vmac", running=None, driver="af_packet"):
+    args = ["up", "--nodes", str(nodes), "--queues", str(queues), "--delivery", delivery,
+            "--driver", driver]
     if running is not None:
         args += ["--running", str(running)]
     lab(*args)

@@ -38,6 +38,19 @@ def test_multicast_delivery():
         down()
 
 
+def test_af_xdp_driver():
+    up(nodes=2, driver="af_xdp")
+    try:
+        assert status("s1")["nic"] == "net_af_xdp0"
+        report = probe("http", sources=50, conns=200)
+        assert report["ok"] == 200 and set(report["by_node"]) == {"s1", "s2"}
+        for r in report["results"]:
+            assert r["node"] == owner(bucket(r["source"], r["sport"]), 2)
+        assert l2probe("arp", VIP4)["replies"][0]["hwsrc"] == "02:48:c6:12:00:64"
+    finally:
+        down()
+
+
 def ns_run(ns, *cmd):
     return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=30)
 

@@ -31,6 +31,9 @@ enum Cmd {
         queues: u16,
         #[arg(long, default_value = "vmac")]
         delivery: String,
+        /// The nodes' port driver: af_packet or af_xdp.
+        #[arg(long, default_value = "af_packet")]
+        driver: String,
         /// A TOML file appended to every node's config.
         #[arg(long)]
         extra_config: Option<std::path::PathBuf>,
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> Result<i32> {
             running,
             queues,
             delivery,
+            driver,
             extra_config,
         } => {
             let extra = match extra_config {
@@ -123,6 +127,7 @@ fn run(cli: Cli) -> Result<i32> {
                 running: running.unwrap_or(nodes),
                 queues,
                 delivery,
+                driver,
                 extra,
             };
             lab::up(&spec)?;
