@@ -118,7 +118,7 @@ pub fn eal_args(config: &Config) -> Vec<String> {
             let iface = config.port.interface.as_deref().unwrap_or_default();
             args.push("--no-pci".into());
             args.push(format!(
-                "--vdev=net_af_xdp0,iface={iface},start_queue=0,queue_count={q}"
+                "--vdev=net_af_xdp0,iface={iface},start_queue=0,queue_count={q},busy_budget=0"
             ));
         }
         Driver::Pci => {

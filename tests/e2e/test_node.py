@@ -42,6 +42,10 @@ def test_af_xdp_driver():
     up(nodes=2, driver="af_xdp")
     try:
         assert status("s1")["nic"] == "net_af_xdp0"
+        # Known issue (README): on veth, af_xdp loses some flows in the
+        # first second after start; af_packet does not. Warm up first.
+        warm = probe("http", sources=50, conns=200)
+        assert warm["ok"] >= 150, warm["by_node"]
         report = probe("http", sources=50, conns=200)
         assert report["ok"] == 200 and set(report["by_node"]) == {"s1", "s2"}
         for r in report["results"]:
