@@ -6,3 +6,5 @@
 //! with a tokio driver) builds on it.
 
 pub mod assign;
+pub mod machine;
+pub mod wire;

@@ -1,0 +1,426 @@
+//! The membership protocol as a sans-IO state machine.
+//!
+//! Inputs: datagrams (with the heartbeat network they came from) and the
+//! time; outputs: datagrams to send and events (view changed, owned buckets
+//! changed). Time is a `Duration` since any fixed origin, given by the
+//! caller, so a simulation drives it exactly as the tokio driver does.
+//!
+//! # Rules
+//!
+//! - A peer is alive while it was heard, on any network, within
+//!   `dead_after`. The *view* is the set of alive and ready nodes (a bitmap
+//!   by index in the sorted node list); heartbeats carry the sender's view.
+//! - The target owner of each bucket is a deterministic function of the view
+//!   ([`crate::assign`]).
+//! - A node releases a bucket as soon as its own view gives it to another
+//!   node, before any heartbeat carries that view.
+//! - A node takes a bucket it does not hold only when every peer alive in
+//!   its view reports the same view. Then that peer has released whatever
+//!   the view moves away from it: a bucket comes from a live owner only
+//!   after that owner released it, and from a dead owner as soon as the
+//!   survivors agree that it is dead (about `dead_after` plus one or two
+//!   heartbeat periods after the crash).
+//! - A starting node takes nothing during its first `dead_after`: a peer
+//!   it has not heard yet may be alive and serving.
+//! - Split brain: by default each side serves all buckets (SafeKit); when
+//!   the partition heals, a node releases what the full view gives to
+//!   others as soon as it hears one of them (within `dead_after` even
+//!   under loss).
+//!   `Majority`: a side with at most half of the nodes withdraws.
+//!   `Witness`: while some node is missing, a side that cannot reach the
+//!   witness withdraws.
+//! - Replay: a sender's (incarnation, sequence) must grow on each network; an incarnation
+//!   is taken at start (the driver uses the wall clock in microseconds).
+
+use crate::assign::{Member, Preferences};
+use crate::wire::{DecodeError, Heartbeat, Key};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitBrain {
+    /// Each side of a partition serves all buckets (SafeKit's default).
+    ServeAll,
+    /// A side with at most half of the farm's nodes withdraws.
+    Majority,
+    /// While a node is missing, a side that cannot reach the witness
+    /// withdraws (the driver reports reachability).
+    Witness,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub nodes: Vec<Member>,
+    pub me: u16,
+    pub period: Duration,
+    pub dead_after: Duration,
+    pub networks: usize,
+    pub n_buckets: u32,
+    pub split_brain: SplitBrain,
+    pub key: Key,
+}
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub network: usize,
+    pub to: u16,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The set of alive and ready nodes changed (bitmap by node index).
+    ViewChanged { view: u64 },
+    /// The buckets this node accepts changed.
+    OwnedChanged,
+}
+
+/// Drops and receptions, counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received: u64,
+    pub dropped_malformed: u64,
+    pub dropped_unauthenticated: u64,
+    pub dropped_replayed: u64,
+    pub dropped_unknown_sender: u64,
+    pub views: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    id: u16,
+    incarnation: u64,
+    /// The last sequence per network: each network carries every heartbeat.
+    sequence: Vec<u64>,
+    heard: Vec<Option<Duration>>,
+    view: u64,
+    weight: u32,
+    ready: bool,
+}
+
+/// What `status` shows of a peer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatus {
+    pub id: u16,
+    pub alive: bool,
+    pub ready: bool,
+    pub weight: u32,
+    /// Age of the last heartbeat per network (`None`: never heard).
+    pub ages: Vec<Option<Duration>>,
+    pub agrees: bool,
+}
+
+pub struct Machine {
+    s: Settings,
+    prefs: Preferences,
+    /// Sorted node ids; a node's index is its bit in a view.
+    ids: Vec<u16>,
+    me_index: usize,
+    peers: Vec<Peer>,
+    incarnation: u64,
+    sequence: u64,
+    ready: bool,
+    witness_reachable: bool,
+    next_heartbeat: Duration,
+    /// Until then the node only listens: a peer it has not heard yet may be
+    /// alive and serving.
+    listen_until: Duration,
+    view: u64,
+    target: Vec<bool>,
+    held: Vec<bool>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+}
+
+impl Machine {
+    /// A node starting at `now` with a fresh `incarnation` (greater than
+    /// any earlier one of this node).
+    pub fn new(settings: Settings, incarnation: u64, now: Duration) -> Machine {
+        let mut ids: Vec<u16> = settings.nodes.iter().map(|m| m.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert!(ids.len() <= 64, "at most 64 nodes");
+        let me_index = ids
+            .iter()
+            .position(|i| *i == settings.me)
+            .expect("me is a node of the farm");
+        let prefs = Preferences::new(&settings.nodes, settings.n_buckets);
+        let peers = ids
+            .iter()
+            .filter(|id| **id != settings.me)
+            .map(|&id| Peer {
+                id,
+                incarnation: 0,
+                sequence: vec![0; settings.networks],
+                heard: vec![None; settings.networks],
+                view: 0,
+                weight: 0,
+                ready: false,
+            })
+            .collect();
+        let n = settings.n_buckets as usize;
+        let mut m = Machine {
+            prefs,
+            ids,
+            me_index,
+            peers,
+            incarnation,
+            sequence: 0,
+            ready: true,
+            witness_reachable: true,
+            next_heartbeat: now,
+            listen_until: now + settings.dead_after,
+            view: 0,
+            target: vec![false; n],
+            held: vec![false; n],
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            s: settings,
+        };
+        m.update(now);
+        m
+    }
+
+    fn index(&self, id: u16) -> Option<usize> {
+        self.ids.binary_search(&id).ok()
+    }
+
+    fn alive(&self, p: &Peer, now: Duration) -> bool {
+        p.heard
+            .iter()
+            .flatten()
+            .any(|t| now.saturating_sub(*t) < self.s.dead_after)
+    }
+
+    /// A datagram received on heartbeat network `network`.
+    pub fn handle_datagram(&mut self, now: Duration, network: usize, bytes: &[u8]) {
+        let hb = match Heartbeat::decode(bytes, &self.s.key) {
+            Ok(hb) => hb,
+            Err(DecodeError::Auth) => {
+                self.counters.dropped_unauthenticated += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.dropped_malformed += 1;
+                return;
+            }
+        };
+        let Some(peer) = self.peers.iter_mut().find(|p| p.id == hb.sender) else {
+            self.counters.dropped_unknown_sender += 1;
+            return;
+        };
+        if network >= peer.heard.len() {
+            self.counters.dropped_malformed += 1;
+            return;
+        }
+        if (hb.incarnation, hb.sequence) <= (peer.incarnation, peer.sequence[network]) {
+            self.counters.dropped_replayed += 1;
+            return;
+        }
+        if hb.incarnation != peer.incarnation {
+            // A restarted peer: what we heard of its earlier life is void.
+            peer.heard.iter_mut().for_each(|h| *h = None);
+            peer.sequence.iter_mut().for_each(|q| *q = 0);
+        }
+        peer.incarnation = hb.incarnation;
+        peer.sequence[network] = hb.sequence;
+        peer.heard[network] = Some(now);
+        peer.view = hb.view;
+        peer.weight = hb.weight;
+        peer.ready = hb.ready;
+        self.counters.received += 1;
+        self.update(now);
+    }
+
+    /// Time passed: expire peers, send heartbeats when due.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.update(now);
+        if now >= self.next_heartbeat {
+            self.sequence += 1;
+            let hb = Heartbeat {
+                sender: self.s.me,
+                incarnation: self.incarnation,
+                sequence: self.sequence,
+                view: self.view,
+                weight: self.my_weight(),
+                ready: self.ready,
+            };
+            let bytes = hb.encode(&self.s.key).to_vec();
+            for p in &self.peers {
+                for network in 0..self.s.networks {
+                    self.transmits.push_back(Transmit {
+                        network,
+                        to: p.id,
+                        bytes: bytes.clone(),
+                    });
+                }
+            }
+            // Catch up without a burst if the caller was late.
+            self.next_heartbeat =
+                (self.next_heartbeat + self.s.period).max(now + self.s.period / 2);
+        }
+    }
+
+    fn my_weight(&self) -> u32 {
+        self.s
+            .nodes
+            .iter()
+            .find(|m| m.id == self.s.me)
+            .map_or(0, |m| m.weight)
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn next_timeout(&self) -> Duration {
+        let mut t = self.next_heartbeat;
+        if self.listen_until > self.next_heartbeat.saturating_sub(self.s.period) {
+            t = t.min(self.listen_until);
+        }
+        for p in &self.peers {
+            if let Some(last) = p.heard.iter().flatten().max() {
+                let expiry = *last + self.s.dead_after;
+                if expiry > self.next_heartbeat.saturating_sub(self.s.period) {
+                    t = t.min(expiry);
+                }
+            }
+        }
+        t
+    }
+
+    /// Whether this node's application is ready (only ready nodes own
+    /// buckets).
+    pub fn set_ready(&mut self, now: Duration, ready: bool) {
+        self.ready = ready;
+        self.update(now);
+    }
+
+    pub fn set_witness_reachable(&mut self, now: Duration, reachable: bool) {
+        self.witness_reachable = reachable;
+        self.update(now);
+    }
+
+    fn update(&mut self, now: Duration) {
+        let mut view = 0u64;
+        if self.ready {
+            view |= 1 << self.me_index;
+        }
+        for p in &self.peers {
+            if p.ready && self.alive(p, now) {
+                if let Some(i) = self.index(p.id) {
+                    view |= 1 << i;
+                }
+            }
+        }
+        let alive_count = 1 + self.peers.iter().filter(|p| self.alive(p, now)).count();
+        let everyone = alive_count == self.ids.len();
+        let withdraw = !self.ready
+            || match self.s.split_brain {
+                SplitBrain::ServeAll => false,
+                SplitBrain::Majority => alive_count * 2 <= self.ids.len(),
+                SplitBrain::Witness => !everyone && !self.witness_reachable,
+            };
+        let mut changed = false;
+        if view != self.view {
+            self.view = view;
+            self.counters.views += 1;
+            self.events.push_back(Event::ViewChanged { view });
+        }
+        // Target: recomputed from the view (cheap enough: the lists are
+        // precomputed, and a walk stops at the first live node).
+        let ids = &self.ids;
+        let owners = self
+            .prefs
+            .owners(|id| ids.binary_search(&id).is_ok_and(|i| view & (1 << i) != 0));
+        for (b, o) in owners.iter().enumerate() {
+            self.target[b] = !withdraw && *o == Some(self.s.me);
+        }
+        // Release first: a heartbeat never carries a view whose buckets
+        // this node still holds for someone else.
+        for b in 0..self.held.len() {
+            if self.held[b] && !self.target[b] {
+                self.held[b] = false;
+                changed = true;
+            }
+        }
+        let agreed = now >= self.listen_until
+            && self
+                .peers
+                .iter()
+                .filter(|p| p.ready && self.alive(p, now))
+                .all(|p| p.view == self.view);
+        if agreed {
+            for b in 0..self.held.len() {
+                if self.target[b] && !self.held[b] {
+                    self.held[b] = true;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.events.push_back(Event::OwnedChanged);
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether this node accepts bucket `b` now.
+    pub fn holds(&self, b: u32) -> bool {
+        self.held.get(b as usize).copied().unwrap_or(false)
+    }
+
+    pub fn owned(&self) -> impl Iterator<Item = u32> + '_ {
+        self.held
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| **h)
+            .map(|(b, _)| b as u32)
+    }
+
+    pub fn view(&self) -> u64 {
+        self.view
+    }
+
+    /// The ids of the nodes of a view bitmap.
+    pub fn view_members(&self, view: u64) -> Vec<u16> {
+        self.ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| view & (1 << i) != 0)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn peers(&self, now: Duration) -> Vec<PeerStatus> {
+        self.peers
+            .iter()
+            .map(|p| PeerStatus {
+                id: p.id,
+                alive: self.alive(p, now),
+                ready: p.ready,
+                weight: p.weight,
+                ages: p
+                    .heard
+                    .iter()
+                    .map(|h| h.map(|t| now.saturating_sub(t)))
+                    .collect(),
+                agrees: p.view == self.view,
+            })
+            .collect()
+    }
+
+    pub fn n_buckets(&self) -> u32 {
+        self.s.n_buckets
+    }
+}

@@ -1,0 +1,415 @@
+//! Deterministic simulation of the membership state machine: a simulated
+//! clock and network (delay, loss, reordering, duplication, partitions),
+//! crashes and restarts, over many seeded runs.
+
+use membership::assign::{Member, Preferences};
+use membership::machine::{Machine, Settings, SplitBrain};
+use membership::wire::Key;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+const MS: Duration = Duration::from_millis(1);
+const PERIOD: Duration = Duration::from_millis(25);
+const DEAD_AFTER: Duration = Duration::from_millis(200);
+const MAX_DELAY_US: u64 = 3_000;
+const BUCKETS: u32 = 128;
+
+/// xorshift64*: the simulation's only source of chance.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+struct Net {
+    loss: u64,
+    dup: u64,
+    /// Partition: the side of each node; messages cross only within a side.
+    side: Vec<u8>,
+}
+
+struct Sim {
+    rng: Rng,
+    now: Duration,
+    nodes: Vec<Option<Machine>>,
+    members: Vec<Member>,
+    incarnations: Vec<u64>,
+    queue: BinaryHeap<Reverse<(Duration, u64, usize, usize, Vec<u8>)>>,
+    seq: u64,
+    net: Net,
+    split_brain: SplitBrain,
+    /// Where the scenario is, for failure messages.
+    phase: String,
+    /// After a partition heals, both sides still hold what they served
+    /// until they hear each other: a period and the network's delay, or a
+    /// few periods when the first heartbeats across are lost. `dead_after`
+    /// bounds it.
+    safe_from: Duration,
+}
+
+impl Sim {
+    fn new(seed: u64, n: usize, split_brain: SplitBrain) -> Sim {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let members: Vec<Member> = (1..=n as u16)
+            .map(|id| Member {
+                id,
+                weight: 1 + (rng.below(3) as u32),
+            })
+            .collect();
+        let mut sim = Sim {
+            rng,
+            now: Duration::ZERO,
+            nodes: (0..n).map(|_| None).collect(),
+            members,
+            incarnations: vec![0; n],
+            queue: BinaryHeap::new(),
+            seq: 0,
+            net: Net {
+                loss: 0,
+                dup: 0,
+                side: vec![0; n],
+            },
+            split_brain,
+            phase: format!("seed {seed}, {n} nodes, cold start"),
+            safe_from: Duration::ZERO,
+        };
+        for i in 0..n {
+            sim.start(i);
+        }
+        sim
+    }
+
+    fn start(&mut self, i: usize) {
+        self.incarnations[i] += 1;
+        let settings = Settings {
+            nodes: self.members.clone(),
+            me: i as u16 + 1,
+            period: PERIOD,
+            dead_after: DEAD_AFTER,
+            networks: 2,
+            n_buckets: BUCKETS,
+            split_brain: self.split_brain,
+            key: Key::new(b"simulation farm key 0123").unwrap(),
+        };
+        self.nodes[i] = Some(Machine::new(settings, self.incarnations[i], self.now));
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.nodes[i] = None;
+    }
+
+    fn step(&mut self) {
+        self.now += MS;
+        while let Some(Reverse((t, _, _, _, _))) = self.queue.peek() {
+            if *t > self.now {
+                break;
+            }
+            let Reverse((_, _, to, network, bytes)) = self.queue.pop().unwrap();
+            if let Some(m) = self.nodes[to].as_mut() {
+                m.handle_datagram(self.now, network, &bytes);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            let Some(m) = self.nodes[i].as_mut() else {
+                continue;
+            };
+            if m.next_timeout() <= self.now {
+                m.handle_timeout(self.now);
+            }
+            let mut out = Vec::new();
+            while let Some(t) = m.poll_transmit() {
+                out.push(t);
+            }
+            while m.poll_event().is_some() {}
+            for t in out {
+                let to = usize::from(t.to) - 1;
+                if self.net.side[i] != self.net.side[to] || self.rng.chance(self.net.loss) {
+                    continue;
+                }
+                let copies = if self.rng.chance(self.net.dup) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let delay = Duration::from_micros(100 + self.rng.below(MAX_DELAY_US));
+                    self.seq += 1;
+                    self.queue.push(Reverse((
+                        self.now + delay,
+                        self.seq,
+                        to,
+                        t.network,
+                        t.bytes.clone(),
+                    )));
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+            self.check_safety();
+        }
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .collect()
+    }
+
+    /// No two live nodes hold one bucket (checked only while the network is
+    /// not partitioned, as the spec says).
+    fn check_safety(&self) {
+        if self.net.side.iter().any(|s| *s != self.net.side[0]) || self.now < self.safe_from {
+            return;
+        }
+        for b in 0..BUCKETS {
+            let holders: Vec<usize> = self
+                .live()
+                .into_iter()
+                .filter(|i| self.nodes[*i].as_ref().unwrap().holds(b))
+                .collect();
+            assert!(
+                holders.len() <= 1,
+                "{}: t={:?}: bucket {b} held by {holders:?}",
+                self.phase,
+                self.now
+            );
+        }
+    }
+
+    fn unowned(&self) -> u32 {
+        (0..BUCKETS)
+            .filter(|b| {
+                !self
+                    .live()
+                    .iter()
+                    .any(|i| self.nodes[*i].as_ref().unwrap().holds(*b))
+            })
+            .count() as u32
+    }
+
+    /// The table every live node should converge to.
+    fn converged(&self) -> bool {
+        let live = self.live();
+        let expected = Preferences::new(&self.members, BUCKETS)
+            .owners(|id| live.contains(&(usize::from(id) - 1)));
+        (0..BUCKETS).all(|b| {
+            let holders: Vec<usize> = live
+                .iter()
+                .copied()
+                .filter(|i| self.nodes[*i].as_ref().unwrap().holds(b))
+                .collect();
+            holders.len() == 1 && expected[b as usize] == Some(holders[0] as u16 + 1)
+        })
+    }
+
+    fn run_until(&mut self, limit: Duration, cond: impl Fn(&Sim) -> bool) -> Option<Duration> {
+        let start = self.now;
+        while self.now - start <= limit {
+            if cond(self) {
+                return Some(self.now - start);
+            }
+            self.step();
+            self.check_safety();
+        }
+        None
+    }
+}
+
+#[test]
+fn seeded_runs_converge_fail_over_and_rejoin() {
+    let runs: u64 = std::env::var("HERD_SIM_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let mut worst_failover = Duration::ZERO;
+    for seed in 0..runs {
+        let n = 2 + (seed % 5) as usize;
+        let mut sim = Sim::new(seed, n, SplitBrain::ServeAll);
+        sim.net.loss = sim.rng.below(10);
+        sim.net.dup = sim.rng.below(10);
+        // Cold start converges.
+        let t = sim.run_until(Duration::from_secs(2), Sim::converged);
+        assert!(t.is_some(), "seed {seed}: no convergence from cold start");
+        let pause = Duration::from_millis(sim.rng.below(300));
+        sim.run(pause);
+        // A crash: every bucket owned again within dead-after + 2 periods
+        // (+ the simulated network's delay).
+        let victim = sim.rng.below(n as u64) as usize;
+        sim.crash(victim);
+        sim.phase = format!("seed {seed}, {n} nodes, after crash of node {}", victim + 1);
+        let bound = DEAD_AFTER + 2 * PERIOD + Duration::from_micros(2 * MAX_DELAY_US) + 2 * MS;
+        let t = sim.run_until(bound, |s| s.unowned() == 0);
+        let Some(t) = t else {
+            panic!(
+                "seed {seed}: {} buckets unowned {bound:?} after a crash of {}",
+                sim.unowned(),
+                victim + 1
+            )
+        };
+        worst_failover = worst_failover.max(t);
+        assert!(
+            sim.run_until(Duration::from_secs(1), Sim::converged)
+                .is_some(),
+            "seed {seed}: no convergence after crash"
+        );
+        // A partition, then healing: views converge again.
+        if n >= 3 && sim.rng.chance(50) {
+            for (i, s) in sim.net.side.iter_mut().enumerate() {
+                *s = (i % 2) as u8;
+            }
+            let split = Duration::from_millis(300 + sim.rng.below(300));
+            sim.run(split);
+            sim.net.side.iter_mut().for_each(|s| *s = 0);
+            sim.safe_from = sim.now + DEAD_AFTER;
+            sim.phase = format!("seed {seed}, {n} nodes, partition healed");
+            assert!(
+                sim.run_until(Duration::from_secs(2), Sim::converged)
+                    .is_some(),
+                "seed {seed}: no convergence after a partition"
+            );
+        }
+        // The node restarts: balance is restored.
+        sim.start(victim);
+        sim.phase = format!("seed {seed}, {n} nodes, node {} restarted", victim + 1);
+        assert!(
+            sim.run_until(Duration::from_secs(2), Sim::converged)
+                .is_some(),
+            "seed {seed}: no convergence after rejoin"
+        );
+    }
+    println!("{runs} runs, worst time to re-own a crashed node's buckets: {worst_failover:?}");
+}
+
+#[test]
+fn majority_side_serves_and_minority_withdraws() {
+    let mut sim = Sim::new(7, 5, SplitBrain::Majority);
+    assert!(sim
+        .run_until(Duration::from_secs(2), Sim::converged)
+        .is_some());
+    // {1,2} | {3,4,5}
+    sim.net.side = vec![0, 0, 1, 1, 1];
+    sim.run(Duration::from_millis(600));
+    let held = |s: &Sim, i: usize| s.nodes[i].as_ref().unwrap().owned().count();
+    assert_eq!(held(&sim, 0) + held(&sim, 1), 0, "the minority withdrew");
+    assert_eq!(
+        (2..5).map(|i| held(&sim, i)).sum::<usize>(),
+        BUCKETS as usize,
+        "the majority serves all"
+    );
+}
+
+#[test]
+fn witness_decides_which_side_serves() {
+    let mut sim = Sim::new(11, 4, SplitBrain::Witness);
+    assert!(sim
+        .run_until(Duration::from_secs(2), Sim::converged)
+        .is_some());
+    sim.net.side = vec![0, 0, 1, 1];
+    let now = sim.now;
+    for i in [2, 3] {
+        sim.nodes[i]
+            .as_mut()
+            .unwrap()
+            .set_witness_reachable(now, false);
+    }
+    sim.run(Duration::from_millis(600));
+    let held = |s: &Sim, i: usize| s.nodes[i].as_ref().unwrap().owned().count();
+    assert_eq!(
+        held(&sim, 0) + held(&sim, 1),
+        BUCKETS as usize,
+        "the side that reaches the witness serves all"
+    );
+    assert_eq!(held(&sim, 2) + held(&sim, 3), 0, "the other side withdraws");
+}
+
+#[test]
+fn default_split_brain_serves_all_on_both_sides() {
+    let mut sim = Sim::new(3, 4, SplitBrain::ServeAll);
+    assert!(sim
+        .run_until(Duration::from_secs(2), Sim::converged)
+        .is_some());
+    sim.net.side = vec![0, 0, 1, 1];
+    sim.run(Duration::from_millis(600));
+    let held = |s: &Sim, i: usize| s.nodes[i].as_ref().unwrap().owned().count();
+    assert_eq!(held(&sim, 0) + held(&sim, 1), BUCKETS as usize);
+    assert_eq!(held(&sim, 2) + held(&sim, 3), BUCKETS as usize);
+}
+
+#[test]
+fn ten_percent_loss_on_both_networks_causes_no_failover() {
+    let mut sim = Sim::new(5, 3, SplitBrain::ServeAll);
+    assert!(sim
+        .run_until(Duration::from_secs(2), Sim::converged)
+        .is_some());
+    sim.net.loss = 10;
+    let views_before: Vec<u64> = (0..3)
+        .map(|i| sim.nodes[i].as_ref().unwrap().counters().views)
+        .collect();
+    sim.run(Duration::from_secs(60));
+    let views_after: Vec<u64> = (0..3)
+        .map(|i| sim.nodes[i].as_ref().unwrap().counters().views)
+        .collect();
+    assert_eq!(views_before, views_after, "a view changed under 10 % loss");
+}
+
+#[test]
+fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
+    let mut sim = Sim::new(9, 2, SplitBrain::ServeAll);
+    assert!(sim
+        .run_until(Duration::from_secs(1), Sim::converged)
+        .is_some());
+    let now = sim.now;
+    let m = sim.nodes[0].as_mut().unwrap();
+    let forged = membership::wire::Heartbeat {
+        sender: 2,
+        incarnation: 99,
+        sequence: 1,
+        view: 0,
+        weight: 1,
+        ready: true,
+    }
+    .encode(&Key::new(b"not the farm's key at all").unwrap());
+    m.handle_datagram(now, 0, &forged);
+    m.handle_datagram(now, 0, b"garbage");
+    m.handle_datagram(now, 5, &forged);
+    let c = m.counters();
+    assert_eq!(c.dropped_unauthenticated, 2);
+    assert_eq!(c.dropped_malformed, 1);
+    // A replay of a genuine old heartbeat.
+    let old = membership::wire::Heartbeat {
+        sender: 2,
+        incarnation: 1,
+        sequence: 1,
+        view: 0b11,
+        weight: 1,
+        ready: true,
+    }
+    .encode(&Key::new(b"simulation farm key 0123").unwrap());
+    m.handle_datagram(now, 0, &old);
+    assert_eq!(m.counters().dropped_replayed, 1);
+    let unknown = membership::wire::Heartbeat {
+        sender: 9,
+        incarnation: 1,
+        sequence: 1,
+        view: 0,
+        weight: 1,
+        ready: true,
+    }
+    .encode(&Key::new(b"simulation farm key 0123").unwrap());
+    m.handle_datagram(now, 0, &unknown);
+    assert_eq!(m.counters().dropped_unknown_sender, 1);
+    sim.run(Duration::from_millis(100));
+    assert!(sim.converged());
+}
