@@ -32,6 +32,9 @@ impl Rng {
     }
 }
 
+/// A datagram in flight: (delivery time, tie-breaker, to, network, bytes).
+type InFlight = (Duration, u64, usize, usize, Vec<u8>);
+
 struct Net {
     loss: u64,
     dup: u64,
@@ -45,7 +48,7 @@ struct Sim {
     nodes: Vec<Option<Machine>>,
     members: Vec<Member>,
     incarnations: Vec<u64>,
-    queue: BinaryHeap<Reverse<(Duration, u64, usize, usize, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     net: Net,
     split_brain: SplitBrain,
