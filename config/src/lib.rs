@@ -47,6 +47,8 @@ pub struct Config {
     pub polling: Polling,
     #[serde(default)]
     pub control: Control,
+    #[serde(default)]
+    pub membership: Membership,
 }
 
 /// Which of the farm's nodes this one is.
@@ -93,6 +95,59 @@ pub enum Ownership {
     /// Fixed by `farm.nodes[].buckets`.
     #[default]
     Static,
+    /// Decided by the membership protocol from who is alive (`[membership]`).
+    Membership,
+}
+
+/// What a side of a partition does (SPEC §3).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitBrain {
+    /// Each side serves all buckets (SafeKit's default).
+    #[default]
+    ServeAll,
+    /// A side with at most half of the nodes withdraws.
+    Majority,
+    /// While a node is missing, a side that cannot ping `witness` withdraws.
+    Witness,
+}
+
+/// The membership protocol (used with `farm.ownership = "membership"`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u32,
+    #[serde(default = "default_dead_after_ms")]
+    pub dead_after_ms: u32,
+    /// The farm's shared key (at least 16 bytes); every heartbeat is
+    /// authenticated with it.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub split_brain: SplitBrain,
+    /// The address the `witness` policy pings.
+    #[serde(default)]
+    pub witness: Option<IpAddr>,
+}
+
+fn default_period_ms() -> u32 {
+    25
+}
+fn default_dead_after_ms() -> u32 {
+    200
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            period_ms: default_period_ms(),
+            dead_after_ms: default_dead_after_ms(),
+            key_file: None,
+            split_brain: SplitBrain::default(),
+            witness: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -105,6 +160,10 @@ pub struct FarmNode {
     /// Static ownership: bucket ranges such as "0-2047,4000".
     #[serde(default)]
     pub buckets: Option<String>,
+    /// Membership: the node's heartbeat address (ip:port) on each
+    /// heartbeat network, the same networks in the same order on every node.
+    #[serde(default)]
+    pub heartbeat: Vec<std::net::SocketAddr>,
 }
 
 fn default_weight() -> u32 {
@@ -405,7 +464,12 @@ impl Config {
                 format!("{} is not one of farm.nodes[].id", self.node.id),
             ));
         }
-        self.static_ownership()?;
+        match farm.ownership {
+            Ownership::Static => {
+                self.static_ownership()?;
+            }
+            Ownership::Membership => self.validate_membership()?,
+        }
 
         let mut rule_keys = BTreeSet::new();
         for (i, r) in self.rules.iter().enumerate() {
@@ -523,6 +587,74 @@ impl Config {
         }
         if self.control.socket.as_os_str().is_empty() {
             return Err(invalid("control.socket", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    fn validate_membership(&self) -> Result<(), ConfigError> {
+        let networks = self.farm.nodes.first().map_or(0, |n| n.heartbeat.len());
+        for (i, n) in self.farm.nodes.iter().enumerate() {
+            let key = format!("farm.nodes[{i}].heartbeat");
+            if n.heartbeat.is_empty() {
+                return Err(invalid(
+                    key,
+                    "missing: membership needs each node's heartbeat address on each network",
+                ));
+            }
+            if n.heartbeat.len() != networks {
+                return Err(invalid(key, format!("{} addresses, but farm.nodes[0] has {networks}: every node is on the same heartbeat networks", n.heartbeat.len())));
+            }
+        }
+        if networks > 8 {
+            return Err(invalid(
+                "farm.nodes[0].heartbeat",
+                "at most 8 heartbeat networks",
+            ));
+        }
+        let m = &self.membership;
+        if m.period_ms == 0 || m.period_ms > 10_000 {
+            return Err(invalid(
+                "membership.period_ms",
+                format!("{} is out of range 1..=10000", m.period_ms),
+            ));
+        }
+        if m.dead_after_ms < 2 * m.period_ms || m.dead_after_ms > 60_000 {
+            return Err(invalid(
+                "membership.dead_after_ms",
+                format!(
+                    "{} must be at least two periods ({}) and at most 60000",
+                    m.dead_after_ms,
+                    2 * m.period_ms
+                ),
+            ));
+        }
+        let Some(path) = &m.key_file else {
+            return Err(invalid(
+                "membership.key_file",
+                "missing: membership needs the farm's shared key file",
+            ));
+        };
+        let key = std::fs::read(path).map_err(|e| {
+            invalid(
+                "membership.key_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        if key.len() < 16 {
+            return Err(invalid(
+                "membership.key_file",
+                format!(
+                    "{} holds {} bytes; a key has at least 16",
+                    path.display(),
+                    key.len()
+                ),
+            ));
+        }
+        if m.split_brain == SplitBrain::Witness && m.witness.is_none() {
+            return Err(invalid(
+                "membership.witness",
+                "missing: split_brain = \"witness\" needs the witness address",
+            ));
         }
         Ok(())
     }

@@ -245,3 +245,58 @@ proptest::proptest! {
         let _ = BucketRanges::parse(&s);
     }
 }
+
+fn membership_config(key_file: &str) -> String {
+    with(|t| {
+        table(t, "farm").insert("ownership".into(), "membership".into());
+        for (i, n) in nodes(t).iter_mut().enumerate() {
+            let n = n.as_table_mut().unwrap();
+            n.remove("buckets");
+            n.insert(
+                "heartbeat".into(),
+                toml::Value::Array(vec![format!("198.18.0.{}:7100", 11 + i).into()]),
+            );
+        }
+        let mut m = toml::Table::new();
+        m.insert("key_file".into(), key_file.into());
+        t.insert("membership".into(), m.into());
+    })
+}
+
+#[test]
+fn membership_mode_is_validated() {
+    let dir = std::env::temp_dir().join(format!("herd-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("farm.key");
+    std::fs::write(&key, b"0123456789abcdef0123").unwrap();
+    let ok = membership_config(key.to_str().unwrap());
+    let c = Config::from_toml(&ok).unwrap();
+    assert_eq!(c.farm.ownership, Ownership::Membership);
+    assert_eq!(c.membership.period_ms, 25);
+    assert_eq!(c.membership.dead_after_ms, 200);
+    let e = err_of(&membership_config("/nonexistent/farm.key"));
+    assert!(
+        e.starts_with("membership.key_file: cannot read /nonexistent/farm.key"),
+        "{e}"
+    );
+    let short = dir.join("short.key");
+    std::fs::write(&short, b"tiny").unwrap();
+    let e = err_of(&membership_config(short.to_str().unwrap()));
+    assert!(
+        e.starts_with("membership.key_file:") && e.contains("at least 16"),
+        "{e}"
+    );
+    let mut t: toml::Table = toml::from_str(&ok).unwrap();
+    nodes(&mut t)[1].as_table_mut().unwrap().remove("heartbeat");
+    let e = err_of(&toml::to_string(&t).unwrap());
+    assert!(e.starts_with("farm.nodes[1].heartbeat: missing"), "{e}");
+    let mut t: toml::Table = toml::from_str(&ok).unwrap();
+    table(&mut t, "membership").insert("dead_after_ms".into(), 30.into());
+    let e = err_of(&toml::to_string(&t).unwrap());
+    assert!(e.starts_with("membership.dead_after_ms:"), "{e}");
+    let mut t: toml::Table = toml::from_str(&ok).unwrap();
+    table(&mut t, "membership").insert("split_brain".into(), "witness".into());
+    let e = err_of(&toml::to_string(&t).unwrap());
+    assert!(e.starts_with("membership.witness: missing"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -232,9 +232,9 @@ pub struct RunningNode {
 }
 
 impl RunningNode {
-    /// Starts the node: EAL, ports, kernel side, lcores.
-    pub fn start(config: Config) -> Result<RunningNode, NodeError> {
-        let table = static_table(&config, 1).map_err(|e| NodeError::Other(e.to_string()))?;
+    /// Starts the node with bucket table `table`: EAL, ports, kernel
+    /// side, lcores.
+    pub fn start(config: Config, table: BucketTable) -> Result<RunningNode, NodeError> {
         let eal = Eal::init(&eal_args(&config))?;
         let workers = eal.worker_lcores();
         let queues = config.port.queues;
@@ -349,9 +349,9 @@ impl RunningNode {
         &self.config
     }
 
-    /// Publishes a new bucket table to the lcores.
-    pub fn publish(&self, table: BucketTable) {
-        self.publisher.publish(table);
+    /// Publishes new bucket tables to the lcores.
+    pub fn publisher(&self) -> TablePublisher {
+        self.publisher.clone()
     }
 
     pub fn status(&self) -> NodeStatus {

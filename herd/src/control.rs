@@ -2,6 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use fastpath::node::RunningNode;
+use membership::driver::Shared;
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -13,7 +15,14 @@ use tokio::signal::unix::{signal, SignalKind};
 const MAX_REQUEST: usize = 256;
 
 /// Serves the control socket until SIGTERM or SIGINT.
-pub async fn serve(path: &Path, node: &RunningNode) -> Result<()> {
+pub async fn serve(path: &Path, node: &RunningNode, membership: Option<&Shared>) -> Result<()> {
+    let names: BTreeMap<u16, String> = node
+        .config()
+        .farm
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.name.clone()))
+        .collect();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -31,7 +40,7 @@ pub async fn serve(path: &Path, node: &RunningNode) -> Result<()> {
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                if let Err(e) = answer(stream, node).await {
+                if let Err(e) = answer(stream, node, membership, &names).await {
                     tracing::debug!("control request: {e:#}");
                 }
             }
@@ -39,7 +48,12 @@ pub async fn serve(path: &Path, node: &RunningNode) -> Result<()> {
     }
 }
 
-async fn answer(stream: UnixStream, node: &RunningNode) -> Result<()> {
+async fn answer(
+    stream: UnixStream,
+    node: &RunningNode,
+    membership: Option<&Shared>,
+    names: &BTreeMap<u16, String>,
+) -> Result<()> {
     let (rd, mut wr) = stream.into_split();
     let mut line = String::new();
     let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));
@@ -47,7 +61,18 @@ async fn answer(stream: UnixStream, node: &RunningNode) -> Result<()> {
         .await
         .context("request timed out")??;
     let reply = match line.trim() {
-        "status" => serde_json::to_string(&node.status())?,
+        "status" => {
+            let mut v = serde_json::to_value(node.status())?;
+            v["ownership"] = if membership.is_some() {
+                "membership".into()
+            } else {
+                "static".into()
+            };
+            if let Some(m) = membership {
+                v["membership"] = crate::farm::status_json(m, names);
+            }
+            v.to_string()
+        }
         other => serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string(),
     };
     wr.write_all(reply.as_bytes()).await?;
@@ -104,6 +129,26 @@ pub fn render_status(v: &serde_json::Value) -> String {
     if let Some(t) = v["totals"].as_object() {
         for (k, val) in t {
             out += &format!("  {k:<24}{}\n", val.as_u64().unwrap_or(0));
+        }
+    }
+    if let Some(nodes) = v["membership"]["nodes"].as_array() {
+        out += &format!("membership view {}:\n", v["membership"]["view"]);
+        for n in nodes {
+            out += &format!(
+                "  {:>3} {:<8} {:<6} buckets {:>5}  heartbeat age ms {}\n",
+                n["id"],
+                n["name"].as_str().unwrap_or("?"),
+                if n["self"].as_bool() == Some(true) {
+                    "self"
+                } else if n["alive"].as_bool() == Some(true) {
+                    "alive"
+                } else {
+                    "dead"
+                },
+                n["buckets"],
+                n.get("heartbeat_age_ms")
+                    .map_or("-".to_string(), |a| a.to_string())
+            );
         }
     }
     if let Some(lc) = v["lcores"].as_array() {

@@ -1,6 +1,7 @@
 //! `herd`: run a farm node, ask it for its status, check a config.
 
 mod control;
+mod farm;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -81,12 +82,17 @@ fn check_config(file: &std::path::Path) -> Result<()> {
 fn run(path: &std::path::Path) -> Result<()> {
     let config = config::Config::from_file(path)?;
     let socket = config.control.socket.clone();
-    let node = fastpath::node::RunningNode::start(config).context("starting the node")?;
+    let farm = farm::Farm::new(&config)?;
+    let node = fastpath::node::RunningNode::start(config, farm.initial_table())
+        .context("starting the node")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let served = rt.block_on(control::serve(&socket, &node));
+    let served = rt.block_on(async {
+        let membership = farm.start(node.publisher())?;
+        control::serve(&socket, &node, membership.as_deref()).await
+    });
     node.shutdown();
     let _ = std::fs::remove_file(&socket);
     served

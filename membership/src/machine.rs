@@ -423,4 +423,24 @@ impl Machine {
     pub fn n_buckets(&self) -> u32 {
         self.s.n_buckets
     }
+
+    /// Buckets per node as the current view assigns them (what the farm
+    /// converges to), by node id.
+    pub fn shares(&self) -> std::collections::BTreeMap<u16, u32> {
+        let ids = &self.ids;
+        let view = self.view;
+        crate::assign::shares(
+            &self
+                .prefs
+                .owners(|id| ids.binary_search(&id).is_ok_and(|i| view & (1 << i) != 0)),
+        )
+    }
+
+    pub fn me(&self) -> u16 {
+        self.s.me
+    }
+
+    pub fn networks(&self) -> usize {
+        self.s.networks
+    }
 }

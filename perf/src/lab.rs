@@ -102,6 +102,11 @@ pub struct LabSpec {
     pub delivery: String,
     /// The node's port driver: `af_packet` or `af_xdp`.
     pub driver: String,
+    /// `static` (ranges by node) or `membership` (the protocol).
+    pub ownership: String,
+    /// With membership: `serve-all`, `majority` or `witness` (the witness
+    /// is the client, 198.18.0.2).
+    pub split_brain: String,
     /// Extra TOML appended to every node's config.
     pub extra: String,
 }
@@ -113,15 +118,37 @@ pub fn bucket_range(n: u32, nodes: u32, buckets: u32) -> String {
     format!("{lo}-{hi}")
 }
 
+/// The lab's heartbeat port on each node's own address.
+pub const HEARTBEAT_PORT: u16 = 7100;
+
 pub fn node_config(spec: &LabSpec, n: u32) -> String {
+    let membership = spec.ownership == "membership";
     let mut farm_nodes = String::new();
     for i in 1..=spec.nodes {
+        let owner = if membership {
+            format!("heartbeat = [\"{}:{HEARTBEAT_PORT}\"]", node_ip4(i))
+        } else {
+            format!("buckets = \"{}\"", bucket_range(i, spec.nodes, 4096))
+        };
         farm_nodes += &format!(
-            "\n[[farm.nodes]]\nid = {i}\nname = \"{}\"\nweight = 1\nbuckets = \"{}\"\n",
-            node_name(i),
-            bucket_range(i, spec.nodes, 4096)
+            "\n[[farm.nodes]]\nid = {i}\nname = \"{}\"\nweight = 1\n{owner}\n",
+            node_name(i)
         );
     }
+    let membership_section = if membership {
+        let witness = if spec.split_brain == "witness" {
+            format!("witness = \"{CLIENT4}\"\n")
+        } else {
+            String::new()
+        };
+        format!(
+            "\n[membership]\nkey_file = \"{}\"\nsplit_brain = \"{}\"\n{witness}",
+            state("farm.key").display(),
+            spec.split_brain
+        )
+    } else {
+        String::new()
+    };
     format!(
         r#"# herd-lab node {name}
 [node]
@@ -131,7 +158,7 @@ id = {n}
 name = "lab"
 buckets = 4096
 delivery = "{delivery}"
-ownership = "static"
+ownership = "{ownership}"
 vips = ["{VIP4}", "{VIP6}"]
 {farm_nodes}
 [[rules]]
@@ -166,10 +193,11 @@ file_prefix = "herd-lab-{name}"
 
 [control]
 socket = "{sock}"
-{extra}
+{membership_section}{extra}
 "#,
         name = node_name(n),
         delivery = spec.delivery,
+        ownership = spec.ownership,
         driver = spec.driver,
         queues = spec.queues,
         ip4 = node_ip4(n),
@@ -297,6 +325,10 @@ pub fn up(spec: &LabSpec) -> Result<()> {
     down().context("cleaning up an earlier lab")?;
     std::fs::create_dir_all(STATE_DIR)?;
     std::fs::write(state("nodes"), spec.nodes.to_string())?;
+    // The farm's shared heartbeat key: fresh random bytes for each lab.
+    let mut key = [0u8; 32];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut key)?;
+    std::fs::write(state("farm.key"), key)?;
     sh(&["ip", "netns", "add", CLIENT_NS])?;
     let c = |args: &[&str]| in_ns(CLIENT_NS, args);
     c(&["ip", "link", "set", "lo", "up"])?;

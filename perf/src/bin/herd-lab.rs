@@ -34,6 +34,12 @@ enum Cmd {
         /// The nodes' port driver: af_packet or af_xdp.
         #[arg(long, default_value = "af_packet")]
         driver: String,
+        /// Bucket ownership: static (fixed ranges) or membership (the protocol).
+        #[arg(long, default_value = "static")]
+        ownership: String,
+        /// With membership: serve-all, majority or witness (the client).
+        #[arg(long, default_value = "serve-all")]
+        split_brain: String,
         /// A TOML file appended to every node's config.
         #[arg(long)]
         extra_config: Option<std::path::PathBuf>,
@@ -116,6 +122,8 @@ fn run(cli: Cli) -> Result<i32> {
             queues,
             delivery,
             driver,
+            ownership,
+            split_brain,
             extra_config,
         } => {
             let extra = match extra_config {
@@ -128,6 +136,8 @@ fn run(cli: Cli) -> Result<i32> {
                 queues,
                 delivery,
                 driver,
+                ownership,
+                split_brain,
                 extra,
             };
             lab::up(&spec)?;

@@ -1,0 +1,148 @@
+//! The tokio driver of the state machine: one UDP socket per heartbeat
+//! network, the clock, and the witness probe. Thin by design: every
+//! decision is the state machine's.
+
+use crate::machine::{Event, Machine};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// The machine, shared with the control socket (which reads its status).
+pub struct Shared {
+    machine: Mutex<Machine>,
+    start: Instant,
+}
+
+impl Shared {
+    /// `machine` must have been created with time `Duration::ZERO` now.
+    pub fn new(machine: Machine) -> Arc<Shared> {
+        Arc::new(Shared {
+            machine: Mutex::new(machine),
+            start: Instant::now(),
+        })
+    }
+
+    /// The state machine's clock.
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn with<R>(&self, f: impl FnOnce(&mut Machine) -> R) -> R {
+        let mut m = self.machine.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut m)
+    }
+}
+
+pub struct DriverSettings {
+    /// This node's address on each heartbeat network.
+    pub binds: Vec<SocketAddr>,
+    /// Every other node's address on each network.
+    pub peers: BTreeMap<u16, Vec<SocketAddr>>,
+    /// Pinged (with the system's `ping`) every half second when set.
+    pub witness: Option<IpAddr>,
+}
+
+enum Input {
+    Datagram(usize, Vec<u8>),
+    Witness(bool),
+}
+
+/// Runs the protocol until the task is dropped. `on_owned` is called
+/// (with the machine locked) whenever the buckets this node holds change.
+pub async fn run(
+    shared: Arc<Shared>,
+    settings: DriverSettings,
+    mut on_owned: impl FnMut(&Machine) + Send,
+) -> io::Result<()> {
+    let mut sockets = Vec::new();
+    for addr in &settings.binds {
+        let s = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("heartbeat socket {addr}: {e}")))?;
+        sockets.push(Arc::new(s));
+    }
+    let (tx, mut rx) = mpsc::channel::<Input>(1024);
+    for (network, s) in sockets.iter().enumerate() {
+        let (s, tx) = (Arc::clone(s), tx.clone());
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            loop {
+                match s.recv_from(&mut buf).await {
+                    Ok((n, _)) => {
+                        if tx
+                            .send(Input::Datagram(network, buf[..n].to_vec()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::debug!("heartbeat receive on network {network}: {e}"),
+                }
+            }
+        });
+    }
+    if let Some(w) = settings.witness {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let ok = tokio::process::Command::new("ping")
+                    .args(["-n", "-q", "-c", "1", "-W", "1", &w.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success());
+                if tx.send(Input::Witness(ok)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+    }
+    drop(tx);
+    tracing::info!(networks = sockets.len(), "membership started");
+    loop {
+        let deadline = shared.with(|m| m.next_timeout());
+        let sleep = deadline.saturating_sub(shared.now());
+        tokio::select! {
+            input = rx.recv() => {
+                let now = shared.now();
+                match input {
+                    Some(Input::Datagram(net, bytes)) => shared.with(|m| m.handle_datagram(now, net, &bytes)),
+                    Some(Input::Witness(ok)) => shared.with(|m| m.set_witness_reachable(now, ok)),
+                    None => return Ok(()),
+                }
+            }
+            _ = tokio::time::sleep(sleep) => {
+                let now = shared.now();
+                shared.with(|m| m.handle_timeout(now));
+            }
+        }
+        shared.with(|m| {
+            while let Some(t) = m.poll_transmit() {
+                let to = settings.peers.get(&t.to).and_then(|a| a.get(t.network));
+                if let (Some(to), Some(s)) = (to, sockets.get(t.network)) {
+                    // Best effort, never blocking: a full socket buffer is
+                    // a lost heartbeat, which the protocol tolerates.
+                    let _ = s.try_send_to(&t.bytes, *to);
+                }
+            }
+            while let Some(e) = m.poll_event() {
+                match e {
+                    Event::ViewChanged { view } => {
+                        tracing::info!(members = ?m.view_members(view), "view changed");
+                    }
+                    Event::OwnedChanged => {
+                        tracing::info!(owned = m.owned().count(), "owned buckets changed");
+                        on_owned(m);
+                    }
+                }
+            }
+        });
+    }
+}
