@@ -185,3 +185,74 @@ pub fn connect_from(
     let port = stream.local_addr()?.port();
     Ok((stream, port))
 }
+
+/// What one flow saw during an outage probe.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowOutage {
+    pub source: IpAddr,
+    /// Longest time between two replies (or from the first probe to the
+    /// first reply), in milliseconds.
+    pub max_gap_ms: f64,
+    pub replies: u64,
+    /// The nodes that answered, in order of first answer.
+    pub nodes: Vec<String>,
+}
+
+/// UDP probes on `flows` flows (one client address each) every `interval`
+/// for `duration`: how long each flow went without an answer.
+pub fn outage(
+    target: SocketAddr,
+    flows: u32,
+    interval: Duration,
+    duration: Duration,
+) -> Result<Vec<FlowOutage>> {
+    let v6 = target.is_ipv6();
+    let mut socks = Vec::new();
+    for i in 0..flows {
+        let s = UdpSocket::bind(SocketAddr::new(source_address(v6, 1000 + i), 0))?;
+        s.set_nonblocking(true)?;
+        socks.push(s);
+    }
+    let start = Instant::now();
+    let mut last: Vec<Option<Instant>> = vec![None; socks.len()];
+    let mut gap = vec![Duration::ZERO; socks.len()];
+    let mut replies = vec![0u64; socks.len()];
+    let mut nodes: Vec<Vec<String>> = vec![Vec::new(); socks.len()];
+    let mut next_send = start;
+    let mut buf = [0u8; 1500];
+    while start.elapsed() < duration {
+        if Instant::now() >= next_send {
+            for s in &socks {
+                let _ = s.send_to(b"p", target);
+            }
+            next_send += interval;
+        }
+        for (i, s) in socks.iter().enumerate() {
+            while let Ok((n, _)) = s.recv_from(&mut buf) {
+                let now = Instant::now();
+                let since = last[i].unwrap_or(start);
+                gap[i] = gap[i].max(now - since);
+                last[i] = Some(now);
+                replies[i] += 1;
+                if let Ok(node) = parse_echo(&String::from_utf8_lossy(&buf[..n]), "p") {
+                    if nodes[i].last() != Some(&node) {
+                        nodes[i].push(node);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let end = Instant::now();
+    Ok((0..socks.len())
+        .map(|i| {
+            let tail = end - last[i].unwrap_or(start);
+            FlowOutage {
+                source: source_address(v6, 1000 + i as u32),
+                max_gap_ms: gap[i].max(tail).as_secs_f64() * 1000.0,
+                replies: replies[i],
+                nodes: nodes[i].clone(),
+            }
+        })
+        .collect())
+}

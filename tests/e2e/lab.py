@@ -37,9 +37,10 @@ def lab(*args, timeout=180, check=True):
     return run(LAB, *args, timeout=timeout, check=check)
 
 
-def up(nodes=2, queues=1, delivery="vmac", running=None, driver="af_packet"):
+def up(nodes=2, queues=1, delivery="vmac", running=None, driver="af_packet",
+       ownership="static", split_brain="serve-all"):
     args = ["up", "--nodes", str(nodes), "--queues", str(queues), "--delivery", delivery,
-            "--driver", driver]
+            "--driver", driver, "--ownership", ownership, "--split-brain", split_brain]
     if running is not None:
         args += ["--running", str(running)]
     lab(*args)
@@ -97,3 +98,15 @@ def wait_for(cond, timeout, what):
             return v
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def outage(flows=64, interval_ms=5, duration_ms=3000):
+    """Starts the outage prober in the client namespace; returns the
+    process (its stdout is the JSON report)."""
+    return subprocess.Popen([LAB, "client", "--", LAB, "outage", "--flows", str(flows),
+                             "--interval-ms", str(interval_ms), "--duration-ms", str(duration_ms)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def ns(node, *cmd, check=True):
+    return run("ip", "netns", "exec", f"herd-{node}", *cmd, check=check)

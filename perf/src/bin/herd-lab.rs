@@ -95,6 +95,20 @@ enum Cmd {
         #[arg(long)]
         summary: bool,
     },
+    /// UDP probes on many flows every few milliseconds; prints, per flow,
+    /// the longest time without an answer (run inside the client namespace).
+    Outage {
+        #[arg(long, default_value = lab::VIP4)]
+        vip: IpAddr,
+        #[arg(long, default_value_t = 9000)]
+        port: u16,
+        #[arg(long, default_value_t = 64)]
+        flows: u32,
+        #[arg(long, default_value_t = 5)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 3000)]
+        duration_ms: u64,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,6 +173,21 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Client { cmd } => return lab::exec_in(lab::CLIENT_NS, &cmd),
         Cmd::Status => print!("{}", lab::status()?),
         Cmd::App { name } => app::serve(&name, app::Ports::default())?,
+        Cmd::Outage {
+            vip,
+            port,
+            flows,
+            interval_ms,
+            duration_ms,
+        } => {
+            let r = probe::outage(
+                SocketAddr::new(vip, port),
+                flows,
+                Duration::from_millis(interval_ms),
+                Duration::from_millis(duration_ms),
+            )?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
         Cmd::Probe {
             kind,
             vip,

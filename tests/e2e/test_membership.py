@@ -1,0 +1,134 @@
+"""Membership in the lab (issue 3): a three-node farm that shares its
+buckets by the protocol, heals when a node or its link dies, takes it back,
+rides out heartbeat loss, and lets only one side of a partition serve when
+a witness decides."""
+
+import json
+import time
+
+import pytest
+
+from lab import (down, lab, ns, outage, probe, run, status, up, wait_for)
+
+NODES = ("s1", "s2", "s3")
+GOAL_MS = 250
+
+
+def membership(node):
+    return status(node)["membership"]
+
+
+def converged(nodes=NODES):
+    """Every node sees the same view of `nodes` and the buckets are shared."""
+    try:
+        sts = [status(n) for n in nodes]
+    except AssertionError:
+        return False
+    want = sorted(int(n[1:]) for n in nodes)
+    if any(sorted(s["membership"]["view"]) != want for s in sts):
+        return False
+    return sum(s["owned_buckets"] for s in sts) == 4096 and all(s["owned_buckets"] > 0 for s in sts)
+
+
+def affected_gaps(report, threshold_ms=50):
+    return sorted(f["max_gap_ms"] for f in report if f["max_gap_ms"] > threshold_ms)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def farm():
+    up(nodes=3, ownership="membership")
+    yield
+    down()
+
+
+def test_cold_start_converges_and_splits_3000_connections_by_weight():
+    wait_for(converged, 10, "the farm to converge")
+    for n in NODES:
+        m = membership(n)
+        assert all(x["alive"] for x in m["nodes"]), m
+        assert m["counters"]["dropped_unauthenticated"] == 0
+    report = probe("http", sources=3000, conns=3000, timeout_ms=5000)
+    assert report["ok"] == 3000, [r for r in report["results"] if r["error"]][:3]
+    for n in NODES:
+        # Equal weights: a third each, within 10 %.
+        assert abs(report["by_node"][n] - 1000) <= 100, report["by_node"]
+
+
+def test_sigkill_of_a_node_its_flows_come_back_within_the_goal_and_restart_restores():
+    wait_for(converged, 10, "the farm to converge")
+    before = {n: status(n)["owned_buckets"] for n in NODES}
+    prober = outage(duration_ms=2500)
+    time.sleep(0.8)
+    lab("kill", "s2")
+    report = json.loads(prober.communicate(timeout=30)[0])
+    gaps = affected_gaps(report)
+    assert gaps, "some flows were on s2"
+    assert all(f["replies"] > 0 for f in report), "every flow was answered"
+    # Every flow answered again at the end, by a survivor where it moved.
+    assert all(f["nodes"][-1] in ("s1", "s3") for f in report if f["max_gap_ms"] > 50)
+    assert gaps[-1] <= GOAL_MS + 50, f"longest outage {gaps[-1]:.0f} ms (goal {GOAL_MS} ms)"
+    wait_for(lambda: converged(("s1", "s3")), 5, "s1 and s3 to share all buckets")
+    lab("start", "s2")
+    wait_for(converged, 10, "s2 to rejoin")
+    assert {n: status(n)["owned_buckets"] for n in NODES} == before, "the split is restored"
+
+
+def test_link_down_moves_the_share_and_link_up_restores_it():
+    wait_for(converged, 10, "the farm to converge")
+    prober = outage(duration_ms=2500)
+    time.sleep(0.8)
+    lab("client", "--", "ip", "link", "set", "s3", "down")
+    try:
+        report = json.loads(prober.communicate(timeout=30)[0])
+        gaps = affected_gaps(report)
+        assert gaps and gaps[-1] <= GOAL_MS + 50, f"longest outage {gaps[-1]:.0f} ms"
+        assert all(f["nodes"][-1] in ("s1", "s2") for f in report)
+    finally:
+        lab("client", "--", "ip", "link", "set", "s3", "up")
+    wait_for(converged, 10, "s3 to rejoin after its link came back")
+    report = probe("udp", sources=90, conns=90)
+    assert report["ok"] == 90 and set(report["by_node"]) == set(NODES)
+
+
+def test_ten_percent_heartbeat_loss_for_60_seconds_causes_no_failover():
+    wait_for(converged, 10, "the farm to converge")
+    views = {n: membership(n)["counters"]["view_changes"] for n in NODES}
+    for n in NODES:
+        ns(n, "nft", "add table inet herdloss")
+        ns(n, "nft", "add chain inet herdloss in { type filter hook input priority 0; }")
+        ns(n, "nft", "add rule inet herdloss in udp dport 7100 numgen random mod 100 < 10 counter drop")
+    try:
+        time.sleep(60)
+        dropped = [ns(n, "nft", "list chain inet herdloss in").stdout for n in NODES]
+    finally:
+        for n in NODES:
+            ns(n, "nft", "delete table inet herdloss", check=False)
+    # The loss was real: each node dropped heartbeats.
+    for text in dropped:
+        packets = int(text.split("counter packets ")[1].split()[0])
+        assert packets > 100, text
+    assert {n: membership(n)["counters"]["view_changes"] for n in NODES} == views
+
+
+def test_partition_with_a_witness_leaves_one_side_serving():
+    up(nodes=3, ownership="membership", split_brain="witness")
+    wait_for(converged, 10, "the farm to converge")
+    # Cut s1 off from s2 and s3 (heartbeats) and from the witness (the
+    # client, 198.18.0.2, pinged).
+    ns("s1", "nft", "add table inet herdcut")
+    ns("s1", "nft", "add chain inet herdcut in { type filter hook input priority 0; }")
+    ns("s1", "nft", "add rule inet herdcut in udp dport 7100 drop")
+    ns("s1", "nft", "add chain inet herdcut out { type filter hook output priority 0; }")
+    ns("s1", "nft", "add rule inet herdcut out udp dport 7100 drop")
+    ns("s1", "nft", "add rule inet herdcut out ip daddr 198.18.0.2 icmp type echo-request drop")
+    try:
+        wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 (no witness) to withdraw")
+        wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
+                 "s2 and s3 (witness reachable) to serve every bucket")
+        time.sleep(1)
+        assert status("s1")["owned_buckets"] == 0
+        report = probe("udp", sources=60, conns=60, timeout_ms=1000)
+        assert report["ok"] == 60 and "s1" not in report["by_node"], report["by_node"]
+    finally:
+        ns("s1", "nft", "delete table inet herdcut", check=False)
+    wait_for(converged, 10, "the farm to heal")
