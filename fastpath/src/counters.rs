@@ -60,3 +60,39 @@ counters!(
     polls,
     idle_sleeps,
 );
+
+/// How quickly an lcore picked up the newest bucket table.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct TableSwitch {
+    generation: AtomicU64,
+    last_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+/// A snapshot of [`TableSwitch`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TableSwitchStats {
+    pub generation: u64,
+    pub last_us: u64,
+    pub max_us: u64,
+}
+
+impl TableSwitch {
+    /// The lcore switched to table `generation`, `ns` after it was published.
+    pub fn record(&self, generation: u64, ns: u64) {
+        self.generation.store(generation, Ordering::Relaxed);
+        self.last_ns.store(ns, Ordering::Relaxed);
+        if ns > self.max_ns.load(Ordering::Relaxed) {
+            self.max_ns.store(ns, Ordering::Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> TableSwitchStats {
+        TableSwitchStats {
+            generation: self.generation.load(Ordering::Relaxed),
+            last_us: self.last_ns.load(Ordering::Relaxed) / 1000,
+            max_us: self.max_ns.load(Ordering::Relaxed) / 1000,
+        }
+    }
+}

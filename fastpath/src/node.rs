@@ -1,7 +1,7 @@
 //! A running node: the EAL, the NIC and TAP ports, one lcore per rx queue
 //! running the packet decision, and the status the control socket reports.
 
-use crate::counters::{BurstCounts, LcoreCounters};
+use crate::counters::{BurstCounts, LcoreCounters, TableSwitch, TableSwitchStats};
 use crate::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
 use crate::poll::{Backoff, Idle, IdlePolicy};
@@ -187,6 +187,9 @@ pub struct LcoreStatus {
     pub lcore: u32,
     pub queue: u16,
     pub counters: BurstCounts,
+    /// The newest table this lcore uses, and how long after publication
+    /// it started using tables (last, worst).
+    pub table: TableSwitchStats,
 }
 
 /// Renders owned buckets as ranges ("0-2047,4000").
@@ -225,6 +228,7 @@ pub struct RunningNode {
     nic_mac: [u8; 6],
     lcores: Vec<u32>,
     counters: Arc<[LcoreCounters]>,
+    switches: Arc<[TableSwitch]>,
     publisher: TablePublisher,
     stop: Arc<AtomicBool>,
     kernel: KernelSetup,
@@ -293,6 +297,7 @@ impl RunningNode {
 
         let counters: Arc<[LcoreCounters]> =
             (0..queues).map(|_| LcoreCounters::default()).collect();
+        let switches: Arc<[TableSwitch]> = (0..queues).map(|_| TableSwitch::default()).collect();
         let publisher = TablePublisher::new(table);
         let stop = Arc::new(AtomicBool::new(false));
         let nic = Arc::new(nic);
@@ -308,6 +313,7 @@ impl RunningNode {
                 classifier: Arc::clone(&classifier),
                 table: publisher.reader(),
                 counters: Arc::clone(&counters),
+                switches: Arc::clone(&switches),
                 stop: Arc::clone(&stop),
                 policy,
                 vip_macs4: classifier
@@ -338,6 +344,7 @@ impl RunningNode {
             nic_mac,
             lcores,
             counters,
+            switches,
             publisher,
             stop,
             kernel,
@@ -364,6 +371,7 @@ impl RunningNode {
                 lcore,
                 queue: q as u16,
                 counters: self.counters[q].snapshot(),
+                table: self.switches[q].snapshot(),
             })
             .collect();
         NodeStatus {
@@ -411,6 +419,7 @@ struct Worker {
     classifier: Arc<Classifier>,
     table: TableReader,
     counters: Arc<[LcoreCounters]>,
+    switches: Arc<[TableSwitch]>,
     stop: Arc<AtomicBool>,
     policy: IdlePolicy,
     vip_macs4: Vec<(std::net::Ipv4Addr, [u8; 6])>,
@@ -427,7 +436,17 @@ impl Worker {
         let mut to_nic: Vec<Mbuf> = Vec::with_capacity(2 * BURST);
         let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut backoff = Backoff::new(self.policy);
+        let mut generation = 0;
         while !self.stop.load(Ordering::Relaxed) {
+            // One pointer comparison when nothing was published.
+            let t = self.table.current();
+            if t.generation() != generation {
+                generation = t.generation();
+                let ns = t
+                    .published_at()
+                    .map_or(0, |p| p.elapsed().as_nanos() as u64);
+                self.switches[usize::from(q)].record(generation, ns);
+            }
             let mut c = BurstCounts {
                 polls: 1,
                 ..Default::default()

@@ -9,6 +9,7 @@
 
 use arc_swap::{ArcSwap, Cache};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Which buckets this node accepts, as a bitset, and whether it answers ARP
 /// and neighbor discovery for the VIPs.
@@ -18,6 +19,8 @@ pub struct BucketTable {
     n_buckets: u32,
     owned: Box<[u64]>,
     arp_responder: bool,
+    /// When it was published: lcores measure how long they took to see it.
+    published_at: Option<Instant>,
 }
 
 impl BucketTable {
@@ -40,7 +43,12 @@ impl BucketTable {
             n_buckets,
             owned: bits,
             arp_responder,
+            published_at: None,
         }
+    }
+
+    pub fn published_at(&self) -> Option<Instant> {
+        self.published_at
     }
 
     #[inline]
@@ -89,7 +97,8 @@ impl TablePublisher {
     }
 
     /// Makes `table` the one every reader sees from its next `current()`.
-    pub fn publish(&self, table: BucketTable) {
+    pub fn publish(&self, mut table: BucketTable) {
+        table.published_at = Some(Instant::now());
         self.slot.store(Arc::new(table));
     }
 

@@ -18,11 +18,15 @@ enum Cmd {
     /// 5tswap on the same core and traffic; idle CPU per lcore; first
     /// packet latency after idle.
     Fastpath(perf::bench_fastpath::Options),
+    /// Outage per client flow when a node of a three-node membership farm
+    /// is SIGKILLed, over ten crashes.
+    Failover(perf::bench_failover::Options),
 }
 
 fn main() -> ExitCode {
     let result: Result<()> = match Cli::parse().command {
         Cmd::Fastpath(o) => perf::bench_fastpath::run(&o),
+        Cmd::Failover(o) => perf::bench_failover::run(&o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
