@@ -54,6 +54,7 @@ pub fn run(o: &Options) -> Result<()> {
         driver: "af_packet".into(),
         ownership: "membership".into(),
         split_brain: "serve-all".into(),
+        heartbeat_networks: 1,
         extra: String::new(),
     };
     crate::lab::up(&spec)?;

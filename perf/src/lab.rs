@@ -107,6 +107,9 @@ pub struct LabSpec {
     /// With membership: `serve-all`, `majority` or `witness` (the witness
     /// is the client, 198.18.0.2).
     pub split_brain: String,
+    /// Heartbeat networks: 1 (through the fastpath) or 2 (plus a kernel-only
+    /// network, 198.18.1.0/24 on bridge `br1`).
+    pub heartbeat_networks: u32,
     /// Extra TOML appended to every node's config.
     pub extra: String,
 }
@@ -126,7 +129,11 @@ pub fn node_config(spec: &LabSpec, n: u32) -> String {
     let mut farm_nodes = String::new();
     for i in 1..=spec.nodes {
         let owner = if membership {
-            format!("heartbeat = [\"{}:{HEARTBEAT_PORT}\"]", node_ip4(i))
+            let mut hb = vec![format!("\"{}:{HEARTBEAT_PORT}\"", node_ip4(i))];
+            if spec.heartbeat_networks > 1 {
+                hb.push(format!("\"198.18.1.{}:{HEARTBEAT_PORT}\"", 10 + i));
+            }
+            format!("heartbeat = [{}]", hb.join(", "))
         } else {
             format!("buckets = \"{}\"", bucket_range(i, spec.nodes, 4096))
         };
@@ -322,6 +329,9 @@ pub fn up(spec: &LabSpec) -> Result<()> {
     if spec.nodes == 0 || spec.nodes > MAX_NODES || spec.running > spec.nodes {
         bail!("--nodes must be 1..={MAX_NODES} and --running at most --nodes");
     }
+    if !(1..=2).contains(&spec.heartbeat_networks) {
+        bail!("--heartbeat-networks must be 1 or 2");
+    }
     down().context("cleaning up an earlier lab")?;
     std::fs::create_dir_all(STATE_DIR)?;
     std::fs::write(state("nodes"), spec.nodes.to_string())?;
@@ -374,11 +384,34 @@ pub fn up(spec: &LabSpec) -> Result<()> {
     ])?;
     // IPv6 binds only to configured addresses unless told otherwise.
     c(&["sysctl", "-qw", "net.ipv6.ip_nonlocal_bind=1"])?;
+    if spec.heartbeat_networks > 1 {
+        c(&["ip", "link", "add", "br1", "type", "bridge"])?;
+        c(&["ip", "link", "set", "br1", "up"])?;
+    }
     for n in 1..=spec.nodes {
         let ns = node_ns(n);
         let peer = node_name(n);
         sh(&["ip", "netns", "add", &ns])?;
         in_ns(&ns, &["ip", "link", "set", "lo", "up"])?;
+        if spec.heartbeat_networks > 1 {
+            let hb = format!("hb{n}");
+            c(&[
+                "ip", "link", "add", &hb, "type", "veth", "peer", "name", "hb0", "netns", &ns,
+            ])?;
+            c(&["ip", "link", "set", &hb, "master", "br1", "up"])?;
+            in_ns(
+                &ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("198.18.1.{}/24", 10 + n),
+                    "dev",
+                    "hb0",
+                ],
+            )?;
+            in_ns(&ns, &["ip", "link", "set", "hb0", "up"])?;
+        }
         c(&[
             "ip", "link", "add", &peer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ])?;

@@ -132,3 +132,30 @@ def test_partition_with_a_witness_leaves_one_side_serving():
     finally:
         ns("s1", "nft", "delete table inet herdcut", check=False)
     wait_for(converged, 10, "the farm to heal")
+
+
+def test_a_peer_heard_on_either_of_two_networks_stays_alive():
+    up(nodes=3, ownership="membership", heartbeat_networks=2)
+    wait_for(converged, 10, "the farm to converge")
+    for n in NODES:
+        ages = [x["heartbeat_age_ms"] for x in membership(n)["nodes"] if not x["self"]]
+        assert all(len(a) == 2 and None not in a for a in ages), ages
+    views = {n: membership(n)["counters"]["view_changes"] for n in NODES}
+    # Network 1 (through the fastpath) loses every heartbeat for 2 s: the
+    # kernel-only network 2 keeps everyone alive.
+    for n in NODES:
+        ns(n, "nft", "add table inet herdcut")
+        ns(n, "nft", "add chain inet herdcut in { type filter hook input priority 0; }")
+        ns(n, "nft", "add rule inet herdcut in ip daddr 198.18.0.0/24 udp dport 7100 drop")
+    try:
+        time.sleep(2)
+        for n in NODES:
+            ages = [x["heartbeat_age_ms"] for x in membership(n)["nodes"] if not x["self"]]
+            assert all(a[0] is not None and a[0] > 1000 and a[1] < 200 for a in ages), ages
+    finally:
+        for n in NODES:
+            ns(n, "nft", "delete table inet herdcut", check=False)
+    assert {n: membership(n)["counters"]["view_changes"] for n in NODES} == views
+    # Both networks down: that is a death.
+    lab("kill", "s3")
+    wait_for(lambda: converged(("s1", "s2")), 5, "s1 and s2 to take s3's share")

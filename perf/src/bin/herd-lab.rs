@@ -40,6 +40,10 @@ enum Cmd {
         /// With membership: serve-all, majority or witness (the client).
         #[arg(long, default_value = "serve-all")]
         split_brain: String,
+        /// With membership: 1 heartbeat network (through the fastpath) or 2
+        /// (plus a kernel-only one).
+        #[arg(long, default_value_t = 1)]
+        heartbeat_networks: u32,
         /// A TOML file appended to every node's config.
         #[arg(long)]
         extra_config: Option<std::path::PathBuf>,
@@ -138,6 +142,7 @@ fn run(cli: Cli) -> Result<i32> {
             driver,
             ownership,
             split_brain,
+            heartbeat_networks,
             extra_config,
         } => {
             let extra = match extra_config {
@@ -152,6 +157,7 @@ fn run(cli: Cli) -> Result<i32> {
                 driver,
                 ownership,
                 split_brain,
+                heartbeat_networks,
                 extra,
             };
             lab::up(&spec)?;
