@@ -235,7 +235,7 @@ fn seeded_runs_converge_fail_over_and_rejoin() {
     let runs: u64 = std::env::var("HERD_SIM_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+        .unwrap_or(2000);
     let mut worst_failover = Duration::ZERO;
     for seed in 0..runs {
         let n = 2 + (seed % 5) as usize;

@@ -111,3 +111,16 @@ def outage(flows=64, interval_ms=5, duration_ms=3000):
 
 def ns(node, *cmd, check=True):
     return run("ip", "netns", "exec", f"herd-{node}", *cmd, check=check)
+
+
+def nft_drop(node, table, rule, hook="input"):
+    """Adds a dropping `rule` in an nftables `table` of the node's namespace
+    (the table is created on first use)."""
+    chain = "in" if hook == "input" else "out"
+    ns(node, "nft", f"add table inet {table}")
+    ns(node, "nft", f"add chain inet {table} {chain} {{ type filter hook {hook} priority 0; }}")
+    ns(node, "nft", f"add rule inet {table} {chain} {rule} counter drop")
+
+
+def nft_remove(node, table):
+    ns(node, "nft", f"delete table inet {table}", check=False)

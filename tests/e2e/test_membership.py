@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lab import (down, lab, ns, outage, probe, run, status, up, wait_for)
+from lab import (down, lab, nft_drop, nft_remove, ns, outage, probe, status, up, wait_for)
 
 NODES = ("s1", "s2", "s3")
 GOAL_MS = 250
@@ -94,15 +94,13 @@ def test_ten_percent_heartbeat_loss_for_60_seconds_causes_no_failover():
     wait_for(converged, 10, "the farm to converge")
     views = {n: membership(n)["counters"]["view_changes"] for n in NODES}
     for n in NODES:
-        ns(n, "nft", "add table inet herdloss")
-        ns(n, "nft", "add chain inet herdloss in { type filter hook input priority 0; }")
-        ns(n, "nft", "add rule inet herdloss in udp dport 7100 numgen random mod 100 < 10 counter drop")
+        nft_drop(n, "herdloss", "udp dport 7100 numgen random mod 100 < 10")
     try:
         time.sleep(60)
         dropped = [ns(n, "nft", "list chain inet herdloss in").stdout for n in NODES]
     finally:
         for n in NODES:
-            ns(n, "nft", "delete table inet herdloss", check=False)
+            nft_remove(n, "herdloss")
     # The loss was real: each node dropped heartbeats.
     for text in dropped:
         packets = int(text.split("counter packets ")[1].split()[0])
@@ -115,12 +113,9 @@ def test_partition_with_a_witness_leaves_one_side_serving():
     wait_for(converged, 10, "the farm to converge")
     # Cut s1 off from s2 and s3 (heartbeats) and from the witness (the
     # client, 198.18.0.2, pinged).
-    ns("s1", "nft", "add table inet herdcut")
-    ns("s1", "nft", "add chain inet herdcut in { type filter hook input priority 0; }")
-    ns("s1", "nft", "add rule inet herdcut in udp dport 7100 drop")
-    ns("s1", "nft", "add chain inet herdcut out { type filter hook output priority 0; }")
-    ns("s1", "nft", "add rule inet herdcut out udp dport 7100 drop")
-    ns("s1", "nft", "add rule inet herdcut out ip daddr 198.18.0.2 icmp type echo-request drop")
+    nft_drop("s1", "herdcut", "udp dport 7100")
+    nft_drop("s1", "herdcut", "udp dport 7100", hook="output")
+    nft_drop("s1", "herdcut", "ip daddr 198.18.0.2 icmp type echo-request", hook="output")
     try:
         wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 (no witness) to withdraw")
         wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
@@ -130,7 +125,7 @@ def test_partition_with_a_witness_leaves_one_side_serving():
         report = probe("udp", sources=60, conns=60, timeout_ms=1000)
         assert report["ok"] == 60 and "s1" not in report["by_node"], report["by_node"]
     finally:
-        ns("s1", "nft", "delete table inet herdcut", check=False)
+        nft_remove("s1", "herdcut")
     wait_for(converged, 10, "the farm to heal")
 
 
@@ -144,9 +139,7 @@ def test_a_peer_heard_on_either_of_two_networks_stays_alive():
     # Network 1 (through the fastpath) loses every heartbeat for 2 s: the
     # kernel-only network 2 keeps everyone alive.
     for n in NODES:
-        ns(n, "nft", "add table inet herdcut")
-        ns(n, "nft", "add chain inet herdcut in { type filter hook input priority 0; }")
-        ns(n, "nft", "add rule inet herdcut in ip daddr 198.18.0.0/24 udp dport 7100 drop")
+        nft_drop(n, "herdcut", "ip daddr 198.18.0.0/24 udp dport 7100")
     try:
         time.sleep(2)
         for n in NODES:
@@ -154,7 +147,7 @@ def test_a_peer_heard_on_either_of_two_networks_stays_alive():
             assert all(a[0] is not None and a[0] > 1000 and a[1] < 200 for a in ages), ages
     finally:
         for n in NODES:
-            ns(n, "nft", "delete table inet herdcut", check=False)
+            nft_remove(n, "herdcut")
     assert {n: membership(n)["counters"]["view_changes"] for n in NODES} == views
     # Both networks down: that is a death.
     lab("kill", "s3")
