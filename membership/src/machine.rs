@@ -20,6 +20,8 @@
 //!   after that owner released it, and from a dead owner as soon as the
 //!   survivors agree that it is dead (about `dead_after` plus one or two
 //!   heartbeat periods after the crash).
+//! - A node heartbeats at once when its view changes, so agreement after a
+//!   crash costs a network delay, not a heartbeat period.
 //! - A starting node takes nothing during its first `dead_after`: a peer
 //!   it has not heard yet may be alive and serving.
 //! - Split brain: by default each side serves all buckets (SafeKit); when
@@ -326,6 +328,10 @@ impl Machine {
             self.view = view;
             self.counters.views += 1;
             self.events.push_back(Event::ViewChanged { view });
+            // Tell the peers at once: taking buckets waits for their
+            // agreement, so a view announced a period late is a failover
+            // a period longer.
+            self.next_heartbeat = self.next_heartbeat.min(now);
         }
         // Target: recomputed from the view (cheap enough: the lists are
         // precomputed, and a walk stops at the first live node).
