@@ -129,6 +129,11 @@ pub struct Machine {
     /// alive and serving.
     listen_until: Duration,
     view: u64,
+    /// (view, withdrawn) the target was computed for, and whether the
+    /// peers agreed at the last update: the bucket walks run only when one
+    /// of them changes, not on every heartbeat.
+    target_of: Option<(u64, bool)>,
+    was_agreed: bool,
     target: Vec<bool>,
     held: Vec<bool>,
     transmits: VecDeque<Transmit>,
@@ -175,6 +180,8 @@ impl Machine {
             next_heartbeat: now,
             listen_until: now + settings.dead_after,
             view: 0,
+            target_of: None,
+            was_agreed: false,
             target: vec![false; n],
             held: vec![false; n],
             transmits: VecDeque::new(),
@@ -333,21 +340,24 @@ impl Machine {
             // a period longer.
             self.next_heartbeat = self.next_heartbeat.min(now);
         }
-        // Target: recomputed from the view (cheap enough: the lists are
-        // precomputed, and a walk stops at the first live node).
-        let ids = &self.ids;
-        let owners = self
-            .prefs
-            .owners(|id| ids.binary_search(&id).is_ok_and(|i| view & (1 << i) != 0));
-        for (b, o) in owners.iter().enumerate() {
-            self.target[b] = !withdraw && *o == Some(self.s.me);
-        }
-        // Release first: a heartbeat never carries a view whose buckets
-        // this node still holds for someone else.
-        for b in 0..self.held.len() {
-            if self.held[b] && !self.target[b] {
-                self.held[b] = false;
-                changed = true;
+        // Target: recomputed only when the view or the withdrawal changed.
+        let target_changed = self.target_of != Some((view, withdraw));
+        if target_changed {
+            self.target_of = Some((view, withdraw));
+            let ids = &self.ids;
+            let owners = self
+                .prefs
+                .owners(|id| ids.binary_search(&id).is_ok_and(|i| view & (1 << i) != 0));
+            for (b, o) in owners.iter().enumerate() {
+                self.target[b] = !withdraw && *o == Some(self.s.me);
+            }
+            // Release first: a heartbeat never carries a view whose buckets
+            // this node still holds for someone else.
+            for b in 0..self.held.len() {
+                if self.held[b] && !self.target[b] {
+                    self.held[b] = false;
+                    changed = true;
+                }
             }
         }
         let agreed = now >= self.listen_until
@@ -356,7 +366,7 @@ impl Machine {
                 .iter()
                 .filter(|p| p.ready && self.alive(p, now))
                 .all(|p| p.view == self.view);
-        if agreed {
+        if agreed && (target_changed || !self.was_agreed) {
             for b in 0..self.held.len() {
                 if self.target[b] && !self.held[b] {
                     self.held[b] = true;
@@ -364,6 +374,7 @@ impl Machine {
                 }
             }
         }
+        self.was_agreed = agreed;
         if changed {
             self.events.push_back(Event::OwnedChanged);
         }
