@@ -438,15 +438,6 @@ impl Worker {
         let mut backoff = Backoff::new(self.policy);
         let mut generation = 0;
         while !self.stop.load(Ordering::Relaxed) {
-            // One pointer comparison when nothing was published.
-            let t = self.table.current();
-            if t.generation() != generation {
-                generation = t.generation();
-                let ns = t
-                    .published_at()
-                    .map_or(0, |p| p.elapsed().as_nanos() as u64);
-                self.switches[usize::from(q)].record(generation, ns);
-            }
             let mut c = BurstCounts {
                 polls: 1,
                 ..Default::default()
@@ -454,6 +445,7 @@ impl Worker {
             let n = self.nic.rx_burst(q, &mut rx);
             if n > 0 {
                 let table = self.table.current();
+                note_switch(&self.switches[usize::from(q)], table, &mut generation);
                 // Classify the whole burst first: the packets' hash chains
                 // then overlap, and the verdict's unpredictable branch is
                 // taken after the work instead of in the middle of it.
@@ -536,11 +528,26 @@ impl Worker {
             match backoff.after_poll(n + k) {
                 Idle::Poll => {}
                 Idle::Sleep(d) => {
+                    // An idle lcore still switches tables before it sleeps.
+                    let table = self.table.current();
+                    note_switch(&self.switches[usize::from(q)], table, &mut generation);
                     c.idle_sleeps += 1;
                     std::thread::sleep(d);
                 }
             }
             self.counters[usize::from(q)].add(&c);
         }
+    }
+}
+
+/// Records when an lcore first uses a newly published table.
+#[inline]
+fn note_switch(switch: &TableSwitch, table: &BucketTable, seen: &mut u64) {
+    if table.generation() != *seen {
+        *seen = table.generation();
+        let ns = table
+            .published_at()
+            .map_or(0, |p| p.elapsed().as_nanos() as u64);
+        switch.record(*seen, ns);
     }
 }
