@@ -177,3 +177,39 @@ fn print_measured_balance() {
     }
     println!("all alive: equal {full_eq:.4} mixed {full_mx:.4}; one departure: equal {one_eq:.4} mixed {one_mx:.4}; a quarter dead (equal, 8..64): {quarter:.4}");
 }
+
+/// The preference lists are a contract between the nodes of a farm (all
+/// must compute the same, across versions during a rolling upgrade): these
+/// digests change only with a deliberate change of the algorithm.
+#[test]
+fn lists_are_stable_across_builds() {
+    let digest = |m: &[Member]| {
+        let p = Preferences::new(m, B);
+        let bytes: Vec<u8> = (0..B)
+            .flat_map(|b| {
+                p.list(b)
+                    .iter()
+                    .flat_map(|id| id.to_le_bytes())
+                    .collect::<Vec<u8>>()
+            })
+            .collect();
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    };
+    let mut with_standby = mixed(5);
+    with_standby.push(Member { id: 9, weight: 0 });
+    let got = [
+        digest(&equal(3)),
+        digest(&mixed(7)),
+        digest(&with_standby),
+        digest(&equal(64)),
+    ];
+    assert_eq!(
+        got,
+        [
+            0x5edb6f6c9c422107,
+            0x461e1923e34429ff,
+            0x96daf1d187eead9e,
+            0x85444727ee3225b4
+        ]
+    );
+}
