@@ -144,32 +144,45 @@ fn split_top(buckets: &[u32], weighted: &[Member], lists: &mut [Vec<u16>]) {
         return;
     }
     let first = apportion(buckets.len(), weighted, SEED);
+    deal(buckets, weighted, &first, lists, |x, part, rest, lists| {
+        let prior: Vec<usize> = (0..weighted.len())
+            .filter(|i| *i != x)
+            .map(|i| first[i])
+            .collect();
+        let seed = mix(SEED, u64::from(weighted[x].id));
+        let second = fill_to_share(part.len(), &rest, &prior, seed);
+        deal(part, &rest, &second, lists, |j, sub, deeper, lists| {
+            split(sub, &deeper, mix(seed, u64::from(rest[j].id)), lists)
+        });
+    });
+}
+
+/// Cuts `group` into consecutive parts of `quotas[i]` buckets, makes
+/// `candidates[i]` the next choice of every bucket of part `i`, then calls
+/// `next` with `i`, the part and the candidates left for it.
+///
+/// Consecutive runs are as good as any other cut: a bucket is a range of
+/// hash values, all alike to the traffic.
+fn deal(
+    group: &[u32],
+    candidates: &[Member],
+    quotas: &[usize],
+    lists: &mut [Vec<u16>],
+    mut next: impl FnMut(usize, &[u32], Vec<Member>, &mut [Vec<u16>]),
+) {
     let mut start = 0;
-    for (x, m) in weighted.iter().enumerate() {
-        let part = &buckets[start..start + first[x]];
-        start += first[x];
+    for (i, m) in candidates.iter().enumerate() {
+        let part = &group[start..start + quotas[i]];
+        start += quotas[i];
         for &b in part {
             lists[b as usize].push(m.id);
         }
-        let rest: Vec<Member> = weighted.iter().copied().filter(|c| c.id != m.id).collect();
-        let prior: Vec<usize> = weighted
+        let rest: Vec<Member> = candidates
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != x)
-            .map(|(i, _)| first[i])
+            .copied()
+            .filter(|c| c.id != m.id)
             .collect();
-        let seed = mix(SEED, u64::from(m.id));
-        let second = fill_to_share(part.len(), &rest, &prior, seed);
-        let mut at = 0;
-        for (j, r) in rest.iter().enumerate() {
-            let sub = &part[at..at + second[j]];
-            at += second[j];
-            for &b in sub {
-                lists[b as usize].push(r.id);
-            }
-            let deeper: Vec<Member> = rest.iter().copied().filter(|c| c.id != r.id).collect();
-            split(sub, &deeper, mix(seed, u64::from(r.id)), lists);
-        }
+        next(i, part, rest, lists);
     }
 }
 
@@ -208,22 +221,9 @@ fn split(group: &[u32], candidates: &[Member], seed: u64, lists: &mut [Vec<u16>]
         return;
     }
     let quotas = apportion(group.len(), candidates, seed);
-    // Consecutive runs are as good as any other cut: a bucket is a range
-    // of hash values, all alike to the traffic.
-    let mut start = 0;
-    for (i, m) in candidates.iter().enumerate() {
-        let part = &group[start..start + quotas[i]];
-        start += quotas[i];
-        for &b in part {
-            lists[b as usize].push(m.id);
-        }
-        let rest: Vec<Member> = candidates
-            .iter()
-            .copied()
-            .filter(|c| c.id != m.id)
-            .collect();
-        split(part, &rest, mix(seed, u64::from(m.id)), lists);
-    }
+    deal(group, candidates, &quotas, lists, |i, part, rest, lists| {
+        split(part, &rest, mix(seed, u64::from(candidates[i].id)), lists)
+    });
 }
 
 /// The rest of one bucket's list: a weighted draw without replacement.
