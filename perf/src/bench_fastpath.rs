@@ -146,6 +146,35 @@ fn wait_status(sock: &Path, child: &mut Child, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Runs `herd run --config cfg` (in namespace `netns` if given), logging
+/// to `<name>.log` in `out`, and waits until its control socket answers.
+fn start_herd(
+    out: &Path,
+    name: &str,
+    cfg: &Path,
+    sock: &Path,
+    netns: Option<&str>,
+) -> Result<Guard> {
+    let log = std::fs::File::create(out.join(format!("{name}.log")))?;
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(herd_bin());
+            c
+        }
+        None => Command::new(herd_bin()),
+    };
+    let mut child = cmd
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting herd ({name})"))?;
+    wait_status(sock, &mut child, name)?;
+    Ok(Guard(child))
+}
+
 fn farm_toml(id_owned: &str, vip: Ipv4Addr) -> String {
     format!(
         r#"[node]
@@ -196,16 +225,7 @@ socket = "{sock}"
             sock = sock.display()
         ),
     )?;
-    let log = std::fs::File::create(out.join("bench-herd.log"))?;
-    let mut child = Command::new(herd_bin())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting herd")?;
-    wait_status(&sock, &mut child, "herd")?;
-    let guard = Guard(child);
+    let guard = start_herd(out, "bench-herd", &cfg, &sock, None)?;
     std::thread::sleep(Duration::from_secs(1));
     let rx = |v: &serde_json::Value| v["totals"]["rx_packets"].as_u64().unwrap_or(0);
     let t0 = Instant::now();
@@ -431,18 +451,8 @@ socket = "{sock}"
                 sock = sock.display()
             ),
         )?;
-        let log = std::fs::File::create(out.join("bench-idle.log"))?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(herd_bin())
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        wait_status(&sock, &mut child, "herd (idle)")?;
-        let pid = child.id();
-        let guard = Guard(child);
+        let guard = start_herd(out, "bench-idle", &cfg, &sock, Some(ns))?;
+        let pid = guard.0.id();
         std::thread::sleep(Duration::from_secs(1));
         // Clock ticks per second, from getconf (keeps libc calls out of perf/).
         let hz: f64 =
