@@ -10,7 +10,9 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+mod health;
 mod ranges;
+pub use health::{Checker, CheckerAction, CheckerKind, Health, HttpUrl, Scripts};
 pub use ranges::BucketRanges;
 
 /// A configuration error: the key (dotted path) and what is wrong with it.
@@ -49,6 +51,12 @@ pub struct Config {
     pub control: Control,
     #[serde(default)]
     pub membership: Membership,
+    #[serde(default)]
+    pub health: Health,
+    #[serde(default)]
+    pub scripts: Scripts,
+    #[serde(default)]
+    pub checkers: Vec<Checker>,
 }
 
 /// Which of the farm's nodes this one is.
@@ -264,7 +272,7 @@ pub struct Tap {
 fn default_tap_name() -> String {
     "herd0".into()
 }
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
 
@@ -359,6 +367,9 @@ impl Default for Polling {
 pub struct Control {
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
+    /// Optional HTTP listener for `/health` and `/metrics`.
+    #[serde(default)]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 fn default_socket() -> PathBuf {
@@ -369,6 +380,7 @@ impl Default for Control {
     fn default() -> Self {
         Control {
             socket: default_socket(),
+            http: None,
         }
     }
 }
@@ -464,6 +476,7 @@ impl Config {
                 format!("{} is not one of farm.nodes[].id", self.node.id),
             ));
         }
+        health::validate(&self.health, &self.scripts, &self.checkers)?;
         match farm.ownership {
             Ownership::Static => {
                 self.static_ownership()?;
@@ -760,7 +773,7 @@ fn syntax_message(e: &toml::de::Error) -> String {
         .join(" | ")
 }
 
-fn valid_ifname(name: &str) -> bool {
+pub(crate) fn valid_ifname(name: &str) -> bool {
     !name.is_empty()
         && name.len() < 16
         && name

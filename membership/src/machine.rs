@@ -15,13 +15,20 @@
 //! - A node releases a bucket as soon as its own view gives it to another
 //!   node, before any heartbeat carries that view.
 //! - A node takes a bucket it does not hold only when every peer alive in
-//!   its view reports the same view. Then that peer has released whatever
-//!   the view moves away from it: a bucket comes from a live owner only
+//!   its view reports the same view *and acknowledges the heartbeat in
+//!   which this node first announced it* (each heartbeat is addressed to
+//!   one peer and carries the last sequence heard from it). Then that
+//!   peer held the view after it knew this node's, so it has released
+//!   whatever the view moves away from it and cannot have moved on
+//!   without this node hearing it: a bucket comes from a live owner only
 //!   after that owner released it, and from a dead owner as soon as the
 //!   survivors agree that it is dead (about `dead_after` plus one or two
-//!   heartbeat periods after the crash).
-//! - A node heartbeats at once when its view changes, so agreement after a
-//!   crash costs a network delay, not a heartbeat period.
+//!   network delays after the crash). Without the acknowledgement, two
+//!   nodes whose views cross (one withdraws and comes back while the
+//!   other takes over) could each agree with the other's stale report.
+//! - A node heartbeats at once when its view changes, and when a peer's
+//!   reported view changes (so the peer gets its acknowledgement within a
+//!   network delay, not a heartbeat period).
 //! - A starting node takes nothing during its first `dead_after`: a peer
 //!   it has not heard yet may be alive and serving.
 //! - Split brain: by default each side serves all buckets (SafeKit); when
@@ -87,6 +94,8 @@ pub struct Counters {
     pub dropped_replayed: u64,
     pub dropped_unknown_sender: u64,
     pub views: u64,
+    /// Peers that went from alive to dead (failovers of their buckets).
+    pub peer_deaths: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -99,6 +108,13 @@ struct Peer {
     view: u64,
     weight: u32,
     ready: bool,
+    state: u8,
+    transient: bool,
+    /// Alive at the last update, to count deaths.
+    was_alive: bool,
+    /// The highest of our sequences (current incarnation) it reported
+    /// hearing.
+    acked: u64,
 }
 
 /// What `status` shows of a peer.
@@ -107,6 +123,9 @@ pub struct PeerStatus {
     pub id: u16,
     pub alive: bool,
     pub ready: bool,
+    /// Node state as the peer last said (`wire::STATE_*`).
+    pub state: u8,
+    pub transient: bool,
     pub weight: u32,
     /// Age of the last heartbeat per network (`None`: never heard).
     pub ages: Vec<Option<Duration>>,
@@ -123,12 +142,17 @@ pub struct Machine {
     incarnation: u64,
     sequence: u64,
     ready: bool,
+    state: u8,
+    transient: bool,
     witness_reachable: bool,
     next_heartbeat: Duration,
     /// Until then the node only listens: a peer it has not heard yet may be
     /// alive and serving.
     listen_until: Duration,
     view: u64,
+    /// The sequence of the first heartbeat that carries `view`: a peer
+    /// agrees once it reports `view` and has heard that heartbeat.
+    view_sequence: u64,
     /// (view, withdrawn) the target was computed for, and whether the
     /// peers agreed at the last update: the bucket walks run only when one
     /// of them changes, not on every heartbeat.
@@ -165,6 +189,10 @@ impl Machine {
                 view: 0,
                 weight: 0,
                 ready: false,
+                state: crate::wire::STATE_STOP,
+                transient: false,
+                was_alive: false,
+                acked: 0,
             })
             .collect();
         let n = settings.n_buckets as usize;
@@ -176,10 +204,13 @@ impl Machine {
             incarnation,
             sequence: 0,
             ready: true,
+            state: crate::wire::STATE_UP,
+            transient: false,
             witness_reachable: true,
             next_heartbeat: now,
             listen_until: now + settings.dead_after,
             view: 0,
+            view_sequence: 1,
             target_of: None,
             was_agreed: false,
             target: vec![false; n],
@@ -233,6 +264,14 @@ impl Machine {
             // A restarted peer: what we heard of its earlier life is void.
             peer.heard.iter_mut().for_each(|h| *h = None);
             peer.sequence.iter_mut().for_each(|q| *q = 0);
+            peer.acked = 0;
+        }
+        if hb.view != peer.view {
+            // Acknowledge its new view at once (see the rules above).
+            self.next_heartbeat = self.next_heartbeat.min(now);
+        }
+        if hb.ack.0 == self.incarnation {
+            peer.acked = peer.acked.max(hb.ack.1);
         }
         peer.incarnation = hb.incarnation;
         peer.sequence[network] = hb.sequence;
@@ -240,6 +279,8 @@ impl Machine {
         peer.view = hb.view;
         peer.weight = hb.weight;
         peer.ready = hb.ready;
+        peer.state = hb.state;
+        peer.transient = hb.transient;
         self.counters.received += 1;
         self.update(now);
     }
@@ -249,16 +290,20 @@ impl Machine {
         self.update(now);
         if now >= self.next_heartbeat {
             self.sequence += 1;
-            let hb = Heartbeat {
-                sender: self.s.me,
-                incarnation: self.incarnation,
-                sequence: self.sequence,
-                view: self.view,
-                weight: self.my_weight(),
-                ready: self.ready,
-            };
-            let bytes = hb.encode(&self.s.key).to_vec();
+            let weight = self.my_weight();
             for p in &self.peers {
+                let hb = Heartbeat {
+                    sender: self.s.me,
+                    incarnation: self.incarnation,
+                    sequence: self.sequence,
+                    view: self.view,
+                    weight,
+                    ready: self.ready,
+                    state: self.state,
+                    transient: self.transient,
+                    ack: (p.incarnation, p.sequence.iter().copied().max().unwrap_or(0)),
+                };
+                let bytes = hb.encode(&self.s.key).to_vec();
                 for network in 0..self.s.networks {
                     self.transmits.push_back(Transmit {
                         network,
@@ -305,12 +350,36 @@ impl Machine {
         self.update(now);
     }
 
+    /// The node's state (`wire::STATE_*`) and whether scripts run: only
+    /// UP and not transient owns buckets. Peers hear it at once.
+    pub fn set_state(&mut self, now: Duration, state: u8, transient: bool) {
+        let ready = state == crate::wire::STATE_UP && !transient;
+        if (state, transient) != (self.state, self.transient) {
+            self.next_heartbeat = self.next_heartbeat.min(now);
+        }
+        self.state = state;
+        self.transient = transient;
+        self.set_ready(now, ready);
+    }
+
+    pub fn local_state(&self) -> (u8, bool) {
+        (self.state, self.transient)
+    }
+
     pub fn set_witness_reachable(&mut self, now: Duration, reachable: bool) {
         self.witness_reachable = reachable;
         self.update(now);
     }
 
     fn update(&mut self, now: Duration) {
+        for i in 0..self.peers.len() {
+            let alive = self.alive(&self.peers[i], now);
+            let p = &mut self.peers[i];
+            if p.was_alive && !alive {
+                self.counters.peer_deaths += 1;
+            }
+            p.was_alive = alive;
+        }
         let mut view = 0u64;
         if self.ready {
             view |= 1 << self.me_index;
@@ -333,6 +402,7 @@ impl Machine {
         let mut changed = false;
         if view != self.view {
             self.view = view;
+            self.view_sequence = self.sequence + 1;
             self.counters.views += 1;
             self.events.push_back(Event::ViewChanged { view });
             // Tell the peers at once: taking buckets waits for their
@@ -365,7 +435,7 @@ impl Machine {
                 .peers
                 .iter()
                 .filter(|p| p.ready && self.alive(p, now))
-                .all(|p| p.view == self.view);
+                .all(|p| p.view == self.view && p.acked >= self.view_sequence);
         if agreed && (target_changed || !self.was_agreed) {
             for b in 0..self.held.len() {
                 if self.target[b] && !self.held[b] {
@@ -426,13 +496,15 @@ impl Machine {
                 id: p.id,
                 alive: self.alive(p, now),
                 ready: p.ready,
+                state: p.state,
+                transient: p.transient,
                 weight: p.weight,
                 ages: p
                     .heard
                     .iter()
                     .map(|h| h.map(|t| now.saturating_sub(t)))
                     .collect(),
-                agrees: p.view == self.view,
+                agrees: p.view == self.view && p.acked >= self.view_sequence,
             })
             .collect()
     }

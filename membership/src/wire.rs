@@ -12,18 +12,26 @@
 //! 24       8    view: bitmap of the nodes the sender holds alive and
 //!               ready, by index in the farm's sorted node list
 //! 32       4    weight
-//! 36       1    flags (bit 0: ready)
-//! 37      32    HMAC-SHA256 over bytes 0..37
+//! 36       1    flags: bit 0 ready (owns buckets), bits 1-2 the
+//!               node state (0 STOP, 1 WAIT, 2 UP), bit 3 transient
+//!               (scripts running)
+//! 37       8    ack incarnation: the recipient's incarnation…
+//! 45       8    ack sequence: …and the highest sequence of it the sender
+//!               has heard (0, 0 if none): a heartbeat is addressed to one
+//!               peer, and this says the sender's view is newer than the
+//!               recipient's last announcement
+//! 53      32    HMAC-SHA256 over bytes 0..53
 //! ```
-//! All integers big-endian; 69 bytes in all.
+//! All integers big-endian; 85 bytes in all. Version 2 (version 1 had no
+//! ack; the two do not interoperate).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub const MAGIC: &[u8; 4] = b"HRD1";
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 pub const KIND_HEARTBEAT: u8 = 1;
-const BODY: usize = 37;
+const BODY: usize = 53;
 pub const LEN: usize = BODY + 32;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -37,7 +45,18 @@ pub struct Heartbeat {
     pub view: u64,
     pub weight: u32,
     pub ready: bool,
+    /// The sender's node state: [`STATE_STOP`], [`STATE_WAIT`] or
+    /// [`STATE_UP`].
+    pub state: u8,
+    /// Whether the sender is running scripts.
+    pub transient: bool,
+    /// The recipient's (incarnation, sequence) the sender heard last.
+    pub ack: (u64, u64),
 }
+
+pub const STATE_STOP: u8 = 0;
+pub const STATE_WAIT: u8 = 1;
+pub const STATE_UP: u8 = 2;
 
 /// Why a datagram was dropped; each has a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +69,8 @@ pub enum DecodeError {
     Version,
     #[error("authentication failed")]
     Auth,
+    #[error("a field holds an undefined value")]
+    Field,
 }
 
 /// The farm's shared key.
@@ -84,7 +105,9 @@ impl Heartbeat {
         out[16..24].copy_from_slice(&self.sequence.to_be_bytes());
         out[24..32].copy_from_slice(&self.view.to_be_bytes());
         out[32..36].copy_from_slice(&self.weight.to_be_bytes());
-        out[36] = u8::from(self.ready);
+        out[36] = u8::from(self.ready) | (self.state & 3) << 1 | u8::from(self.transient) << 3;
+        out[37..45].copy_from_slice(&self.ack.0.to_be_bytes());
+        out[45..53].copy_from_slice(&self.ack.1.to_be_bytes());
         let mut mac = key.mac();
         mac.update(&out[..BODY]);
         out[BODY..].copy_from_slice(&mac.finalize().into_bytes());
@@ -106,6 +129,11 @@ impl Heartbeat {
         mac.update(&bytes[..BODY]);
         mac.verify_slice(&bytes[BODY..])
             .map_err(|_| DecodeError::Auth)?;
+        let flags = bytes[36];
+        let state = (flags >> 1) & 3;
+        if state > STATE_UP || flags >> 4 != 0 {
+            return Err(DecodeError::Field);
+        }
         let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         Ok(Heartbeat {
             sender: u16::from_be_bytes([bytes[6], bytes[7]]),
@@ -113,7 +141,10 @@ impl Heartbeat {
             sequence: u64_at(16),
             view: u64_at(24),
             weight: u32::from_be_bytes(bytes[32..36].try_into().expect("4 bytes")),
-            ready: bytes[36] & 1 == 1,
+            ready: flags & 1 == 1,
+            state,
+            transient: flags & 8 != 0,
+            ack: (u64_at(37), u64_at(45)),
         })
     }
 }
@@ -134,6 +165,9 @@ mod tests {
             view: 0b1011,
             weight: 2,
             ready: true,
+            state: STATE_UP,
+            transient: false,
+            ack: (5, 40),
         }
     }
 
@@ -171,9 +205,33 @@ mod tests {
         b[0] = b'X';
         assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Magic));
         let mut b = bytes;
-        b[4] = 2;
+        b[4] = 1;
         assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Version));
         assert!(Key::new(b"short").is_none());
+    }
+
+    #[test]
+    fn state_and_transient_round_trip_and_undefined_flags_are_refused() {
+        for state in [STATE_STOP, STATE_WAIT, STATE_UP] {
+            for transient in [false, true] {
+                let h = Heartbeat {
+                    state,
+                    transient,
+                    ready: state == STATE_UP && !transient,
+                    ..hb()
+                };
+                assert_eq!(Heartbeat::decode(&h.encode(&key()), &key()), Ok(h));
+            }
+        }
+        // A correctly signed message with an undefined state or flag bit.
+        for flags in [0b0110u8, 0b1_0000] {
+            let mut b = hb().encode(&key());
+            b[36] = flags;
+            let mut mac = key().mac();
+            mac.update(&b[..BODY]);
+            b[BODY..].copy_from_slice(&mac.finalize().into_bytes());
+            assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Field));
+        }
     }
 
     proptest::proptest! {

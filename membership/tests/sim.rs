@@ -382,6 +382,9 @@ fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
         view: 0,
         weight: 1,
         ready: true,
+        state: membership::wire::STATE_UP,
+        transient: false,
+        ack: (0, 0),
     }
     .encode(&Key::new(b"not the farm's key at all").unwrap());
     m.handle_datagram(now, 0, &forged);
@@ -398,6 +401,9 @@ fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
         view: 0b11,
         weight: 1,
         ready: true,
+        state: membership::wire::STATE_UP,
+        transient: false,
+        ack: (0, 0),
     }
     .encode(&Key::new(b"simulation farm key 0123").unwrap());
     m.handle_datagram(now, 0, &old);
@@ -409,10 +415,65 @@ fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
         view: 0,
         weight: 1,
         ready: true,
+        state: membership::wire::STATE_UP,
+        transient: false,
+        ack: (0, 0),
     }
     .encode(&Key::new(b"simulation farm key 0123").unwrap());
     m.handle_datagram(now, 0, &unknown);
     assert_eq!(m.counters().dropped_unknown_sender, 1);
     sim.run(Duration::from_millis(100));
     assert!(sim.converged());
+}
+
+#[test]
+fn a_node_that_withdraws_by_state_hands_over_safely_and_rejoins() {
+    use membership::wire::{STATE_UP, STATE_WAIT};
+    for seed in 0..200u64 {
+        let n = 2 + (seed % 4) as usize;
+        let mut sim = Sim::new(seed, n, SplitBrain::ServeAll);
+        sim.net.loss = sim.rng.below(5);
+        assert!(sim
+            .run_until(Duration::from_secs(2), Sim::converged)
+            .is_some());
+        let who = sim.rng.below(n as u64) as usize;
+        sim.phase = format!("seed {seed}: node {} goes to WAIT", who + 1);
+        let now = sim.now;
+        sim.nodes[who]
+            .as_mut()
+            .unwrap()
+            .set_state(now, STATE_WAIT, false);
+        assert_eq!(
+            sim.nodes[who].as_ref().unwrap().owned().count(),
+            0,
+            "a node that is not UP releases at once"
+        );
+        // The others take its share (handoff by agreement, safety checked
+        // at every step).
+        let others_hold_all = |s: &Sim| {
+            (0..BUCKETS).all(|b| {
+                (0..n)
+                    .filter(|i| *i != who)
+                    .any(|i| s.nodes[i].as_ref().unwrap().holds(b))
+            })
+        };
+        assert!(
+            sim.run_until(Duration::from_secs(1), others_hold_all)
+                .is_some(),
+            "{}: the share of a withdrawn node is not taken",
+            sim.phase
+        );
+        sim.phase = format!("seed {seed}: node {} back UP", who + 1);
+        let now = sim.now;
+        sim.nodes[who]
+            .as_mut()
+            .unwrap()
+            .set_state(now, STATE_UP, false);
+        assert!(
+            sim.run_until(Duration::from_secs(2), Sim::converged)
+                .is_some(),
+            "{}: no convergence",
+            sim.phase
+        );
+    }
 }

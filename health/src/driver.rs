@@ -1,0 +1,257 @@
+//! The tokio driver of the node's life cycle: one task per checker, the
+//! scripts, the operator's commands. Every decision is the machine's.
+
+use crate::checker::Policy;
+use crate::machine::{
+    action_name, CheckerSpec, CheckerStatus, Command, Event, Machine, Refused, Script, Settings,
+    Status,
+};
+use crate::probe::{probe, NicLink};
+use crate::script::{self, Timeouts};
+use config::Config;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, watch};
+
+enum Input {
+    Checker {
+        index: usize,
+        ok: bool,
+        detail: String,
+    },
+    Command(Command, oneshot::Sender<Result<(), Refused>>),
+    Checkers(bool, oneshot::Sender<()>),
+    ScriptDone {
+        ok: bool,
+        detail: String,
+    },
+}
+
+/// What `herd status` shows of the node's health.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub state: &'static str,
+    pub transient: bool,
+    pub owns_buckets: bool,
+    pub reason: String,
+    pub checkers_on: bool,
+    pub checkers: Vec<CheckerStatus>,
+    pub running_script: Option<Script>,
+}
+
+/// The running life cycle: commands in, status out.
+#[derive(Clone)]
+pub struct Health {
+    tx: mpsc::Sender<Input>,
+    machine: Arc<Mutex<Machine>>,
+}
+
+impl Health {
+    pub async fn command(&self, cmd: Command) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Command(cmd, tx))
+            .await
+            .map_err(|_| "health driver stopped".to_string())?;
+        rx.await
+            .map_err(|_| "health driver stopped".to_string())?
+            .map_err(|e| e.to_string())
+    }
+
+    pub async fn set_checkers(&self, on: bool) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Checkers(on, tx))
+            .await
+            .map_err(|_| "health driver stopped".to_string())?;
+        rx.await.map_err(|_| "health driver stopped".to_string())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let m = self.machine.lock().unwrap_or_else(|e| e.into_inner());
+        let st = m.status();
+        Snapshot {
+            state: st.state.name(),
+            transient: st.transient,
+            owns_buckets: st.owns_buckets(),
+            reason: m.reason().to_string(),
+            checkers_on: m.checkers_on(),
+            checkers: m.checkers(),
+            running_script: m.running_script(),
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.machine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .status()
+    }
+}
+
+/// Starts the life cycle on the current tokio runtime. `on_status` is
+/// called with every new status (first with STOP); the node owns buckets
+/// only while it says UP-ready.
+pub fn spawn(
+    config: &Config,
+    nic: NicLink,
+    mut on_status: impl FnMut(Status) + Send + 'static,
+) -> Health {
+    let settings = Settings {
+        checkers: config
+            .checkers
+            .iter()
+            .map(|c| CheckerSpec {
+                name: c.name.clone(),
+                action: c.action,
+                policy: Policy {
+                    failures_before_down: c.failures_before_down,
+                    successes_before_up: c.successes_before_up,
+                },
+            })
+            .collect(),
+        scripts: script_paths(config).map(|p| p.is_some()),
+        maxloop: config.health.maxloop,
+        loop_window: Duration::from_secs(u64::from(config.health.loop_window_s)),
+    };
+    let machine = Arc::new(Mutex::new(Machine::new(settings)));
+    let (tx, mut rx) = mpsc::channel::<Input>(256);
+    // Checkers probe only while the node is not in STOP.
+    let (active_tx, active_rx) = watch::channel(false);
+    for (index, c) in config.checkers.iter().enumerate() {
+        let (c, tx, nic, mut active) = (c.clone(), tx.clone(), nic.clone(), active_rx.clone());
+        tokio::spawn(async move {
+            let interval = Duration::from_millis(u64::from(c.interval_ms));
+            loop {
+                if active.wait_for(|a| *a).await.is_err() {
+                    return;
+                }
+                let (ok, detail) = probe(&c, &nic).await;
+                if tx.send(Input::Checker { index, ok, detail }).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+    }
+    let paths = script_paths(config);
+    let env: Arc<Vec<(&'static str, String)>> = Arc::new(vec![
+        ("HERD_NODE", config.this_node().name.clone()),
+        ("HERD_NODE_ID", config.node.id.to_string()),
+        ("HERD_FARM", config.farm.name.clone()),
+    ]);
+    let timeouts = Arc::new(Timeouts {
+        graceful: Duration::from_millis(u64::from(config.scripts.graceful_timeout_ms)),
+        forced: Duration::from_millis(u64::from(config.scripts.forced_timeout_ms)),
+    });
+    let autostart = config.health.autostart;
+    let handle = Health {
+        tx: tx.clone(),
+        machine: Arc::clone(&machine),
+    };
+    let start = Instant::now();
+    tokio::spawn(async move {
+        let mut last = machine.lock().unwrap_or_else(|e| e.into_inner()).status();
+        on_status(last);
+        if autostart {
+            let (reply, _) = oneshot::channel();
+            let _ = tx.send(Input::Command(Command::Start, reply)).await;
+        } else {
+            tracing::info!("health: autostart off, the node stays in STOP until `herd start`");
+        }
+        while let Some(input) = rx.recv().await {
+            let now = start.elapsed();
+            let mut m = machine.lock().unwrap_or_else(|e| e.into_inner());
+            match input {
+                Input::Checker { index, ok, detail } => m.checker_result(now, index, ok, detail),
+                Input::Command(cmd, reply) => {
+                    let r = m.command(now, cmd);
+                    if let Err(e) = &r {
+                        tracing::info!("command {cmd:?} refused: {e}");
+                    }
+                    let _ = reply.send(r);
+                }
+                Input::Checkers(on, reply) => {
+                    tracing::info!(on, "checkers turned {}", if on { "on" } else { "off" });
+                    m.set_checkers(now, on);
+                    let _ = reply.send(());
+                }
+                Input::ScriptDone { ok, detail } => m.script_done(now, ok, &detail),
+            }
+            while let Some(e) = m.poll_event() {
+                match e {
+                    Event::RunScript(run) => {
+                        let i = Script::ALL
+                            .iter()
+                            .position(|s| *s == run.script)
+                            .unwrap_or(0);
+                        let Some(path) = paths[i].clone() else {
+                            continue;
+                        };
+                        tracing::info!(
+                            script = run.script.name(),
+                            action = run.action,
+                            "running {} {} {} {}",
+                            path.display(),
+                            run.current.name(),
+                            run.next.name(),
+                            run.action
+                        );
+                        let (tx, env, timeouts) =
+                            (tx.clone(), Arc::clone(&env), Arc::clone(&timeouts));
+                        tokio::spawn(async move {
+                            let began = Instant::now();
+                            let (ok, detail) = script::run(&path, &run, &env, &timeouts).await;
+                            tracing::info!(
+                                script = run.script.name(),
+                                ok,
+                                ms = began.elapsed().as_millis() as u64,
+                                "script ended: {detail}"
+                            );
+                            let _ = tx.send(Input::ScriptDone { ok, detail }).await;
+                        });
+                    }
+                    Event::StateChanged { from, to, reason } => {
+                        tracing::info!(%from, %to, "state change: {reason}");
+                    }
+                    Event::CheckerChanged {
+                        checker,
+                        from,
+                        to,
+                        detail,
+                    } => {
+                        tracing::info!(checker, ?from, ?to, "checker transition: {detail}");
+                    }
+                    Event::ActionTaken { checker, action } => {
+                        tracing::warn!(
+                            checker,
+                            action = action_name(action),
+                            "checker down: recovery action"
+                        );
+                    }
+                }
+            }
+            let st = m.status();
+            let active = st.state != crate::machine::State::Stop;
+            drop(m);
+            active_tx.send_if_modified(|a| std::mem::replace(a, active) != active);
+            if st != last {
+                last = st;
+                on_status(st);
+            }
+        }
+    });
+    handle
+}
+
+fn script_paths(config: &Config) -> [Option<PathBuf>; 4] {
+    let s = &config.scripts;
+    [
+        s.prestart.clone(),
+        s.start.clone(),
+        s.stop.clone(),
+        s.poststop.clone(),
+    ]
+}

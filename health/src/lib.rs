@@ -1,0 +1,9 @@
+//! Application health (SPEC §4): checker policy and the node's life cycle
+//! (STOP, WAIT, UP; actions; scripts) as sans-IO logic, and a tokio driver
+//! that runs the probes and the scripts.
+
+pub mod checker;
+pub mod driver;
+pub mod machine;
+pub mod probe;
+pub mod script;
