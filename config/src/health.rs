@@ -42,7 +42,7 @@ impl Default for Health {
 /// Executables run on state changes, each called as
 /// `SCRIPT CURRENT_STATE NEXT_STATE ACTION` (also in the environment as
 /// `HERD_STATE`, `HERD_NEXT_STATE`, `HERD_ACTION`).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Scripts {
     #[serde(default)]
@@ -59,6 +59,19 @@ pub struct Scripts {
     /// …and this much later SIGKILL.
     #[serde(default = "default_forced_timeout_ms")]
     pub forced_timeout_ms: u32,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            prestart: None,
+            start: None,
+            stop: None,
+            poststop: None,
+            graceful_timeout_ms: default_graceful_timeout_ms(),
+            forced_timeout_ms: default_forced_timeout_ms(),
+        }
+    }
 }
 
 fn default_graceful_timeout_ms() -> u32 {

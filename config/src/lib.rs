@@ -403,8 +403,21 @@ impl Config {
 
     /// Parses and validates.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(syntax_message(&e)))?;
+        // serde_path_to_error: a value of the wrong type or syntax is
+        // reported with its dotted key (`checkers[0].address: …`).
+        let de = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let msg = syntax_message(e.inner());
+            if path.is_empty() || path == "." {
+                ConfigError::Syntax(msg)
+            } else {
+                ConfigError::Invalid {
+                    key: path,
+                    reason: msg,
+                }
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }

@@ -375,6 +375,16 @@ impl Port {
         Ok(addr.addr_bytes)
     }
 
+    /// The link status as the driver reports it (`None`: unknown).
+    pub fn link_up(&self) -> Option<bool> {
+        let mut link = sys::rte_eth_link::default();
+        // SAFETY: valid port id and out pointer; the call does not wait.
+        if unsafe { sys::rte_eth_link_get_nowait(self.id, &mut link) } < 0 {
+            return None;
+        }
+        Some(link.link_status() != 0)
+    }
+
     pub fn stats(&self) -> PortStats {
         let mut s = sys::rte_eth_stats::default();
         // SAFETY: valid port id and out pointer.

@@ -219,6 +219,54 @@ pub fn ranges_string(buckets: impl Iterator<Item = u32>) -> String {
     out.join(",")
 }
 
+/// Reads a running node's status (counters, table, ports) from any
+/// thread, for the control socket and the HTTP listener.
+#[derive(Clone)]
+pub struct StatusReader {
+    config: Arc<Config>,
+    nic: Arc<Port>,
+    tap: Arc<Port>,
+    nic_mac: [u8; 6],
+    lcores: Vec<u32>,
+    counters: Arc<[LcoreCounters]>,
+    switches: Arc<[TableSwitch]>,
+    publisher: TablePublisher,
+}
+
+impl StatusReader {
+    pub fn status(&self) -> NodeStatus {
+        let table = self.publisher.load();
+        let lcores: Vec<LcoreStatus> = self
+            .lcores
+            .iter()
+            .enumerate()
+            .map(|(q, &lcore)| LcoreStatus {
+                lcore,
+                queue: q as u16,
+                counters: self.counters[q].snapshot(),
+                table: self.switches[q].snapshot(),
+            })
+            .collect();
+        NodeStatus {
+            farm: self.config.farm.name.clone(),
+            node_id: self.config.node.id,
+            node_name: self.config.this_node().name.clone(),
+            dpdk_version: dpdk::version(),
+            nic: self.nic.name().to_string(),
+            nic_mac: mac_string(&self.nic_mac),
+            table_generation: table.generation(),
+            buckets: table.n_buckets(),
+            owned_buckets: table.owned_count(),
+            owned_ranges: ranges_string(table.owned_buckets()),
+            arp_responder: table.is_arp_responder(),
+            totals: BurstCounts::sum(lcores.iter().map(|l| &l.counters)),
+            lcores,
+            nic_stats: self.nic.stats(),
+            tap_stats: self.tap.stats(),
+        }
+    }
+}
+
 /// A started node. Call [`RunningNode::shutdown`] to stop it cleanly.
 pub struct RunningNode {
     config: Config,
@@ -356,40 +404,33 @@ impl RunningNode {
         &self.config
     }
 
+    /// A function that reads the NIC's link through DPDK (for the
+    /// `interface = "nic"` checker).
+    pub fn nic_link(&self) -> Arc<dyn Fn() -> Option<bool> + Send + Sync> {
+        let nic = Arc::clone(&self.nic);
+        Arc::new(move || nic.link_up())
+    }
+
     /// Publishes new bucket tables to the lcores.
     pub fn publisher(&self) -> TablePublisher {
         self.publisher.clone()
     }
 
     pub fn status(&self) -> NodeStatus {
-        let table = self.publisher.load();
-        let lcores: Vec<LcoreStatus> = self
-            .lcores
-            .iter()
-            .enumerate()
-            .map(|(q, &lcore)| LcoreStatus {
-                lcore,
-                queue: q as u16,
-                counters: self.counters[q].snapshot(),
-                table: self.switches[q].snapshot(),
-            })
-            .collect();
-        NodeStatus {
-            farm: self.config.farm.name.clone(),
-            node_id: self.config.node.id,
-            node_name: self.config.this_node().name.clone(),
-            dpdk_version: dpdk::version(),
-            nic: self.nic.name().to_string(),
-            nic_mac: mac_string(&self.nic_mac),
-            table_generation: table.generation(),
-            buckets: table.n_buckets(),
-            owned_buckets: table.owned_count(),
-            owned_ranges: ranges_string(table.owned_buckets()),
-            arp_responder: table.is_arp_responder(),
-            totals: BurstCounts::sum(lcores.iter().map(|l| &l.counters)),
-            lcores,
-            nic_stats: self.nic.stats(),
-            tap_stats: self.tap.stats(),
+        self.status_reader().status()
+    }
+
+    /// A handle that reads the node's status from any thread.
+    pub fn status_reader(&self) -> StatusReader {
+        StatusReader {
+            config: Arc::new(self.config.clone()),
+            nic: Arc::clone(&self.nic),
+            tap: Arc::clone(&self.tap),
+            nic_mac: self.nic_mac,
+            lcores: self.lcores.clone(),
+            counters: Arc::clone(&self.counters),
+            switches: Arc::clone(&self.switches),
+            publisher: self.publisher.clone(),
         }
     }
 

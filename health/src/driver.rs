@@ -120,15 +120,21 @@ pub fn spawn(
     let (tx, mut rx) = mpsc::channel::<Input>(256);
     // Checkers probe only while the node is not in STOP.
     let (active_tx, active_rx) = watch::channel(false);
+    let env: Arc<Vec<(&'static str, String)>> = Arc::new(vec![
+        ("HERD_NODE", config.this_node().name.clone()),
+        ("HERD_NODE_ID", config.node.id.to_string()),
+        ("HERD_FARM", config.farm.name.clone()),
+    ]);
     for (index, c) in config.checkers.iter().enumerate() {
         let (c, tx, nic, mut active) = (c.clone(), tx.clone(), nic.clone(), active_rx.clone());
+        let env = Arc::clone(&env);
         tokio::spawn(async move {
             let interval = Duration::from_millis(u64::from(c.interval_ms));
             loop {
                 if active.wait_for(|a| *a).await.is_err() {
                     return;
                 }
-                let (ok, detail) = probe(&c, &nic).await;
+                let (ok, detail) = probe(&c, &nic, &env).await;
                 if tx.send(Input::Checker { index, ok, detail }).await.is_err() {
                     return;
                 }
@@ -137,11 +143,6 @@ pub fn spawn(
         });
     }
     let paths = script_paths(config);
-    let env: Arc<Vec<(&'static str, String)>> = Arc::new(vec![
-        ("HERD_NODE", config.this_node().name.clone()),
-        ("HERD_NODE_ID", config.node.id.to_string()),
-        ("HERD_FARM", config.farm.name.clone()),
-    ]);
     let timeouts = Arc::new(Timeouts {
         graceful: Duration::from_millis(u64::from(config.scripts.graceful_timeout_ms)),
         forced: Duration::from_millis(u64::from(config.scripts.forced_timeout_ms)),

@@ -18,16 +18,17 @@ pub type Outcome = (bool, String);
 /// Largest HTTP body a checker reads (a health page, not a download).
 const MAX_BODY: usize = 64 * 1024;
 
-/// Runs one probe of `c` within its timeout.
-pub async fn probe(c: &Checker, nic: &NicLink) -> Outcome {
+/// Runs one probe of `c` within its timeout. `env` is given to custom
+/// commands (`HERD_NODE`…).
+pub async fn probe(c: &Checker, nic: &NicLink, env: &[(&str, String)]) -> Outcome {
     let timeout = Duration::from_millis(u64::from(c.timeout_ms));
-    match tokio::time::timeout(timeout, run(c, nic, timeout)).await {
+    match tokio::time::timeout(timeout, run(c, nic, env, timeout)).await {
         Ok(outcome) => outcome,
         Err(_) => (false, format!("timed out after {} ms", c.timeout_ms)),
     }
 }
 
-async fn run(c: &Checker, nic: &NicLink, timeout: Duration) -> Outcome {
+async fn run(c: &Checker, nic: &NicLink, env: &[(&str, String)], timeout: Duration) -> Outcome {
     match c.kind {
         CheckerKind::Tcp => {
             let addr = c.address.expect("validated: tcp has an address");
@@ -66,7 +67,12 @@ async fn run(c: &Checker, nic: &NicLink, timeout: Duration) -> Outcome {
         }
         CheckerKind::Custom => {
             let cmd = c.command.as_deref().unwrap_or("false");
-            command_ok(Command::new("sh").args(["-c", cmd]), cmd).await
+            let mut command = Command::new("sh");
+            command.args(["-c", cmd]);
+            for (k, v) in env {
+                command.env(k, v);
+            }
+            command_ok(&mut command, cmd).await
         }
     }
 }
@@ -227,15 +233,21 @@ mod tests {
     fn custom_follows_the_exit_code() {
         let rt = rt();
         let mut c = checker(CheckerKind::Custom);
+        c.command = Some("test \"$HERD_NODE\" = s1".into());
+        let env = [("HERD_NODE", "s1".to_string())];
+        assert!(
+            rt.block_on(probe(&c, &no_nic(), &env)).0,
+            "the node's environment"
+        );
         c.command = Some("exit 0".into());
-        assert!(rt.block_on(probe(&c, &no_nic())).0);
+        assert!(rt.block_on(probe(&c, &no_nic(), &[])).0);
         c.command = Some("exit 4".into());
-        let (ok, detail) = rt.block_on(probe(&c, &no_nic()));
+        let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok);
         assert!(detail.contains('4'), "{detail}");
         c.command = Some("sleep 5".into());
         c.timeout_ms = 100;
-        let (ok, detail) = rt.block_on(probe(&c, &no_nic()));
+        let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok && detail.contains("timed out"), "{detail}");
     }
 
@@ -266,25 +278,25 @@ mod tests {
             });
             let mut tcp = checker(CheckerKind::Tcp);
             tcp.address = Some(addr);
-            assert!(probe(&tcp, &no_nic()).await.0);
+            assert!(probe(&tcp, &no_nic(), &[]).await.0);
             let mut http = checker(CheckerKind::Http);
             http.url = Some(format!("http://{addr}/ok"));
-            assert!(probe(&http, &no_nic()).await.0);
+            assert!(probe(&http, &no_nic(), &[]).await.0);
             http.body = Some("s1".into());
-            assert!(probe(&http, &no_nic()).await.0);
+            assert!(probe(&http, &no_nic(), &[]).await.0);
             http.body = Some("s2".into());
-            let (ok, detail) = probe(&http, &no_nic()).await;
+            let (ok, detail) = probe(&http, &no_nic(), &[]).await;
             assert!(!ok && detail.contains("lacks"), "{detail}");
             http.body = None;
             http.url = Some(format!("http://{addr}/sick"));
-            let (ok, detail) = probe(&http, &no_nic()).await;
+            let (ok, detail) = probe(&http, &no_nic(), &[]).await;
             assert!(!ok && detail.contains("503"), "{detail}");
             // A closed port.
             let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let closed = free.local_addr().unwrap();
             drop(free);
             tcp.address = Some(closed);
-            assert!(!probe(&tcp, &no_nic()).await.0);
+            assert!(!probe(&tcp, &no_nic(), &[]).await.0);
         });
     }
 
@@ -297,20 +309,20 @@ mod tests {
             .unwrap();
         let mut c = checker(CheckerKind::Process);
         c.pattern = Some("^sleep 30$".to_string());
-        let (ok, detail) = rt.block_on(probe(&c, &no_nic()));
+        let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(ok, "{detail}");
         c.max = Some(0);
         c.min = Some(0);
-        assert!(!rt.block_on(probe(&c, &no_nic())).0, "more than max");
+        assert!(!rt.block_on(probe(&c, &no_nic(), &[])).0, "more than max");
         c.pattern = None;
         c.max = None;
         c.min = None;
         c.process = Some("sleep".into());
-        assert!(rt.block_on(probe(&c, &no_nic())).0);
+        assert!(rt.block_on(probe(&c, &no_nic(), &[])).0);
         child.kill().unwrap();
         child.wait().unwrap();
         c.process = Some("no-such-proc".into());
-        let (ok, detail) = rt.block_on(probe(&c, &no_nic()));
+        let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok && detail.contains("fewer than 1"), "{detail}");
     }
 
@@ -321,11 +333,11 @@ mod tests {
         c.interface = Some("nic".into());
         let up: NicLink = Arc::new(|| Some(true));
         let down: NicLink = Arc::new(|| Some(false));
-        assert!(rt.block_on(probe(&c, &up)).0);
-        assert!(!rt.block_on(probe(&c, &down)).0);
-        assert!(!rt.block_on(probe(&c, &no_nic())).0);
+        assert!(rt.block_on(probe(&c, &up, &[])).0);
+        assert!(!rt.block_on(probe(&c, &down, &[])).0);
+        assert!(!rt.block_on(probe(&c, &no_nic(), &[])).0);
         c.interface = Some("herd-none0".into());
-        let (ok, detail) = rt.block_on(probe(&c, &no_nic()));
+        let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok && detail.contains("no such interface"), "{detail}");
     }
 }

@@ -1,28 +1,83 @@
 //! The local control socket: one request line in, one JSON line out.
+//! Root only: the socket file is 0600 and the peer's uid is checked.
 
 use anyhow::{bail, Context, Result};
-use fastpath::node::RunningNode;
+use fastpath::node::StatusReader;
+use health::driver::Health;
+use health::machine::Command;
 use membership::driver::Shared;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::signal::unix::{signal, SignalKind};
 
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 256;
 
-/// Serves the control socket until SIGTERM or SIGINT.
-pub async fn serve(path: &Path, node: &RunningNode, membership: Option<&Shared>) -> Result<()> {
-    let names: BTreeMap<u16, String> = node
-        .config()
-        .farm
-        .nodes
-        .iter()
-        .map(|n| (n.id, n.name.clone()))
-        .collect();
+/// What the control socket and the HTTP listener read and drive.
+#[derive(Clone)]
+pub struct Node {
+    pub status: StatusReader,
+    pub membership: Option<Arc<Shared>>,
+    pub health: Health,
+    pub names: Arc<BTreeMap<u16, String>>,
+}
+
+impl Node {
+    /// The full status: counters, table, health, membership.
+    pub fn status_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self.status.status()).unwrap_or_default();
+        v["ownership"] = if self.membership.is_some() {
+            "membership".into()
+        } else {
+            "static".into()
+        };
+        v["health"] = serde_json::to_value(self.health.snapshot()).unwrap_or_default();
+        if let Some(m) = &self.membership {
+            v["membership"] = crate::farm::status_json(m, &self.names);
+        }
+        v
+    }
+
+    /// Answers one request line.
+    pub async fn answer(&self, request: &str) -> serde_json::Value {
+        let cmd = match request {
+            "status" => return self.status_json(),
+            "state" => {
+                let s = self.health.snapshot();
+                let code = self.health.status().state.code();
+                return serde_json::json!({
+                    "state": s.state, "transient": s.transient, "code": code, "reason": s.reason,
+                });
+            }
+            "checker on" | "checker off" => {
+                let on = request == "checker on";
+                return match self.health.set_checkers(on).await {
+                    Ok(()) => serde_json::json!({ "ok": true, "checkers_on": on }),
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
+            }
+            "start" => Command::Start,
+            "stop" => Command::Stop,
+            "restart" => Command::Restart,
+            "drain" => Command::Drain,
+            other => return serde_json::json!({ "error": format!("unknown request {other:?}") }),
+        };
+        match self.health.command(cmd).await {
+            Ok(()) => {
+                let s = self.health.snapshot();
+                serde_json::json!({ "ok": true, "state": s.state, "transient": s.transient, "reason": s.reason })
+            }
+            Err(e) => serde_json::json!({ "error": e }),
+        }
+    }
+}
+
+/// Binds the control socket (root only).
+pub fn bind(path: &Path) -> Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -31,77 +86,79 @@ pub async fn serve(path: &Path, node: &RunningNode, membership: Option<&Shared>)
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     // Root only: the socket can stop and reconfigure the node.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     tracing::info!(socket = %path.display(), "control socket ready");
+    Ok(listener)
+}
+
+/// Serves the control socket forever.
+pub async fn serve(listener: UnixListener, node: Node) {
     loop {
-        tokio::select! {
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); return Ok(()); }
-            _ = int.recv() => { tracing::info!("SIGINT: stopping"); return Ok(()); }
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                if let Err(e) = answer(stream, node, membership, &names).await {
-                    tracing::debug!("control request: {e:#}");
-                }
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &node).await {
+                tracing::debug!("control request: {e:#}");
             }
-        }
+        });
     }
 }
 
-async fn answer(
-    stream: UnixStream,
-    node: &RunningNode,
-    membership: Option<&Shared>,
-    names: &BTreeMap<u16, String>,
-) -> Result<()> {
+async fn answer(stream: UnixStream, node: &Node) -> Result<()> {
+    // Defence in depth behind the 0600 mode: the peer must be root.
+    let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
     let (rd, mut wr) = stream.into_split();
-    let mut line = String::new();
-    let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));
-    tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line))
-        .await
-        .context("request timed out")??;
-    let reply = match line.trim() {
-        "status" => {
-            let mut v = serde_json::to_value(node.status())?;
-            v["ownership"] = if membership.is_some() {
-                "membership".into()
-            } else {
-                "static".into()
-            };
-            if let Some(m) = membership {
-                v["membership"] = crate::farm::status_json(m, names);
-            }
-            v.to_string()
+    let reply = if uid != 0 {
+        tracing::warn!(uid, "control request refused: not root");
+        serde_json::json!({ "error": "permission denied: the control socket is for root only" })
+    } else {
+        let mut line = String::new();
+        let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));
+        tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line))
+            .await
+            .context("request timed out")??;
+        let request = line.trim();
+        if request != "status" && request != "state" {
+            tracing::info!(request, "control request");
         }
-        other => serde_json::json!({ "error": format!("unknown request {other:?}") }).to_string(),
+        node.answer(request).await
     };
-    wr.write_all(reply.as_bytes()).await?;
+    wr.write_all(reply.to_string().as_bytes()).await?;
     wr.write_all(b"\n").await?;
     Ok(())
 }
 
-/// Sends one request and returns the reply line.
-pub async fn request(path: &Path, what: &str) -> Result<String> {
-    let stream = UnixStream::connect(path).await.with_context(|| {
-        format!(
-            "cannot reach the node at {} (is `herd run` running?)",
-            path.display()
-        )
+/// Sends one request and returns the reply.
+pub async fn request(path: &Path, what: &str) -> Result<serde_json::Value> {
+    let stream = UnixStream::connect(path).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            anyhow::anyhow!(
+                "permission denied on {}: the control socket is for root only",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!(
+                "cannot reach the node at {} (is `herd run` running?): {e}",
+                path.display()
+            )
+        }
     })?;
     let (rd, mut wr) = stream.into_split();
     wr.write_all(format!("{what}\n").as_bytes()).await?;
     let mut reply = String::new();
+    // Commands wait for nothing but the state machine; scripts run after.
     tokio::time::timeout(
-        Duration::from_secs(5),
+        Duration::from_secs(10),
         BufReader::new(rd).read_line(&mut reply),
     )
     .await
     .context("no reply from the node")??;
     let v: serde_json::Value = serde_json::from_str(&reply).context("reply is not JSON")?;
     if let Some(e) = v.get("error") {
-        bail!("node refused: {e}");
+        bail!("node refused: {}", e.as_str().unwrap_or("?"));
     }
-    Ok(reply.trim_end().to_string())
+    Ok(v)
 }
 
 /// Renders a status reply for people.
@@ -117,6 +174,33 @@ pub fn render_status(v: &serde_json::Value) -> String {
         s("nic"),
         s("nic_mac")
     );
+    let h = &v["health"];
+    out += &format!(
+        "state {} ({})  {}{}\n",
+        h["state"].as_str().unwrap_or("?"),
+        if h["transient"].as_bool() == Some(true) {
+            "transient"
+        } else {
+            "ready"
+        },
+        h["reason"].as_str().unwrap_or(""),
+        if h["checkers_on"].as_bool() == Some(false) {
+            "  [checkers off]"
+        } else {
+            ""
+        }
+    );
+    if let Some(cs) = h["checkers"].as_array() {
+        for c in cs {
+            out += &format!(
+                "  checker {:<12} {:<8} action {:<9} {}\n",
+                c["name"].as_str().unwrap_or("?"),
+                c["verdict"].as_str().unwrap_or("?"),
+                c["action"].as_str().unwrap_or("?"),
+                c["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
     out += &format!(
         "buckets owned {}/{}  [{}]  arp responder: {}  table generation {}\n",
         n("owned_buckets"),
@@ -132,10 +216,14 @@ pub fn render_status(v: &serde_json::Value) -> String {
         }
     }
     if let Some(nodes) = v["membership"]["nodes"].as_array() {
-        out += &format!("membership view {}:\n", v["membership"]["view"]);
+        out += &format!(
+            "membership view {}  failovers {}:\n",
+            v["membership"]["view"], v["membership"]["counters"]["failovers"]
+        );
         for n in nodes {
-            out += &format!(
-                "  {:>3} {:<8} {:<6} buckets {:>5}  heartbeat age ms {}\n",
+            out +=
+                &format!(
+                "  {:>3} {:<8} {:<6} {:<5}{:<10} weight {:<3} buckets {:>5}  heartbeat age ms {}\n",
                 n["id"],
                 n["name"].as_str().unwrap_or("?"),
                 if n["self"].as_bool() == Some(true) {
@@ -145,6 +233,13 @@ pub fn render_status(v: &serde_json::Value) -> String {
                 } else {
                     "dead"
                 },
+                n["state"].as_str().unwrap_or("?"),
+                if n["transient"].as_bool() == Some(true) {
+                    " transient"
+                } else {
+                    ""
+                },
+                n["weight"].as_u64().map_or("-".to_string(), |w| w.to_string()),
                 n["buckets"],
                 n.get("heartbeat_age_ms")
                     .map_or("-".to_string(), |a| a.to_string())

@@ -23,14 +23,36 @@ impl Farm {
         })
     }
 
-    /// The table the fastpath starts with: the static one, or nothing
-    /// owned until the membership protocol has listened and agreed.
+    /// The table the fastpath starts with: nothing owned until the node
+    /// is UP-ready (and, with membership, the protocol has agreed).
     pub fn initial_table(&self) -> BucketTable {
-        match self.config.farm.ownership {
-            Ownership::Static => {
-                fastpath::node::static_table(&self.config, 1).expect("validated config")
+        BucketTable::new(1, self.config.farm.buckets, [], false)
+    }
+
+    /// What to do when the node's state changes: only UP-ready owns
+    /// buckets. Static ownership publishes its fixed share or nothing;
+    /// membership tells the protocol, which releases at once and takes
+    /// after agreement.
+    pub fn on_status(
+        &self,
+        publisher: TablePublisher,
+        membership: Option<Arc<Shared>>,
+    ) -> impl FnMut(health::machine::Status) + Send + 'static {
+        let config = self.config.clone();
+        let mut generation = 1u64;
+        move |st: health::machine::Status| {
+            if let Some(m) = &membership {
+                m.set_state(st.state.code(), st.transient);
+                return;
             }
-            Ownership::Membership => BucketTable::new(1, self.config.farm.buckets, [], false),
+            generation += 1;
+            let table = if st.owns_buckets() {
+                fastpath::node::static_table(&config, generation).expect("validated config")
+            } else {
+                BucketTable::new(generation, config.farm.buckets, [], false)
+            };
+            tracing::info!(owned = table.owned_count(), "static share published");
+            publisher.publish(table);
         }
     }
 
@@ -76,7 +98,10 @@ impl Farm {
         let incarnation = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_micros() as u64);
-        let shared = Shared::new(Machine::new(settings, incarnation, Duration::ZERO));
+        let mut machine = Machine::new(settings, incarnation, Duration::ZERO);
+        // STOP until the health driver says otherwise.
+        machine.set_state(Duration::ZERO, membership::wire::STATE_STOP, false);
+        let shared = Shared::new(machine);
         let peers: BTreeMap<u16, Vec<std::net::SocketAddr>> = c
             .farm
             .nodes
@@ -118,11 +143,14 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
         let shares = m.shares();
         let members = m.view_members(m.view());
         let counters = m.counters();
+        let (state, transient) = m.local_state();
         let mut nodes = vec![serde_json::json!({
             "id": m.me(),
             "name": config_names.get(&m.me()),
             "self": true,
             "alive": true,
+            "state": state_name(state),
+            "transient": transient,
             "in_view": members.contains(&m.me()),
             "buckets": shares.get(&m.me()).copied().unwrap_or(0),
             "holds": m.owned().count(),
@@ -134,6 +162,8 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
                 "self": false,
                 "alive": p.alive,
                 "ready": p.ready,
+                "state": if p.alive { state_name(p.state) } else { "STOP" },
+                "transient": p.transient,
                 "weight": p.weight,
                 "in_view": members.contains(&p.id),
                 "agrees": p.agrees,
@@ -151,7 +181,17 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
                 "dropped_replayed": counters.dropped_replayed,
                 "dropped_unknown_sender": counters.dropped_unknown_sender,
                 "view_changes": counters.views,
+                "failovers": counters.peer_deaths,
             },
         })
     })
+}
+
+/// A heartbeat's state code as `herd state` names it.
+pub fn state_name(code: u8) -> &'static str {
+    match code {
+        membership::wire::STATE_UP => "UP",
+        membership::wire::STATE_WAIT => "WAIT",
+        _ => "STOP",
+    }
 }

@@ -1,12 +1,18 @@
-//! `herd`: run a farm node, ask it for its status, check a config.
+//! `herd`: run a farm node, operate it, ask it for its status, check a
+//! config.
 
 mod control;
 mod farm;
+mod http;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
 #[command(name = "herd", version, about = "Herd farm cluster node")]
@@ -15,24 +21,74 @@ struct Cli {
     command: Command,
 }
 
+/// Which running node to talk to.
+#[derive(Args)]
+struct Target {
+    /// The node's control socket.
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<PathBuf>,
+    /// Read the control socket's path from this config.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run this node until SIGTERM or SIGINT.
+    /// Run this node until SIGTERM or SIGINT (which stop it cleanly: the
+    /// node withdraws, then its stop scripts run).
     Run {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Show a running node's status (counters, owned buckets).
+    /// Show a running node's status: state, checkers, buckets, counters,
+    /// the farm's nodes.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// The node's control socket.
-        #[arg(long, conflicts_with = "config")]
-        socket: Option<PathBuf>,
-        /// Read the control socket's path from this config.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start a stopped node: prestart and start scripts, then WAIT until
+    /// its checkers pass, then UP.
+    Start {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop the node: it withdraws (its share moves to the others), then
+    /// the stop and poststop scripts run.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop then start the node (all four scripts).
+    Restart {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Take the node out gracefully: it withdraws, then stops.
+    Drain {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the node's state; the exit code says it: 0 STOP, 1 WAIT,
+    /// 2 UP (3: the node cannot be asked).
+    State {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Turn the effect of the checkers on or off (off: verdicts are
+    /// ignored and no action runs, for maintenance).
+    Checker {
+        what: OnOff,
+        #[command(flatten)]
+        target: Target,
     },
     /// Validate a config file and exit (0 valid, 1 invalid).
     CheckConfig { file: PathBuf },
@@ -45,15 +101,46 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs in files stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if let Command::State { target } = &cli.command {
+        return match ask(target, "state") {
+            Ok(v) => {
+                println!(
+                    "{} ({})  {}",
+                    v["state"].as_str().unwrap_or("?"),
+                    if v["transient"].as_bool() == Some(true) {
+                        "transient"
+                    } else {
+                        "ready"
+                    },
+                    v["reason"].as_str().unwrap_or("")
+                );
+                ExitCode::from(v["code"].as_u64().unwrap_or(3).min(3) as u8)
+            }
+            Err(e) => {
+                eprintln!("herd: {e:#}");
+                ExitCode::from(3)
+            }
+        };
+    }
     let result = match cli.command {
         Command::Run { config } => run(&config),
-        Command::Status {
-            json,
-            socket,
-            config,
-        } => status(json, socket, config),
+        Command::Status { json, target } => status(json, &target),
+        Command::Start { target } => operate(&target, "start"),
+        Command::Stop { target } => operate(&target, "stop"),
+        Command::Restart { target } => operate(&target, "restart"),
+        Command::Drain { target } => operate(&target, "drain"),
+        Command::Checker { what, target } => operate(
+            &target,
+            match what {
+                OnOff::On => "checker on",
+                OnOff::Off => "checker off",
+            },
+        ),
+        Command::State { .. } => unreachable!("handled above"),
         Command::CheckConfig { file } => check_config(&file),
     };
     match result {
@@ -68,13 +155,14 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> Result<()> {
     let c = config::Config::from_file(file)?;
     println!(
-        "{}: valid (farm {:?}, node {} {:?}, {} VIPs, {} rules)",
+        "{}: valid (farm {:?}, node {} {:?}, {} VIPs, {} rules, {} checkers)",
         file.display(),
         c.farm.name,
         c.node.id,
         c.this_node().name,
         c.farm.vips.len(),
-        c.rules.len()
+        c.rules.len(),
+        c.checkers.len()
     );
     Ok(())
 }
@@ -83,37 +171,114 @@ fn run(path: &std::path::Path) -> Result<()> {
     let config = config::Config::from_file(path)?;
     let socket = config.control.socket.clone();
     let farm = farm::Farm::new(&config)?;
-    let node = fastpath::node::RunningNode::start(config, farm.initial_table())
+    let node = fastpath::node::RunningNode::start(config.clone(), farm.initial_table())
         .context("starting the node")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
     let served = rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let membership = farm.start(node.publisher())?;
-        control::serve(&socket, &node, membership.as_deref()).await
+        let health = health::driver::spawn(
+            &config,
+            node.nic_link(),
+            farm.on_status(node.publisher(), membership.clone()),
+        );
+        let names: BTreeMap<u16, String> = config
+            .farm
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.name.clone()))
+            .collect();
+        let ctl = control::Node {
+            status: node.status_reader(),
+            membership,
+            health: health.clone(),
+            names: Arc::new(names),
+        };
+        let listener = control::bind(&socket)?;
+        tokio::spawn(control::serve(listener, ctl.clone()));
+        if let Some(addr) = config.control.http {
+            let l = http::bind(addr).await?;
+            tokio::spawn(http::serve(l, ctl.clone()));
+        }
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
+        stop_cleanly(&health, &config).await;
+        anyhow::Ok(())
     });
     node.shutdown();
     let _ = std::fs::remove_file(&socket);
     served
 }
 
-fn status(json: bool, socket: Option<PathBuf>, config: Option<PathBuf>) -> Result<()> {
-    let socket = match (socket, config) {
-        (Some(s), _) => s,
-        (None, Some(c)) => config::Config::from_file(&c)?.control.socket,
+/// Withdraws and runs the stop scripts before the process ends, within
+/// the scripts' timeouts (a second signal is not waited for).
+async fn stop_cleanly(health: &health::driver::Health, config: &config::Config) {
+    let budget = Duration::from_millis(
+        2 * u64::from(config.scripts.graceful_timeout_ms + config.scripts.forced_timeout_ms) + 1000,
+    );
+    let deadline = tokio::time::Instant::now() + budget;
+    loop {
+        let st = health.status();
+        if st.state == health::machine::State::Stop && !st.transient {
+            return;
+        }
+        if !st.transient {
+            let _ = health.command(health::machine::Command::Stop).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("stop scripts still running at exit");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn socket_of(target: &Target) -> Result<PathBuf> {
+    Ok(match (&target.socket, &target.config) {
+        (Some(s), _) => s.clone(),
+        (None, Some(c)) => config::Config::from_file(c)?.control.socket,
         (None, None) => config::Control::default().socket,
-    };
+    })
+}
+
+fn ask(target: &Target, what: &str) -> Result<serde_json::Value> {
+    let socket = socket_of(target)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let reply = rt.block_on(control::request(&socket, "status"))?;
+    rt.block_on(control::request(&socket, what))
+}
+
+fn operate(target: &Target, what: &str) -> Result<()> {
+    let v = ask(target, what)?;
+    match v.get("state") {
+        Some(state) => println!(
+            "{what}: now {} ({}) {}",
+            state.as_str().unwrap_or("?"),
+            if v["transient"].as_bool() == Some(true) {
+                "transient"
+            } else {
+                "ready"
+            },
+            v["reason"].as_str().unwrap_or("")
+        ),
+        None => println!("{what}: done"),
+    }
+    Ok(())
+}
+
+fn status(json: bool, target: &Target) -> Result<()> {
+    let v = ask(target, "status")?;
     if json {
-        println!("{reply}");
+        println!("{v}");
     } else {
-        let v: serde_json::Value =
-            serde_json::from_str(&reply).context("status reply is not JSON")?;
         print!("{}", control::render_status(&v));
     }
     Ok(())

@@ -15,6 +15,9 @@ use tokio::sync::mpsc;
 pub struct Shared {
     machine: Mutex<Machine>,
     start: Instant,
+    /// Wakes the driver after a local change (the node's state), so its
+    /// heartbeat and table go out at once.
+    local_change: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -23,12 +26,21 @@ impl Shared {
         Arc::new(Shared {
             machine: Mutex::new(machine),
             start: Instant::now(),
+            local_change: tokio::sync::Notify::new(),
         })
     }
 
     /// The state machine's clock.
     pub fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// Sets the node's state (`wire::STATE_*`, transient) and wakes the
+    /// driver: a node that is not UP-ready releases its buckets now.
+    pub fn set_state(&self, state: u8, transient: bool) {
+        let now = self.now();
+        self.with(|m| m.set_state(now, state, transient));
+        self.local_change.notify_one();
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&mut Machine) -> R) -> R {
@@ -119,6 +131,10 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep(sleep) => {
+                let now = shared.now();
+                shared.with(|m| m.handle_timeout(now));
+            }
+            _ = shared.local_change.notified() => {
                 let now = shared.now();
                 shared.with(|m| m.handle_timeout(now));
             }

@@ -121,6 +121,9 @@ pub fn bucket_range(n: u32, nodes: u32, buckets: u32) -> String {
     format!("{lo}-{hi}")
 }
 
+/// Each node's `/health` and `/metrics` listener, on its own address.
+pub const HTTP_PORT: u16 = 9100;
+
 /// The lab's heartbeat port on each node's own address.
 pub const HEARTBEAT_PORT: u16 = 7100;
 
@@ -200,6 +203,7 @@ file_prefix = "herd-lab-{name}"
 
 [control]
 socket = "{sock}"
+http = "{ip4}:{HTTP_PORT}"
 {membership_section}{extra}
 "#,
         name = node_name(n),
@@ -449,6 +453,12 @@ pub fn start_app(n: u32) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// Stops a node's application (SIGTERM, then SIGKILL after a second);
+/// nothing to do if it is not running.
+pub fn stop_app(n: u32) -> Result<()> {
+    stop_process(&format!("{}.app", node_name(n)), Duration::from_secs(1))
 }
 
 pub fn kill_app(n: u32) -> Result<()> {

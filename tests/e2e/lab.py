@@ -38,12 +38,14 @@ def lab(*args, timeout=180, check=True):
 
 
 def up(nodes=2, queues=1, delivery="vmac", running=None, driver="af_packet",
-       ownership="static", split_brain="serve-all", heartbeat_networks=1):
+       ownership="static", split_brain="serve-all", heartbeat_networks=1, extra_config=None):
     args = ["up", "--nodes", str(nodes), "--queues", str(queues), "--delivery", delivery,
             "--driver", driver, "--ownership", ownership, "--split-brain", split_brain,
             "--heartbeat-networks", str(heartbeat_networks)]
     if running is not None:
         args += ["--running", str(running)]
+    if extra_config is not None:
+        args += ["--extra-config", str(extra_config)]
     lab(*args)
 
 

@@ -58,8 +58,10 @@ enum Cmd {
     Start { node: String },
     /// SIGKILL a node's application.
     KillApp { node: String },
-    /// Start a node's application again.
+    /// Start a node's application again (stopping a running one first).
     StartApp { node: String },
+    /// Stop a node's application (SIGTERM); fine if it is not running.
+    StopApp { node: String },
     /// Run a command in a node's namespace.
     Exec {
         node: String,
@@ -173,6 +175,7 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::KillApp { node } => lab::kill_app(lab::parse_node(&node)?)?,
         Cmd::StartApp { node } => lab::start_app(lab::parse_node(&node)?)?,
+        Cmd::StopApp { node } => lab::stop_app(lab::parse_node(&node)?)?,
         Cmd::Exec { node, cmd } => {
             return lab::exec_in(&lab::node_ns(lab::parse_node(&node)?), &cmd)
         }
