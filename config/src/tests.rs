@@ -379,3 +379,18 @@ fn bad_checkers_and_scripts_are_named() {
         assert!(e.contains(want), "{extra:?}: {e}");
     }
 }
+
+#[test]
+fn membership_example_is_valid_with_its_key_file() {
+    let text = include_str!("../../examples/farm-membership.toml");
+    let dir = std::env::temp_dir().join(format!("herd-config-example-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("farm.key");
+    std::fs::write(&key, b"0123456789abcdef0123").unwrap();
+    let text = text.replace("/etc/herd/farm.key", key.to_str().unwrap());
+    let c = Config::from_toml(&text).unwrap();
+    assert_eq!(c.checkers.len(), 2);
+    assert_eq!(c.checkers[0].action, CheckerAction::Restart);
+    assert!(c.control.http.is_some());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

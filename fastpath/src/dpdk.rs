@@ -482,3 +482,35 @@ pub fn thread_cpu_time() -> std::time::Duration {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// Marks every open descriptor above stderr close-on-exec. DPDK opens its
+/// runtime files (memory segment lists, config) without `O_CLOEXEC` and
+/// holds locks on them: a script or checker started by the node would
+/// inherit them, and a node restarted after a crash could not lock its
+/// own runtime files while that child lives. Returns how many it marked.
+pub fn close_on_exec_all() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    let mut marked = 0;
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags;
+        // a descriptor closed meanwhile (the directory's own) fails with
+        // EBADF, which is ignored.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0
+                && flags & libc::FD_CLOEXEC == 0
+                && libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) == 0
+            {
+                marked += 1;
+            }
+        }
+    }
+    marked
+}

@@ -384,6 +384,8 @@ impl RunningNode {
             queues,
             "fastpath started"
         );
+        let marked = dpdk::close_on_exec_all();
+        tracing::debug!(marked, "descriptors marked close-on-exec");
         Ok(RunningNode {
             config,
             eal,

@@ -263,3 +263,14 @@ def test_the_control_socket_refuses_a_non_root_user():
         assert herd("s1", "status").returncode == 0, "root still gets in"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_crashed_node_restarts_while_the_application_its_script_started_lives():
+    """The application was started by herd's script: it must not inherit
+    DPDK's runtime files, or the node could not start again after a crash."""
+    wait_for(converged, 15, "the farm to converge")
+    lab("kill", "s3")
+    wait_for(lambda: sum(owned(n) or 0 for n in ("s1", "s2")) == 4096, 5,
+             "s1 and s2 to take s3's share")
+    lab("start", "s3")
+    wait_for(converged, 20, "s3 to rejoin")
