@@ -111,6 +111,18 @@ failures_before_down = 2
 action = "restart"
 
 [[checkers]]
+name = "gateway"
+kind = "ping"
+host = "198.18.0.2"
+interval_ms = 500
+
+[[checkers]]
+name = "link"
+kind = "interface"
+interface = "nic"
+interval_ms = 500
+
+[[checkers]]
 name = "hold"
 kind = "custom"
 command = "test ! -e /run/herd-lab/hold-$HERD_NODE"
@@ -128,7 +140,8 @@ def test_the_farm_starts_through_its_scripts_and_checkers():
     wait_for(converged, 15, "three nodes UP sharing the buckets")
     for n in NODES:
         h = status(n)["health"]
-        assert {c["name"]: c["verdict"] for c in h["checkers"]} == {"app": "up", "hold": "up"}
+        assert {c["name"]: c["verdict"] for c in h["checkers"]} == {
+            "app": "up", "gateway": "up", "link": "up", "hold": "up"}
         text = log(n)
         # The script ran with (current, next, action) and its output is logged.
         assert f"start script: STOP UP start on {n}" in text
