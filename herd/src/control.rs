@@ -109,15 +109,17 @@ async fn answer(stream: UnixStream, node: &Node) -> Result<()> {
     // Defence in depth behind the 0600 mode: the peer must be root.
     let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
     let (rd, mut wr) = stream.into_split();
+    // Read the request first, from anyone: a client whose request is not
+    // read could see its write fail before it reads the refusal.
+    let mut line = String::new();
+    let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));
+    tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line))
+        .await
+        .context("request timed out")??;
     let reply = if uid != 0 {
         tracing::warn!(uid, "control request refused: not root");
         serde_json::json!({ "error": "permission denied: the control socket is for root only" })
     } else {
-        let mut line = String::new();
-        let mut rd = BufReader::new(rd.take(MAX_REQUEST as u64));
-        tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line))
-            .await
-            .context("request timed out")??;
         let request = line.trim();
         if request != "status" && request != "state" {
             tracing::info!(request, "control request");
