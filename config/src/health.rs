@@ -267,7 +267,7 @@ impl Checker {
             ("max", self.max.is_some(), &[], &[Process]),
             ("command", self.command.is_some(), &[Custom], &[Custom]),
         ];
-        let kind_name = serde_kind(self.kind);
+        let kind_name = self.kind.name();
         for (field, present, needed, allowed) in fields {
             if present && !allowed.contains(&self.kind) {
                 return Err(invalid(
@@ -346,14 +346,29 @@ impl Checker {
     }
 }
 
-fn serde_kind(k: CheckerKind) -> &'static str {
-    match k {
-        CheckerKind::Tcp => "tcp",
-        CheckerKind::Http => "http",
-        CheckerKind::Ping => "ping",
-        CheckerKind::Interface => "interface",
-        CheckerKind::Process => "process",
-        CheckerKind::Custom => "custom",
+impl CheckerKind {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckerKind::Tcp => "tcp",
+            CheckerKind::Http => "http",
+            CheckerKind::Ping => "ping",
+            CheckerKind::Interface => "interface",
+            CheckerKind::Process => "process",
+            CheckerKind::Custom => "custom",
+        }
+    }
+}
+
+impl CheckerAction {
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckerAction::Wait => "wait",
+            CheckerAction::Restart => "restart",
+            CheckerAction::Stopstart => "stopstart",
+            CheckerAction::Stop => "stop",
+        }
     }
 }
 

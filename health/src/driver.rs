@@ -3,8 +3,7 @@
 
 use crate::checker::Policy;
 use crate::machine::{
-    action_name, CheckerSpec, CheckerStatus, Command, Event, Machine, Refused, Script, Settings,
-    Status,
+    CheckerSpec, CheckerStatus, Command, Event, Machine, Refused, Script, Settings, Status,
 };
 use crate::probe::{probe, NicLink};
 use crate::script::{self, Timeouts};
@@ -184,11 +183,7 @@ pub fn spawn(
             while let Some(e) = m.poll_event() {
                 match e {
                     Event::RunScript(run) => {
-                        let i = Script::ALL
-                            .iter()
-                            .position(|s| *s == run.script)
-                            .unwrap_or(0);
-                        let Some(path) = paths[i].clone() else {
+                        let Some(path) = paths[run.script.index()].clone() else {
                             continue;
                         };
                         tracing::info!(
@@ -228,7 +223,7 @@ pub fn spawn(
                     Event::ActionTaken { checker, action } => {
                         tracing::warn!(
                             checker,
-                            action = action_name(action),
+                            action = action.name(),
                             "checker down: recovery action"
                         );
                     }

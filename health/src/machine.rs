@@ -95,6 +95,11 @@ impl Script {
         Script::Poststop,
     ];
 
+    /// Its position in [`Script::ALL`] (and in `Settings::scripts`).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Script::Prestart => "prestart",
@@ -212,21 +217,22 @@ pub struct Machine {
     events: VecDeque<Event>,
 }
 
+/// The scripts that start the application, stop it, and do both.
+const STARTING: [Script; 2] = [Script::Prestart, Script::Start];
+const STOPPING: [Script; 2] = [Script::Stop, Script::Poststop];
+const FULL_CYCLE: [Script; 4] = [
+    Script::Stop,
+    Script::Poststop,
+    Script::Prestart,
+    Script::Start,
+];
+
 fn severity(a: CheckerAction) -> u8 {
     match a {
         CheckerAction::Wait => 0,
         CheckerAction::Restart => 1,
         CheckerAction::Stopstart => 2,
         CheckerAction::Stop => 3,
-    }
-}
-
-pub fn action_name(a: CheckerAction) -> &'static str {
-    match a {
-        CheckerAction::Wait => "wait",
-        CheckerAction::Restart => "restart",
-        CheckerAction::Stopstart => "stopstart",
-        CheckerAction::Stop => "stop",
     }
 }
 
@@ -301,7 +307,7 @@ impl Machine {
                 self.restarts.clear();
                 self.begin(
                     now,
-                    [Script::Prestart, Script::Start],
+                    STARTING,
                     State::Up,
                     "start",
                     "started by the operator".into(),
@@ -311,14 +317,14 @@ impl Machine {
             (Command::Stop | Command::Drain, State::Stop) => return Err(Refused::AlreadyStopped),
             (Command::Stop, _) => self.begin(
                 now,
-                [Script::Stop, Script::Poststop],
+                STOPPING,
                 State::Stop,
                 "stop",
                 "stopped by the operator".into(),
             ),
             (Command::Drain, _) => self.begin(
                 now,
-                [Script::Stop, Script::Poststop],
+                STOPPING,
                 State::Stop,
                 "drain",
                 "drained by the operator".into(),
@@ -327,12 +333,7 @@ impl Machine {
                 self.restarts.clear();
                 self.begin(
                     now,
-                    [
-                        Script::Stop,
-                        Script::Poststop,
-                        Script::Prestart,
-                        Script::Start,
-                    ],
+                    FULL_CYCLE,
                     State::Up,
                     "restart",
                     "restarted by the operator".into(),
@@ -393,7 +394,7 @@ impl Machine {
         };
         if !ok && matches!(script, Script::Prestart | Script::Start) && p.to == State::Up {
             // The application did not start: stop it cleanly instead.
-            p.scripts = [Script::Stop, Script::Poststop].into();
+            p.scripts = STOPPING.into();
             p.to = State::Stop;
             p.reason = format!("{} script failed: {detail}", script.name());
             let reason = p.reason.clone();
@@ -458,8 +459,7 @@ impl Machine {
             return;
         };
         while let Some(script) = p.scripts.pop_front() {
-            let i = Script::ALL.iter().position(|s| *s == script).unwrap_or(0);
-            if !self.s.scripts[i] {
+            if !self.s.scripts[script.index()] {
                 continue;
             }
             self.running = Some(script);
@@ -551,13 +551,7 @@ impl Machine {
                     self.restarts.len(),
                     self.s.loop_window.as_secs()
                 );
-                self.begin(
-                    now,
-                    [Script::Stop, Script::Poststop],
-                    State::Stop,
-                    "stop",
-                    reason,
-                );
+                self.begin(now, STOPPING, State::Stop, "stop", reason);
                 return;
             }
             self.restarts.push_back(now);
@@ -573,19 +567,14 @@ impl Machine {
             ),
             CheckerAction::Stopstart => self.begin(
                 now,
-                [
-                    Script::Stop,
-                    Script::Poststop,
-                    Script::Prestart,
-                    Script::Start,
-                ],
+                FULL_CYCLE,
                 State::Up,
                 "stopstart",
                 format!("restarted: {why}"),
             ),
             CheckerAction::Stop => self.begin(
                 now,
-                [Script::Stop, Script::Poststop],
+                STOPPING,
                 State::Stop,
                 "stop",
                 format!("stopped: {why}"),

@@ -205,15 +205,11 @@ mod tests {
 
     fn checker(kind: CheckerKind) -> Checker {
         let text = format!(
-            "name = \"t\"\nkind = \"{}\"\ntimeout_ms = 2000\n",
-            match kind {
-                CheckerKind::Tcp => "tcp",
-                CheckerKind::Http => "http",
-                CheckerKind::Ping => "ping",
-                CheckerKind::Interface => "interface",
-                CheckerKind::Process => "process",
-                CheckerKind::Custom => "custom",
-            }
+            "name = \"t\"
+kind = \"{}\"
+timeout_ms = 2000
+",
+            kind.name()
         );
         toml::from_str(&text).unwrap()
     }
