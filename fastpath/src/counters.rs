@@ -96,3 +96,41 @@ impl TableSwitch {
         }
     }
 }
+
+/// One lcore's flow tracker, as last swept (about once a second while
+/// buckets move).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct FlowGauges {
+    flows: AtomicU64,
+    mine: AtomicU64,
+    full: AtomicU64,
+}
+
+/// A snapshot of [`FlowGauges`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FlowStats {
+    /// Flows of moving buckets this lcore follows (its own and the other
+    /// owner's).
+    pub tracked: u64,
+    /// Of those, the ones this node serves: the flows it holds.
+    pub held: u64,
+    /// Flows not tracked because the tracker was full (cumulative).
+    pub table_full: u64,
+}
+
+impl FlowGauges {
+    pub fn record(&self, c: crate::flows::TrackerCounts) {
+        self.flows.store(c.flows, Ordering::Relaxed);
+        self.mine.store(c.flows_mine, Ordering::Relaxed);
+        self.full.store(c.full_drops, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> FlowStats {
+        FlowStats {
+            tracked: self.flows.load(Ordering::Relaxed),
+            held: self.mine.load(Ordering::Relaxed),
+            table_full: self.full.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! The packet decision of SPEC §2, on byte slices: no DPDK types, no IO.
 
+use crate::flows::{FlowId, FlowPacket, FlowTracker, PacketKind};
 use crate::hash::FlowKey;
-use crate::table::BucketTable;
+use crate::table::{BucketTable, Move};
 use crate::wire::{self, Arp, Ethernet, Ipv4, Ipv6, MacAddr, Malformed};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -146,17 +147,37 @@ impl Classifier {
         self.vips4.iter().any(|v| &v.mac == mac) || self.vips6.iter().any(|v| &v.mac == mac)
     }
 
-    /// Decides the fate of one received frame.
+    /// Decides the fate of one received frame, without flow tracking: a
+    /// bucket moving out is kept whole, one moving in is left to its old
+    /// owner.
     #[inline]
     pub fn classify(&self, frame: &[u8], table: &BucketTable) -> Verdict {
-        match self.classify_inner(frame, table) {
+        self.classify_tracked(frame, table, None)
+    }
+
+    /// Decides the fate of one received frame; the packets of moving
+    /// buckets are decided flow by flow by `flows` (an lcore's tracker and
+    /// the time in milliseconds).
+    #[inline]
+    pub fn classify_tracked(
+        &self,
+        frame: &[u8],
+        table: &BucketTable,
+        flows: Option<(&mut FlowTracker, u32)>,
+    ) -> Verdict {
+        match self.classify_inner(frame, table, flows) {
             Ok(v) => v,
             Err(m) => Verdict::Drop(DropReason::Malformed(m)),
         }
     }
 
     #[inline]
-    fn classify_inner(&self, frame: &[u8], table: &BucketTable) -> Result<Verdict, Malformed> {
+    fn classify_inner(
+        &self,
+        frame: &[u8],
+        table: &BucketTable,
+        flows: Option<(&mut FlowTracker, u32)>,
+    ) -> Result<Verdict, Malformed> {
         let eth = Ethernet::parse(frame)?;
         if eth.src == self.own_mac {
             return Ok(Verdict::Drop(DropReason::NotForUs));
@@ -170,8 +191,8 @@ impl Classifier {
         let l3 = frame.get(eth.l3_offset..).unwrap_or_default();
         match eth.ethertype {
             wire::ETHERTYPE_ARP => self.arp(l3, eth.l3_offset, table),
-            wire::ETHERTYPE_IPV4 => self.ipv4(l3, table),
-            wire::ETHERTYPE_IPV6 => self.ipv6(l3, eth.l3_offset, table),
+            wire::ETHERTYPE_IPV4 => self.ipv4(l3, table, flows),
+            wire::ETHERTYPE_IPV6 => self.ipv6(l3, eth.l3_offset, table, flows),
             _ => Ok(Verdict::ToKernel),
         }
     }
@@ -193,7 +214,12 @@ impl Classifier {
         }
     }
 
-    fn ipv4(&self, l3: &[u8], table: &BucketTable) -> Result<Verdict, Malformed> {
+    fn ipv4(
+        &self,
+        l3: &[u8],
+        table: &BucketTable,
+        flows: Option<(&mut FlowTracker, u32)>,
+    ) -> Result<Verdict, Malformed> {
         let ip = Ipv4::parse(l3)?;
         if self.vip4(ip.dst).is_none() {
             return Ok(Verdict::ToKernel);
@@ -207,10 +233,16 @@ impl Classifier {
             l4_offset: ip.header_len,
             end: ip.total_len,
         };
-        self.vip_verdict(l3, &datagram, table)
+        self.vip_verdict(l3, &datagram, table, flows)
     }
 
-    fn ipv6(&self, l3: &[u8], offset: usize, table: &BucketTable) -> Result<Verdict, Malformed> {
+    fn ipv6(
+        &self,
+        l3: &[u8],
+        offset: usize,
+        table: &BucketTable,
+        flows: Option<(&mut FlowTracker, u32)>,
+    ) -> Result<Verdict, Malformed> {
         let ip = Ipv6::parse(l3)?;
         // Neighbor solicitations go to a solicited-node multicast address,
         // so they are recognised by their target, not their destination.
@@ -248,7 +280,7 @@ impl Classifier {
             l4_offset: ip.upper_offset,
             end: ip.end,
         };
-        self.vip_verdict(l3, &datagram, table)
+        self.vip_verdict(l3, &datagram, table, flows)
     }
 
     /// Keys a datagram to a VIP by its rule's affinity and checks ownership.
@@ -260,14 +292,19 @@ impl Classifier {
         l3: &[u8],
         d: &Datagram,
         table: &BucketTable,
+        flows: Option<(&mut FlowTracker, u32)>,
     ) -> Result<Verdict, Malformed> {
+        let mut ports = (0, 0);
+        let mut affinity = Affinity::ClientIp;
         let key = if d.is_later_fragment || d.protocol == d.icmp {
             FlowKey::new(d.client, None)
         } else if d.protocol == wire::IPPROTO_TCP || d.protocol == wire::IPPROTO_UDP {
             let (sport, dport) = wire::ports(l3, d.l4_offset, d.end)?;
+            ports = (sport, dport);
             match self.rules.lookup(d.protocol, dport) {
                 None => return Ok(Verdict::Drop(DropReason::NoRule)),
                 Some(Affinity::ClientIpPort) if !d.is_fragment => {
+                    affinity = Affinity::ClientIpPort;
                     FlowKey::new(d.client, Some(sport))
                 }
                 Some(_) => FlowKey::new(d.client, None),
@@ -275,11 +312,54 @@ impl Classifier {
         } else {
             return Ok(Verdict::Drop(DropReason::NoRule));
         };
-        Ok(if table.owns(key.bucket(table.n_buckets())) {
+        let bucket = key.bucket(table.n_buckets());
+        if table.owns(bucket) {
+            return Ok(Verdict::Accept);
+        }
+        let accept = table.has_moves()
+            && match table.moving(bucket) {
+                None => false,
+                Some(m) => match flows {
+                    None => m == Move::Out,
+                    Some((tracker, now_ms)) => {
+                        let p = self.flow_packet(l3, d, ports, affinity, bucket);
+                        tracker.decide(now_ms, m, table.seed(), &p)
+                    }
+                },
+            };
+        Ok(if accept {
             Verdict::Accept
         } else {
             Verdict::Drop(DropReason::NotOwned)
         })
+    }
+
+    /// What flow tracking needs of a packet of a moving bucket.
+    #[cold]
+    fn flow_packet(
+        &self,
+        l3: &[u8],
+        d: &Datagram,
+        (sport, dport): (u16, u16),
+        affinity: Affinity,
+        bucket: u32,
+    ) -> FlowPacket {
+        const SYN: u8 = 0x02;
+        const ACK: u8 = 0x10;
+        let kind = if d.is_fragment || d.protocol != wire::IPPROTO_TCP {
+            PacketKind::Connectionless
+        } else {
+            match l3.get(d.l4_offset + 13) {
+                Some(f) if f & (SYN | ACK) == SYN => PacketKind::Syn,
+                _ => PacketKind::Tcp,
+            }
+        };
+        FlowPacket {
+            id: FlowId::new(d.client, sport, dport, d.protocol),
+            bucket,
+            kind,
+            client_affinity: affinity == Affinity::ClientIp,
+        }
     }
 }
 

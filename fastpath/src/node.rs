@@ -1,13 +1,16 @@
 //! A running node: the EAL, the NIC and TAP ports, one lcore per rx queue
 //! running the packet decision, and the status the control socket reports.
 
-use crate::counters::{BurstCounts, LcoreCounters, TableSwitch, TableSwitchStats};
+use crate::counters::{
+    BurstCounts, FlowGauges, FlowStats, LcoreCounters, TableSwitch, TableSwitchStats,
+};
 use crate::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
+use crate::flows::FlowTracker;
 use crate::poll::{Backoff, Idle, IdlePolicy};
 use crate::reply;
 use crate::setup::KernelSetup;
-use crate::table::{BucketTable, TablePublisher, TableReader};
+use crate::table::{BucketTable, Move, TablePublisher, TableReader};
 use config::{Config, Driver};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -175,6 +178,16 @@ pub struct NodeStatus {
     pub buckets: u32,
     pub owned_buckets: u32,
     pub owned_ranges: String,
+    /// Buckets this node takes new flows of while their old owner keeps
+    /// its connections.
+    pub moving_in: u32,
+    pub moving_in_ranges: String,
+    /// Buckets whose connections this node keeps while their new owner
+    /// takes the new flows.
+    pub moving_out: u32,
+    pub moving_out_ranges: String,
+    /// Flows of moving buckets, summed over the lcores.
+    pub flows: FlowStats,
     pub arp_responder: bool,
     pub totals: BurstCounts,
     pub lcores: Vec<LcoreStatus>,
@@ -190,6 +203,7 @@ pub struct LcoreStatus {
     /// The newest table this lcore uses, and how long after publication
     /// it started using tables (last, worst).
     pub table: TableSwitchStats,
+    pub flows: FlowStats,
 }
 
 /// Renders owned buckets as ranges ("0-2047,4000").
@@ -230,6 +244,7 @@ pub struct StatusReader {
     lcores: Vec<u32>,
     counters: Arc<[LcoreCounters]>,
     switches: Arc<[TableSwitch]>,
+    flow_gauges: Arc<[FlowGauges]>,
     publisher: TablePublisher,
 }
 
@@ -245,8 +260,14 @@ impl StatusReader {
                 queue: q as u16,
                 counters: self.counters[q].snapshot(),
                 table: self.switches[q].snapshot(),
+                flows: self.flow_gauges[q].snapshot(),
             })
             .collect();
+        let flows = lcores.iter().fold(FlowStats::default(), |a, l| FlowStats {
+            tracked: a.tracked + l.flows.tracked,
+            held: a.held + l.flows.held,
+            table_full: a.table_full + l.flows.table_full,
+        });
         NodeStatus {
             farm: self.config.farm.name.clone(),
             node_id: self.config.node.id,
@@ -258,6 +279,11 @@ impl StatusReader {
             buckets: table.n_buckets(),
             owned_buckets: table.owned_count(),
             owned_ranges: ranges_string(table.owned_buckets()),
+            moving_in: table.moving_buckets(Move::In).count() as u32,
+            moving_in_ranges: ranges_string(table.moving_buckets(Move::In)),
+            moving_out: table.moving_buckets(Move::Out).count() as u32,
+            moving_out_ranges: ranges_string(table.moving_buckets(Move::Out)),
+            flows,
             arp_responder: table.is_arp_responder(),
             totals: BurstCounts::sum(lcores.iter().map(|l| &l.counters)),
             lcores,
@@ -277,6 +303,7 @@ pub struct RunningNode {
     lcores: Vec<u32>,
     counters: Arc<[LcoreCounters]>,
     switches: Arc<[TableSwitch]>,
+    flow_gauges: Arc<[FlowGauges]>,
     publisher: TablePublisher,
     stop: Arc<AtomicBool>,
     kernel: KernelSetup,
@@ -346,6 +373,7 @@ impl RunningNode {
         let counters: Arc<[LcoreCounters]> =
             (0..queues).map(|_| LcoreCounters::default()).collect();
         let switches: Arc<[TableSwitch]> = (0..queues).map(|_| TableSwitch::default()).collect();
+        let flow_gauges: Arc<[FlowGauges]> = (0..queues).map(|_| FlowGauges::default()).collect();
         let publisher = TablePublisher::new(table);
         let stop = Arc::new(AtomicBool::new(false));
         let nic = Arc::new(nic);
@@ -362,6 +390,11 @@ impl RunningNode {
                 table: publisher.reader(),
                 counters: Arc::clone(&counters),
                 switches: Arc::clone(&switches),
+                flow_gauges: Arc::clone(&flow_gauges),
+                flows: FlowTracker::new(
+                    config.continuity.max_flows as usize,
+                    config.continuity.flow_idle_timeout_ms,
+                ),
                 stop: Arc::clone(&stop),
                 policy,
                 vip_macs4: classifier
@@ -395,6 +428,7 @@ impl RunningNode {
             lcores,
             counters,
             switches,
+            flow_gauges,
             publisher,
             stop,
             kernel,
@@ -432,6 +466,7 @@ impl RunningNode {
             lcores: self.lcores.clone(),
             counters: Arc::clone(&self.counters),
             switches: Arc::clone(&self.switches),
+            flow_gauges: Arc::clone(&self.flow_gauges),
             publisher: self.publisher.clone(),
         }
     }
@@ -463,6 +498,9 @@ struct Worker {
     table: TableReader,
     counters: Arc<[LcoreCounters]>,
     switches: Arc<[TableSwitch]>,
+    flow_gauges: Arc<[FlowGauges]>,
+    /// Flows of the buckets moving in or out, this lcore's only.
+    flows: FlowTracker,
     stop: Arc<AtomicBool>,
     policy: IdlePolicy,
     vip_macs4: Vec<(std::net::Ipv4Addr, [u8; 6])>,
@@ -480,6 +518,8 @@ impl Worker {
         let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut backoff = Backoff::new(self.policy);
         let mut generation = 0;
+        let clock = std::time::Instant::now();
+        let mut upkeep = FlowUpkeep::default();
         while !self.stop.load(Ordering::Relaxed) {
             let mut c = BurstCounts {
                 polls: 1,
@@ -493,8 +533,26 @@ impl Worker {
                 // then overlap, and the verdict's unpredictable branch is
                 // taken after the work instead of in the middle of it.
                 let mut verdicts = [Verdict::ToKernel; BURST];
-                for (v, m) in verdicts.iter_mut().zip(rx.iter()) {
-                    *v = self.classifier.classify(m.data(), table);
+                if table.has_moves() || upkeep.tracking {
+                    // Buckets move: their packets are decided flow by flow.
+                    let now_ms = clock.elapsed().as_millis() as u32;
+                    upkeep.run(
+                        &mut self.flows,
+                        table,
+                        now_ms,
+                        &self.flow_gauges[usize::from(q)],
+                    );
+                    for (v, m) in verdicts.iter_mut().zip(rx.iter()) {
+                        *v = self.classifier.classify_tracked(
+                            m.data(),
+                            table,
+                            Some((&mut self.flows, now_ms)),
+                        );
+                    }
+                } else {
+                    for (v, m) in verdicts.iter_mut().zip(rx.iter()) {
+                        *v = self.classifier.classify(m.data(), table);
+                    }
                 }
                 for (mut m, verdict) in rx.drain(..).zip(verdicts) {
                     c.rx_packets += 1;
@@ -574,11 +632,49 @@ impl Worker {
                     // An idle lcore still switches tables before it sleeps.
                     let table = self.table.current();
                     note_switch(&self.switches[usize::from(q)], table, &mut generation);
+                    if table.has_moves() || upkeep.tracking {
+                        let now_ms = clock.elapsed().as_millis() as u32;
+                        upkeep.run(
+                            &mut self.flows,
+                            table,
+                            now_ms,
+                            &self.flow_gauges[usize::from(q)],
+                        );
+                    }
                     c.idle_sleeps += 1;
                     std::thread::sleep(d);
                 }
             }
             self.counters[usize::from(q)].add(&c);
+        }
+    }
+}
+
+/// Sweeps an lcore's flow tracker about once a second while buckets move,
+/// and empties it when they stop moving.
+#[derive(Default)]
+struct FlowUpkeep {
+    tracking: bool,
+    last_sweep_ms: u32,
+}
+
+impl FlowUpkeep {
+    const EVERY_MS: u32 = 1000;
+
+    #[inline]
+    fn run(
+        &mut self,
+        flows: &mut FlowTracker,
+        table: &BucketTable,
+        now_ms: u32,
+        gauges: &FlowGauges,
+    ) {
+        let moving = table.has_moves();
+        if moving != self.tracking || now_ms.wrapping_sub(self.last_sweep_ms) >= Self::EVERY_MS {
+            flows.sweep(now_ms, table);
+            gauges.record(flows.counts());
+            self.last_sweep_ms = now_ms;
+            self.tracking = moving;
         }
     }
 }

@@ -7,17 +7,34 @@
 //! allocates nothing. The old table is freed when the last lcore has moved
 //! past it (reference counting stands in for a grace period).
 
+use crate::flows::FlowSet;
 use arc_swap::{ArcSwap, Cache};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Which buckets this node accepts, as a bitset, and whether it answers ARP
+/// Which way a bucket moves, from this node's side (SPEC §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Move {
+    /// This node is the new owner: it takes new flows, not the old ones.
+    In,
+    /// This node is the old owner: it keeps its flows until the move ends.
+    Out,
+}
+
+/// Which buckets this node accepts, as a bitset, which of the others are
+/// moving in or out (flows decided one by one), and whether it answers ARP
 /// and neighbor discovery for the VIPs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BucketTable {
     generation: u64,
     n_buckets: u32,
     owned: Box<[u64]>,
+    /// Empty when nothing moves: the packet path then checks one flag.
+    moving_in: Box<[u64]>,
+    moving_out: Box<[u64]>,
+    /// The kernel's connections when the moves out began (`None` until the
+    /// control plane has read them).
+    seed: Option<Arc<FlowSet>>,
     arp_responder: bool,
     /// When it was published: lcores measure how long they took to see it.
     published_at: Option<Instant>,
@@ -32,19 +49,74 @@ impl BucketTable {
         arp_responder: bool,
     ) -> Self {
         assert!(n_buckets > 0, "a bucket table has at least one bucket");
-        let mut bits = vec![0u64; n_buckets.div_ceil(64) as usize].into_boxed_slice();
-        for b in owned {
-            if b < n_buckets {
-                bits[(b / 64) as usize] |= 1 << (b % 64);
-            }
-        }
         BucketTable {
             generation,
             n_buckets,
-            owned: bits,
+            owned: bitset(n_buckets, owned),
+            moving_in: Box::new([]),
+            moving_out: Box::new([]),
+            seed: None,
             arp_responder,
             published_at: None,
         }
+    }
+
+    /// This table with buckets moving in and out (none of them owned);
+    /// `seed` holds the old owner's connections once known.
+    pub fn with_moves(
+        mut self,
+        moving_in: impl IntoIterator<Item = u32>,
+        moving_out: impl IntoIterator<Item = u32>,
+        seed: Option<Arc<FlowSet>>,
+    ) -> Self {
+        let n = self.n_buckets;
+        let (i, o) = (bitset(n, moving_in), bitset(n, moving_out));
+        let any = |b: &[u64]| b.iter().any(|w| *w != 0);
+        self.moving_in = if any(&i) { i } else { Box::new([]) };
+        self.moving_out = if any(&o) { o } else { Box::new([]) };
+        for (w, (i, o)) in self.owned.iter_mut().zip(
+            self.moving_in
+                .iter()
+                .chain(std::iter::repeat(&0))
+                .zip(self.moving_out.iter().chain(std::iter::repeat(&0))),
+        ) {
+            *w &= !(i | o);
+        }
+        self.seed = seed;
+        self
+    }
+
+    /// Whether some bucket moves (one load, on every packet of a bucket
+    /// not owned).
+    #[inline]
+    pub fn has_moves(&self) -> bool {
+        !self.moving_in.is_empty() || !self.moving_out.is_empty()
+    }
+
+    /// How bucket `b` moves, if it does.
+    #[inline]
+    pub fn moving(&self, b: u32) -> Option<Move> {
+        let bit = |bits: &[u64]| {
+            bits.get((b / 64) as usize)
+                .is_some_and(|w| w & (1 << (b % 64)) != 0)
+        };
+        if bit(&self.moving_in) {
+            Some(Move::In)
+        } else if bit(&self.moving_out) {
+            Some(Move::Out)
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    pub fn seed(&self) -> Option<&FlowSet> {
+        self.seed.as_deref()
+    }
+
+    /// The buckets moving in direction `m`, ascending.
+    pub fn moving_buckets(&self, m: Move) -> impl Iterator<Item = u32> + '_ {
+        (0..self.n_buckets).filter(move |b| self.moving(*b) == Some(m))
     }
 
     pub fn published_at(&self) -> Option<Instant> {
@@ -81,6 +153,16 @@ impl BucketTable {
     pub fn owned_count(&self) -> u32 {
         self.owned.iter().map(|w| w.count_ones()).sum()
     }
+}
+
+fn bitset(n_buckets: u32, buckets: impl IntoIterator<Item = u32>) -> Box<[u64]> {
+    let mut bits = vec![0u64; n_buckets.div_ceil(64) as usize].into_boxed_slice();
+    for b in buckets {
+        if b < n_buckets {
+            bits[(b / 64) as usize] |= 1 << (b % 64);
+        }
+    }
+    bits
 }
 
 /// The writer's side: publishes new tables.
@@ -153,5 +235,19 @@ mod tests {
         let now = reader.current();
         assert_eq!(now.generation(), 2);
         assert!(now.owns(1) && !now.owns(0) && !now.is_arp_responder());
+    }
+
+    #[test]
+    fn moving_buckets_are_not_owned_and_say_their_direction() {
+        let t = BucketTable::new(1, 130, [0, 1, 2, 129], true).with_moves([1, 70], [2], None);
+        assert!(t.has_moves());
+        assert!(t.owns(0) && !t.owns(1) && !t.owns(2) && t.owns(129));
+        assert_eq!(t.moving(1), Some(Move::In));
+        assert_eq!(t.moving(70), Some(Move::In));
+        assert_eq!(t.moving(2), Some(Move::Out));
+        assert_eq!(t.moving(0), None);
+        assert_eq!(t.moving_buckets(Move::In).collect::<Vec<_>>(), vec![1, 70]);
+        let still = BucketTable::new(1, 130, [0], true).with_moves([], [], None);
+        assert!(!still.has_moves() && still.moving(0).is_none());
     }
 }

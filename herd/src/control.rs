@@ -1,11 +1,12 @@
 //! The local control socket: one request line in, one JSON line out.
 //! Root only: the socket file is 0600 and the peer's uid is checked.
 
+use crate::farm::MembershipHandle;
 use anyhow::{bail, Context, Result};
 use fastpath::node::StatusReader;
 use health::driver::Health;
 use health::machine::Command;
-use membership::driver::Shared;
+use membership::machine::Hold;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -21,7 +22,7 @@ const MAX_REQUEST: usize = 256;
 #[derive(Clone)]
 pub struct Node {
     pub status: StatusReader,
-    pub membership: Option<Arc<Shared>>,
+    pub membership: Option<MembershipHandle>,
     pub health: Health,
     pub names: Arc<BTreeMap<u16, String>>,
 }
@@ -37,9 +38,65 @@ impl Node {
         };
         v["health"] = serde_json::to_value(self.health.snapshot()).unwrap_or_default();
         if let Some(m) = &self.membership {
-            v["membership"] = crate::farm::status_json(m, &self.names);
+            v["membership"] = crate::farm::status_json(&m.shared, &self.names);
+            v["membership"]["moves"] = m.moves.status();
         }
         v
+    }
+
+    /// `herd weight N`: the farm rebalances to the new weight, keeping
+    /// connections where they are.
+    fn set_weight(&self, arg: &str) -> serde_json::Value {
+        let Some(m) = &self.membership else {
+            return serde_json::json!({ "error": "weights change at run time only with membership ownership" });
+        };
+        match arg.trim().parse::<u32>() {
+            Ok(w) => {
+                let old = m.shared.change(|mach, now| {
+                    let old = mach.weight();
+                    mach.set_weight(now, w);
+                    old
+                });
+                tracing::info!(from = old, to = w, "weight changed by the operator");
+                serde_json::json!({ "ok": true, "weight": w, "was": old })
+            }
+            Err(_) => serde_json::json!({
+                "error": format!("weight {arg:?}: expected an integer 0..=4294967295")
+            }),
+        }
+    }
+
+    /// `herd drain` with membership: new flows go elsewhere at once; the
+    /// node stops (stop scripts) when its last connection in the moving
+    /// buckets closes, or at the drain timeout.
+    fn drain(&self, m: &MembershipHandle) -> serde_json::Value {
+        let st = self.health.status();
+        if st.state != health::machine::State::Up || st.transient {
+            return serde_json::json!({ "error": "drain: the node is not UP and ready" });
+        }
+        m.shared.change(|mach, now| mach.set_draining(now, true));
+        tracing::info!("draining: new flows go to the other nodes");
+        let (shared, health) = (Arc::clone(&m.shared), self.health.clone());
+        tokio::spawn(async move {
+            loop {
+                let (draining, out) =
+                    shared.with(|mach| (mach.draining(), mach.with_hold(Hold::Out).count()));
+                if !draining {
+                    return;
+                }
+                if out == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::info!("drained: no connection left, stopping");
+            if let Err(e) = health.command(Command::Drain).await {
+                tracing::warn!("stopping after the drain: {e}");
+            }
+            shared.change(|mach, now| mach.set_draining(now, false));
+        });
+        let s = self.health.snapshot();
+        serde_json::json!({ "ok": true, "draining": true, "state": s.state, "transient": s.transient, "reason": "draining: waiting for the connections to end" })
     }
 
     /// Answers one request line.
@@ -60,11 +117,26 @@ impl Node {
                     Err(e) => serde_json::json!({ "error": e }),
                 };
             }
-            "start" => Command::Start,
+            "start" | "restart" => {
+                // An operator start ends a drain.
+                if let Some(m) = &self.membership {
+                    m.shared.change(|mach, now| mach.set_draining(now, false));
+                }
+                if request == "start" {
+                    Command::Start
+                } else {
+                    Command::Restart
+                }
+            }
             "stop" => Command::Stop,
-            "restart" => Command::Restart,
-            "drain" => Command::Drain,
-            other => return serde_json::json!({ "error": format!("unknown request {other:?}") }),
+            "drain" => match &self.membership {
+                Some(m) => return self.drain(m),
+                None => Command::Drain,
+            },
+            other => match other.strip_prefix("weight ") {
+                Some(arg) => return self.set_weight(arg),
+                None => return serde_json::json!({ "error": format!("unknown request {other:?}") }),
+            },
         };
         match self.health.command(cmd).await {
             Ok(()) => {
@@ -211,6 +283,23 @@ pub fn render_status(v: &serde_json::Value) -> String {
         v["arp_responder"].as_bool().unwrap_or(false),
         n("table_generation")
     );
+    if n("moving_in") + n("moving_out") > 0 || v["membership"]["draining"].as_bool() == Some(true) {
+        out += &format!(
+            "moving: in {} [{}]  out {} [{}]  connections held {}  flows tracked {} (held {}){}\n",
+            n("moving_in"),
+            s("moving_in_ranges"),
+            n("moving_out"),
+            s("moving_out_ranges"),
+            v["membership"]["moves"]["connections_held"],
+            v["flows"]["tracked"],
+            v["flows"]["held"],
+            if v["membership"]["draining"].as_bool() == Some(true) {
+                "  [draining]"
+            } else {
+                ""
+            }
+        );
+    }
     out += "counters (all lcores):\n";
     if let Some(t) = v["totals"].as_object() {
         for (k, val) in t {

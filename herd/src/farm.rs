@@ -1,15 +1,20 @@
 //! Who owns which bucket: static ownership from the config, or the
 //! membership protocol publishing a new table whenever it changes.
 
+use crate::census;
 use anyhow::{Context, Result};
 use config::{Config, Ownership};
+use fastpath::decision::{Affinity, RuleTable};
+use fastpath::flows::{FlowId, FlowSet};
+use fastpath::hash::FlowKey;
 use fastpath::table::{BucketTable, TablePublisher};
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
-use membership::machine::{Machine, Settings, SplitBrain};
+use membership::machine::{Hold, Machine, Settings, SplitBrain};
 use membership::wire::Key;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct Farm {
@@ -58,7 +63,7 @@ impl Farm {
 
     /// Starts the membership driver (on the current tokio runtime) when the
     /// config asks for it.
-    pub fn start(&self, publisher: TablePublisher) -> Result<Option<Arc<Shared>>> {
+    pub fn start(&self, publisher: TablePublisher) -> Result<Option<MembershipHandle>> {
         let c = &self.config;
         if c.farm.ownership != Ownership::Membership {
             return Ok(None);
@@ -92,6 +97,8 @@ impl Farm {
                 config::SplitBrain::Witness => SplitBrain::Witness,
             },
             key,
+            continuity: c.continuity.enabled,
+            drain_timeout: Duration::from_millis(c.continuity.drain_timeout_ms),
         };
         // Each start of the node is a new incarnation: the wall clock in
         // microseconds grows across restarts.
@@ -114,25 +121,192 @@ impl Farm {
             peers,
             witness: c.membership.witness,
         };
-        let mut generation = 1u64;
-        let n_buckets = c.farm.buckets;
-        let on_owned = move |m: &Machine| {
-            generation += 1;
-            // The ARP/NDP responder is the holder of bucket 0.
-            publisher.publish(BucketTable::new(
-                generation,
-                n_buckets,
-                m.owned(),
-                m.holds(0),
-            ));
+        let moves = Arc::new(Moves::new(c, publisher));
+        let on_owned = {
+            let moves = Arc::clone(&moves);
+            move |m: &Machine| moves.publish(m)
         };
+        tokio::spawn(moves.clone().census_loop(Arc::clone(&shared)));
         let task_shared = Arc::clone(&shared);
         tokio::spawn(async move {
             if let Err(e) = membership::driver::run(task_shared, driver, on_owned).await {
                 tracing::error!("membership stopped: {e}");
             }
         });
-        Ok(Some(shared))
+        Ok(Some(MembershipHandle { shared, moves }))
+    }
+}
+
+/// The running membership: its machine and the state of its moves.
+#[derive(Clone)]
+pub struct MembershipHandle {
+    pub shared: Arc<Shared>,
+    pub moves: Arc<Moves>,
+}
+
+/// Publishes the machine's buckets to the fastpath, with the old owner's
+/// connections (the seed) for buckets moving out, and ends moves out when
+/// the kernel holds no connection in them any more.
+pub struct Moves {
+    publisher: TablePublisher,
+    n_buckets: u32,
+    vips: Vec<IpAddr>,
+    rules: RuleTable,
+    state: Mutex<MovesState>,
+    wake: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct MovesState {
+    generation: u64,
+    seed: Option<Arc<FlowSet>>,
+    /// The `Out` buckets the seed was read for.
+    seeded: Vec<u32>,
+    /// Connections the kernel holds in `Out` buckets (last census).
+    held_connections: u64,
+    /// `Out` buckets found empty at the last census: released if still
+    /// empty at the next (a connection being set up may not be listed yet).
+    empty_once: Vec<u32>,
+    /// Moves out ended by an empty census, and by the drain timeout.
+    released_empty: u64,
+}
+
+/// How often the kernel's connections are read while buckets move out.
+const CENSUS_EVERY: Duration = Duration::from_millis(100);
+/// Before reading the seed, the lcores switch to the table that stops
+/// taking new flows (at most an idle sleep, 1 ms by default).
+const SEED_DELAY: Duration = Duration::from_millis(20);
+
+impl Moves {
+    fn new(c: &Config, publisher: TablePublisher) -> Moves {
+        Moves {
+            publisher,
+            n_buckets: c.farm.buckets,
+            vips: c.farm.vips.clone(),
+            rules: fastpath::node::classifier(c, [0; 6]).rules,
+            state: Mutex::new(MovesState {
+                generation: 1,
+                ..Default::default()
+            }),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MovesState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes the machine's table (called with the machine locked). New
+    /// buckets out keep every unknown segment until their seed is read.
+    fn publish(&self, m: &Machine) {
+        let out: Vec<u32> = m.with_hold(Hold::Out).collect();
+        let mut st = self.lock();
+        if out.iter().any(|b| st.seeded.binary_search(b).is_err()) {
+            st.seed = None;
+            self.wake.notify_one();
+        }
+        if out.is_empty() {
+            st.seed = None;
+            st.seeded.clear();
+            st.held_connections = 0;
+        }
+        st.generation += 1;
+        // The ARP/NDP responder is the holder of bucket 0.
+        let table = BucketTable::new(st.generation, self.n_buckets, m.owned(), m.holds(0))
+            .with_moves(m.with_hold(Hold::In), out, st.seed.clone());
+        self.publisher.publish(table);
+    }
+
+    /// The bucket a kernel connection falls in, by its rule's affinity.
+    fn bucket_of(&self, c: &census::Connection) -> Option<u32> {
+        let port = match self.rules.lookup(fastpath::wire::IPPROTO_TCP, c.vip_port)? {
+            Affinity::ClientIp => None,
+            Affinity::ClientIpPort => Some(c.client_port),
+        };
+        Some(FlowKey::new(c.client, port).bucket(self.n_buckets))
+    }
+
+    /// What `herd status` shows of the moves.
+    pub fn status(&self) -> serde_json::Value {
+        let st = self.lock();
+        serde_json::json!({
+            "connections_held": st.held_connections,
+            "seeded": st.seed.is_some(),
+            "moves_ended_empty": st.released_empty,
+        })
+    }
+
+    async fn census_loop(self: Arc<Self>, shared: Arc<Shared>) {
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => tokio::time::sleep(SEED_DELAY).await,
+                _ = tokio::time::sleep(CENSUS_EVERY) => {}
+            }
+            let out: Vec<u32> = shared.with(|m| m.with_hold(Hold::Out).collect());
+            if out.is_empty() {
+                continue;
+            }
+            let vips = self.vips.clone();
+            let conns = match tokio::task::spawn_blocking(move || census::read(&vips)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::warn!("reading the kernel's connections: {e}");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let mut per_bucket: BTreeMap<u32, u64> = BTreeMap::new();
+            let mut seed = FlowSet::new();
+            for c in &conns {
+                let Some(b) = self.bucket_of(c) else { continue };
+                if out.binary_search(&b).is_ok() {
+                    *per_bucket.entry(b).or_default() += 1;
+                    seed.insert(FlowId::new(c.client, c.client_port, c.vip_port, 6));
+                }
+            }
+            let needs_seed = self.lock().seed.is_none();
+            if needs_seed {
+                // Publish the seed with the machine's current table.
+                shared.with(|m| {
+                    let mut st = self.lock();
+                    st.seed = Some(Arc::new(seed));
+                    // Buckets gone out since the census are not covered:
+                    // `publish` then asks for another.
+                    st.seeded = out.clone();
+                    drop(st);
+                    self.publish(m);
+                });
+                tracing::info!(
+                    buckets = out.len(),
+                    connections = conns.len(),
+                    "moving out: the kernel's connections are the old flows"
+                );
+            }
+            let empty: Vec<u32> = out
+                .iter()
+                .copied()
+                .filter(|b| !per_bucket.contains_key(b))
+                .collect();
+            let release: Vec<u32> = {
+                let mut st = self.lock();
+                st.held_connections = per_bucket.values().sum();
+                let release = empty
+                    .iter()
+                    .copied()
+                    .filter(|b| st.empty_once.binary_search(b).is_ok())
+                    .collect::<Vec<_>>();
+                st.empty_once = empty;
+                st.released_empty += release.len() as u64;
+                release
+            };
+            if !release.is_empty() {
+                tracing::info!(
+                    buckets = release.len(),
+                    "moves out ended: no connection left"
+                );
+                shared.change(|m, now| m.release_moves(now, release));
+            }
+        }
     }
 }
 
@@ -153,7 +327,10 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
             "transient": transient,
             "in_view": members.contains(&m.me()),
             "buckets": shares.get(&m.me()).copied().unwrap_or(0),
+            "weight": m.weight(),
             "holds": m.owned().count(),
+            "moving_in": m.with_hold(Hold::In).count(),
+            "moving_out": m.with_hold(Hold::Out).count(),
         })];
         for p in m.peers(now) {
             nodes.push(serde_json::json!({
@@ -173,6 +350,8 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
         }
         serde_json::json!({
             "view": members,
+            "weight": m.weight(),
+            "draining": m.draining(),
             "nodes": nodes,
             "counters": {
                 "received": counters.received,

@@ -1,6 +1,7 @@
 //! `herd`: run a farm node, operate it, ask it for its status, check a
 //! config.
 
+mod census;
 mod control;
 mod farm;
 mod http;
@@ -72,7 +73,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Take the node out gracefully: it withdraws, then stops.
+    /// Take the node out gracefully: new flows go elsewhere at once, and
+    /// the node stops when its last connection closes (or at
+    /// `continuity.drain_timeout_ms`).
     Drain {
         #[command(flatten)]
         target: Target,
@@ -80,6 +83,14 @@ enum Command {
     /// Print the node's state; the exit code says it: 0 STOP, 1 WAIT,
     /// 2 UP (3: the node cannot be asked).
     State {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change this node's weight at run time (membership farms): buckets
+    /// move the way they do on a join, keeping connections. Not saved:
+    /// a restarted node has its configured weight again.
+    Weight {
+        weight: u32,
         #[command(flatten)]
         target: Target,
     },
@@ -133,6 +144,7 @@ fn main() -> ExitCode {
         Command::Stop { target } => operate(&target, "stop"),
         Command::Restart { target } => operate(&target, "restart"),
         Command::Drain { target } => operate(&target, "drain"),
+        Command::Weight { weight, target } => operate(&target, &format!("weight {weight}")),
         Command::Checker { what, target } => operate(
             &target,
             match what {
@@ -184,7 +196,10 @@ fn run(path: &std::path::Path) -> Result<()> {
         let health = health::driver::spawn(
             &config,
             node.nic_link(),
-            farm.on_status(node.publisher(), membership.clone()),
+            farm.on_status(
+                node.publisher(),
+                membership.as_ref().map(|m| Arc::clone(&m.shared)),
+            ),
         );
         let names: BTreeMap<u16, String> = config
             .farm

@@ -43,6 +43,15 @@ impl Shared {
         self.local_change.notify_one();
     }
 
+    /// Changes the machine from outside the driver (a weight, a release)
+    /// and wakes the driver so that peers hear of it at once.
+    pub fn change<R>(&self, f: impl FnOnce(&mut Machine, Duration) -> R) -> R {
+        let now = self.now();
+        let r = self.with(|m| f(m, now));
+        self.local_change.notify_one();
+        r
+    }
+
     pub fn with<R>(&self, f: impl FnOnce(&mut Machine) -> R) -> R {
         let mut m = self.machine.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut m)

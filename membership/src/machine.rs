@@ -40,9 +40,27 @@
 //!   witness withdraws.
 //! - Replay: a sender's (incarnation, sequence) must grow on each network; an incarnation
 //!   is taken at start (the driver uses the wall clock in microseconds).
+//! - Weights: a node's weight can change at run time; heartbeats carry it,
+//!   and the assignment uses the announced weights of the view's members
+//!   (the configured weight for the others). Two nodes agree only when
+//!   their views *and* these weights match (the heartbeat's digest).
+//!
+//! # Moves (SPEC §5, with `continuity`)
+//!
+//! A bucket that leaves a node which stays alive is not released: it goes
+//! `Out`, and the node keeps serving the connections it has in it; every
+//! heartbeat lists the sender's `Out` buckets. A node taking a bucket from
+//! the agreement above takes it `In` (new flows only) while some live peer
+//! lists it as `Out`, and `Owned` otherwise (a dead owner's buckets are
+//! taken whole at once). `In` becomes `Owned` as soon as no live peer lists
+//! the bucket. A node releases an `Out` bucket when the driver reports that
+//! it holds no connection in it ([`Machine::release_moves`]), or after
+//! `drain_timeout`. So at any time at most one live node takes a bucket's
+//! new flows (`Owned` or `In`) and at most one serves its old ones (`Owned`
+//! or `Out`), and every move ends.
 
 use crate::assign::{Member, Preferences};
-use crate::wire::{DecodeError, Heartbeat, Key};
+use crate::wire::{DecodeError, Heartbeat, Key, MovingOut};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -67,6 +85,22 @@ pub struct Settings {
     pub n_buckets: u32,
     pub split_brain: SplitBrain,
     pub key: Key,
+    /// Keep connections when buckets move between live nodes.
+    pub continuity: bool,
+    /// The longest a bucket stays `Out`.
+    pub drain_timeout: Duration,
+}
+
+/// What a node does with a bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    None,
+    /// All of its traffic.
+    Owned,
+    /// Its new flows; a live peer still serves its old ones.
+    In,
+    /// Its old connections, until they end or the drain timeout.
+    Out,
 }
 
 /// A datagram to send.
@@ -115,6 +149,8 @@ struct Peer {
     /// The highest of our sequences (current incarnation) it reported
     /// hearing.
     acked: u64,
+    digest: u64,
+    moving_out: MovingOut,
 }
 
 /// What `status` shows of a peer.
@@ -142,6 +178,9 @@ pub struct Machine {
     incarnation: u64,
     sequence: u64,
     ready: bool,
+    /// Withdrawn by the operator while UP (`herd drain`): its buckets move
+    /// out, keeping their connections, before the node stops.
+    draining: bool,
     state: u8,
     transient: bool,
     witness_reachable: bool,
@@ -159,7 +198,19 @@ pub struct Machine {
     target_of: Option<(u64, bool)>,
     was_agreed: bool,
     target: Vec<bool>,
-    held: Vec<bool>,
+    held: Vec<Hold>,
+    /// When each `Out` bucket is released at the latest.
+    out_deadline: Vec<Duration>,
+    n_in: usize,
+    n_out: usize,
+    /// This node's weight (set at run time) and every node's configured
+    /// one, by index.
+    my_weight: u32,
+    configured: Vec<u32>,
+    /// The weights the preference lists were built with, and the digest
+    /// of (view, weights) heartbeats carry.
+    prefs_weights: Vec<u32>,
+    digest: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -177,6 +228,17 @@ impl Machine {
             .iter()
             .position(|i| *i == settings.me)
             .expect("me is a node of the farm");
+        let configured: Vec<u32> = ids
+            .iter()
+            .map(|id| {
+                settings
+                    .nodes
+                    .iter()
+                    .find(|m| m.id == *id)
+                    .map_or(0, |m| m.weight)
+            })
+            .collect();
+        let my_weight = configured[me_index];
         let prefs = Preferences::new(&settings.nodes, settings.n_buckets);
         let peers = ids
             .iter()
@@ -193,6 +255,8 @@ impl Machine {
                 transient: false,
                 was_alive: false,
                 acked: 0,
+                digest: 0,
+                moving_out: MovingOut::none(),
             })
             .collect();
         let n = settings.n_buckets as usize;
@@ -204,6 +268,7 @@ impl Machine {
             incarnation,
             sequence: 0,
             ready: true,
+            draining: false,
             state: crate::wire::STATE_UP,
             transient: false,
             witness_reachable: true,
@@ -214,7 +279,14 @@ impl Machine {
             target_of: None,
             was_agreed: false,
             target: vec![false; n],
-            held: vec![false; n],
+            held: vec![Hold::None; n],
+            out_deadline: vec![Duration::ZERO; n],
+            n_in: 0,
+            n_out: 0,
+            my_weight,
+            prefs_weights: configured.clone(),
+            configured,
+            digest: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
@@ -266,21 +338,29 @@ impl Machine {
             peer.sequence.iter_mut().for_each(|q| *q = 0);
             peer.acked = 0;
         }
-        if hb.view != peer.view {
-            // Acknowledge its new view at once (see the rules above).
-            self.next_heartbeat = self.next_heartbeat.min(now);
-        }
-        if hb.ack.0 == self.incarnation {
-            peer.acked = peer.acked.max(hb.ack.1);
-        }
+        // The newest heartbeat over all networks says what the peer is: an
+        // older one, late on another network, only proves it alive (its
+        // state, and above all its moving-out set, would go back in time).
+        let newest = hb.sequence > peer.sequence.iter().copied().max().unwrap_or(0);
         peer.incarnation = hb.incarnation;
         peer.sequence[network] = hb.sequence;
         peer.heard[network] = Some(now);
-        peer.view = hb.view;
-        peer.weight = hb.weight;
-        peer.ready = hb.ready;
-        peer.state = hb.state;
-        peer.transient = hb.transient;
+        if newest {
+            if (hb.view, hb.digest) != (peer.view, peer.digest) {
+                // Acknowledge its new view at once (see the rules above).
+                self.next_heartbeat = self.next_heartbeat.min(now);
+            }
+            if hb.ack.0 == self.incarnation {
+                peer.acked = peer.acked.max(hb.ack.1);
+            }
+            peer.view = hb.view;
+            peer.digest = hb.digest;
+            peer.moving_out = hb.moving_out;
+            peer.weight = hb.weight;
+            peer.ready = hb.ready;
+            peer.state = hb.state;
+            peer.transient = hb.transient;
+        }
         self.counters.received += 1;
         self.update(now);
     }
@@ -290,7 +370,8 @@ impl Machine {
         self.update(now);
         if now >= self.next_heartbeat {
             self.sequence += 1;
-            let weight = self.my_weight();
+            let weight = self.my_weight;
+            let moving_out = self.moving_out_set();
             for p in &self.peers {
                 let hb = Heartbeat {
                     sender: self.s.me,
@@ -298,12 +379,14 @@ impl Machine {
                     sequence: self.sequence,
                     view: self.view,
                     weight,
-                    ready: self.ready,
+                    ready: self.offers(),
                     state: self.state,
                     transient: self.transient,
                     ack: (p.incarnation, p.sequence.iter().copied().max().unwrap_or(0)),
+                    digest: self.digest,
+                    moving_out: moving_out.clone(),
                 };
-                let bytes = hb.encode(&self.s.key).to_vec();
+                let bytes = hb.encode(&self.s.key);
                 for network in 0..self.s.networks {
                     self.transmits.push_back(Transmit {
                         network,
@@ -318,12 +401,69 @@ impl Machine {
         }
     }
 
-    fn my_weight(&self) -> u32 {
-        self.s
-            .nodes
+    /// The `Out` buckets, as heartbeats carry them.
+    fn moving_out_set(&self) -> MovingOut {
+        if self.n_out == 0 {
+            return MovingOut::none();
+        }
+        let mut words = vec![0u64; self.held.len().div_ceil(64)];
+        for (b, h) in self.held.iter().enumerate() {
+            if *h == Hold::Out {
+                words[b / 64] |= 1 << (b % 64);
+            }
+        }
+        MovingOut::Buckets(words)
+    }
+
+    /// Changes this node's weight at run time (the farm rebalances, moving
+    /// buckets the way a join or a departure does).
+    pub fn set_weight(&mut self, now: Duration, weight: u32) {
+        if weight != self.my_weight {
+            self.my_weight = weight;
+            self.update(now);
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.my_weight
+    }
+
+    /// Releases the `Out` buckets among `buckets` (the driver found no
+    /// connection left in them); peers hear it at once.
+    pub fn release_moves(&mut self, now: Duration, buckets: impl IntoIterator<Item = u32>) {
+        let mut changed = false;
+        for b in buckets {
+            if self.held.get(b as usize) == Some(&Hold::Out) {
+                self.set_hold(b as usize, Hold::None);
+                changed = true;
+            }
+        }
+        if changed {
+            self.next_heartbeat = self.next_heartbeat.min(now);
+            self.events.push_back(Event::OwnedChanged);
+            self.update(now);
+        }
+    }
+
+    fn set_hold(&mut self, b: usize, h: Hold) {
+        let old = std::mem::replace(&mut self.held[b], h);
+        match old {
+            Hold::In => self.n_in -= 1,
+            Hold::Out => self.n_out -= 1,
+            _ => {}
+        }
+        match h {
+            Hold::In => self.n_in += 1,
+            Hold::Out => self.n_out += 1,
+            _ => {}
+        }
+    }
+
+    /// Whether some live peer still serves the old connections of `b`.
+    fn peer_moving_out(&self, b: u32, now: Duration) -> bool {
+        self.peers
             .iter()
-            .find(|m| m.id == self.s.me)
-            .map_or(0, |m| m.weight)
+            .any(|p| p.moving_out.contains(b) && self.alive(p, now))
     }
 
     /// When `handle_timeout` must be called next.
@@ -331,6 +471,18 @@ impl Machine {
         let mut t = self.next_heartbeat;
         if self.listen_until > self.next_heartbeat.saturating_sub(self.s.period) {
             t = t.min(self.listen_until);
+        }
+        if self.n_out > 0 {
+            let first = self
+                .held
+                .iter()
+                .zip(&self.out_deadline)
+                .filter(|(h, _)| **h == Hold::Out)
+                .map(|(_, d)| *d)
+                .min();
+            if let Some(d) = first {
+                t = t.min(d);
+            }
         }
         for p in &self.peers {
             if let Some(last) = p.heard.iter().flatten().max() {
@@ -362,6 +514,25 @@ impl Machine {
         self.set_ready(now, ready);
     }
 
+    /// Withdraws this node (or brings it back) without a change of state:
+    /// its buckets move out, its connections stay until they end.
+    pub fn set_draining(&mut self, now: Duration, draining: bool) {
+        if draining != self.draining {
+            self.draining = draining;
+            self.next_heartbeat = self.next_heartbeat.min(now);
+            self.update(now);
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining
+    }
+
+    /// Whether this node offers to own buckets (UP-ready, not draining).
+    fn offers(&self) -> bool {
+        self.ready && !self.draining
+    }
+
     pub fn local_state(&self) -> (u8, bool) {
         (self.state, self.transient)
     }
@@ -381,7 +552,7 @@ impl Machine {
             p.was_alive = alive;
         }
         let mut view = 0u64;
-        if self.ready {
+        if self.offers() {
             view |= 1 << self.me_index;
         }
         for p in &self.peers {
@@ -391,17 +562,46 @@ impl Machine {
                 }
             }
         }
+        // The assignment's weights: the view members' announced ones, the
+        // configured ones for the others.
+        let weights: Vec<u32> = (0..self.ids.len())
+            .map(|i| {
+                if view & (1 << i) == 0 {
+                    self.configured[i]
+                } else if i == self.me_index {
+                    self.my_weight
+                } else {
+                    let id = self.ids[i];
+                    self.peers
+                        .iter()
+                        .find(|p| p.id == id)
+                        .map_or(self.configured[i], |p| p.weight)
+                }
+            })
+            .collect();
+        if weights != self.prefs_weights {
+            let members: Vec<Member> = self
+                .ids
+                .iter()
+                .zip(&weights)
+                .map(|(&id, &weight)| Member { id, weight })
+                .collect();
+            self.prefs = Preferences::new(&members, self.s.n_buckets);
+            self.prefs_weights = weights;
+        }
+        let digest = assignment_digest(view, &self.prefs_weights);
         let alive_count = 1 + self.peers.iter().filter(|p| self.alive(p, now)).count();
         let everyone = alive_count == self.ids.len();
-        let withdraw = !self.ready
+        let withdraw = !self.offers()
             || match self.s.split_brain {
                 SplitBrain::ServeAll => false,
                 SplitBrain::Majority => alive_count * 2 <= self.ids.len(),
                 SplitBrain::Witness => !everyone && !self.witness_reachable,
             };
         let mut changed = false;
-        if view != self.view {
+        if (view, digest) != (self.view, self.digest) {
             self.view = view;
+            self.digest = digest;
             self.view_sequence = self.sequence + 1;
             self.counters.views += 1;
             self.events.push_back(Event::ViewChanged { view });
@@ -410,10 +610,11 @@ impl Machine {
             // a period longer.
             self.next_heartbeat = self.next_heartbeat.min(now);
         }
-        // Target: recomputed only when the view or the withdrawal changed.
-        let target_changed = self.target_of != Some((view, withdraw));
+        // Target: recomputed only when the assignment or the withdrawal
+        // changed.
+        let target_changed = self.target_of != Some((digest, withdraw));
         if target_changed {
-            self.target_of = Some((view, withdraw));
+            self.target_of = Some((digest, withdraw));
             let ids = &self.ids;
             let owners = self
                 .prefs
@@ -421,12 +622,25 @@ impl Machine {
             for (b, o) in owners.iter().enumerate() {
                 self.target[b] = !withdraw && *o == Some(self.s.me);
             }
-            // Release first: a heartbeat never carries a view whose buckets
-            // this node still holds for someone else.
+            // Let go first: a heartbeat never carries a view whose new
+            // flows this node still takes for someone else. What it owned
+            // goes `Out` (its connections stay) with continuity; what was
+            // still moving in is dropped (a move overtaken by another).
             for b in 0..self.held.len() {
-                if self.held[b] && !self.target[b] {
-                    self.held[b] = false;
-                    changed = true;
+                if self.target[b] {
+                    continue;
+                }
+                match self.held[b] {
+                    Hold::Owned if self.s.continuity => {
+                        self.set_hold(b, Hold::Out);
+                        self.out_deadline[b] = now + self.s.drain_timeout;
+                        changed = true;
+                    }
+                    Hold::Owned | Hold::In => {
+                        self.set_hold(b, Hold::None);
+                        changed = true;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -435,16 +649,42 @@ impl Machine {
                 .peers
                 .iter()
                 .filter(|p| p.ready && self.alive(p, now))
-                .all(|p| p.view == self.view && p.acked >= self.view_sequence);
+                .all(|p| {
+                    p.view == self.view && p.digest == self.digest && p.acked >= self.view_sequence
+                });
         if agreed && (target_changed || !self.was_agreed) {
             for b in 0..self.held.len() {
-                if self.target[b] && !self.held[b] {
-                    self.held[b] = true;
+                if self.target[b] && matches!(self.held[b], Hold::None | Hold::Out) {
+                    let h = if self.s.continuity && self.peer_moving_out(b as u32, now) {
+                        Hold::In
+                    } else {
+                        Hold::Owned
+                    };
+                    self.set_hold(b, h);
                     changed = true;
                 }
             }
         }
         self.was_agreed = agreed;
+        // A move in ends when no live peer serves the bucket's old flows.
+        if self.n_in > 0 {
+            for b in 0..self.held.len() {
+                if self.held[b] == Hold::In && !self.peer_moving_out(b as u32, now) {
+                    self.set_hold(b, Hold::Owned);
+                    changed = true;
+                }
+            }
+        }
+        // A move out ends at the drain timeout at the latest.
+        if self.n_out > 0 {
+            for b in 0..self.held.len() {
+                if self.held[b] == Hold::Out && now >= self.out_deadline[b] {
+                    self.set_hold(b, Hold::None);
+                    self.next_heartbeat = self.next_heartbeat.min(now);
+                    changed = true;
+                }
+            }
+        }
         if changed {
             self.events.push_back(Event::OwnedChanged);
         }
@@ -458,17 +698,33 @@ impl Machine {
         self.events.pop_front()
     }
 
-    /// Whether this node accepts bucket `b` now.
+    /// Whether this node takes the new flows of bucket `b` now (`Owned`
+    /// or `In`).
     pub fn holds(&self, b: u32) -> bool {
-        self.held.get(b as usize).copied().unwrap_or(false)
+        matches!(self.hold(b), Hold::Owned | Hold::In)
     }
 
+    pub fn hold(&self, b: u32) -> Hold {
+        self.held.get(b as usize).copied().unwrap_or(Hold::None)
+    }
+
+    /// The buckets this node owns whole.
     pub fn owned(&self) -> impl Iterator<Item = u32> + '_ {
+        self.with_hold(Hold::Owned)
+    }
+
+    /// The buckets in state `h`.
+    pub fn with_hold(&self, h: Hold) -> impl Iterator<Item = u32> + '_ {
         self.held
             .iter()
             .enumerate()
-            .filter(|(_, h)| **h)
+            .filter(move |(_, x)| **x == h)
             .map(|(b, _)| b as u32)
+    }
+
+    /// Whether a move is in progress on this node's side.
+    pub fn moving(&self) -> bool {
+        self.n_in + self.n_out > 0
     }
 
     pub fn view(&self) -> u64 {
@@ -504,7 +760,9 @@ impl Machine {
                     .iter()
                     .map(|h| h.map(|t| now.saturating_sub(t)))
                     .collect(),
-                agrees: p.view == self.view && p.acked >= self.view_sequence,
+                agrees: p.view == self.view
+                    && p.digest == self.digest
+                    && p.acked >= self.view_sequence,
             })
             .collect()
     }
@@ -516,6 +774,7 @@ impl Machine {
     /// Buckets per node as the current view assigns them (what the farm
     /// converges to), by node id.
     pub fn shares(&self) -> std::collections::BTreeMap<u16, u32> {
+        // `prefs` is built for the current view's weights.
         let ids = &self.ids;
         let view = self.view;
         crate::assign::shares(
@@ -532,4 +791,17 @@ impl Machine {
     pub fn networks(&self) -> usize {
         self.s.networks
     }
+}
+
+/// XXH3 of a view and the weights of its members: what heartbeats compare
+/// to agree on one assignment.
+fn assignment_digest(view: u64, weights: &[u32]) -> u64 {
+    let mut bytes = Vec::with_capacity(8 + 4 * weights.len());
+    bytes.extend_from_slice(&view.to_be_bytes());
+    for (i, w) in weights.iter().enumerate() {
+        if view & (1 << i) != 0 {
+            bytes.extend_from_slice(&w.to_be_bytes());
+        }
+    }
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }

@@ -4,14 +4,14 @@
 //! ```text
 //! offset  size  field
 //!  0       4    magic "HRD1"
-//!  4       1    version (1)
+//!  4       1    version (3)
 //!  5       1    kind (1 = heartbeat)
 //!  6       2    sender node id
 //!  8       8    incarnation (grows at every start of the sender)
 //! 16       8    sequence (grows at every message of an incarnation)
 //! 24       8    view: bitmap of the nodes the sender holds alive and
 //!               ready, by index in the farm's sorted node list
-//! 32       4    weight
+//! 32       4    weight (the sender's, as set at run time)
 //! 36       1    flags: bit 0 ready (owns buckets), bits 1-2 the
 //!               node state (0 STOP, 1 WAIT, 2 UP), bit 3 transient
 //!               (scripts running)
@@ -20,24 +20,70 @@
 //!               has heard (0, 0 if none): a heartbeat is addressed to one
 //!               peer, and this says the sender's view is newer than the
 //!               recipient's last announcement
-//! 53      32    HMAC-SHA256 over bytes 0..53
+//! 53       8    assignment digest: XXH3 of the view and its members'
+//!               weights (two nodes agree only on the same assignment)
+//! 61       1    moving out: 0 none, 1 ranges, 2 bitmap, 3 every bucket
+//!               the sender's view does not give it
+//! 62       …    ranges: count (u16), then (first, count) as u32 pairs;
+//!               bitmap: bit count (u32), then the bits, bucket 0 in the
+//!               low bit of the first byte
+//! end-32  32    HMAC-SHA256 over everything before it
 //! ```
-//! All integers big-endian; 85 bytes in all. Version 2 (version 1 had no
-//! ack; the two do not interoperate).
+//! All integers big-endian; 94 bytes with nothing moving out. Version 3
+//! (version 2 had no digest and no moves; the versions do not
+//! interoperate).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub const MAGIC: &[u8; 4] = b"HRD1";
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 pub const KIND_HEARTBEAT: u8 = 1;
-const BODY: usize = 53;
-pub const LEN: usize = BODY + 32;
+const FIXED: usize = 61;
+const TAG: usize = FIXED;
+const MAC_LEN: usize = 32;
+/// The length of a heartbeat that announces no move.
+pub const MIN_LEN: usize = FIXED + 1 + MAC_LEN;
+/// Room kept for the moving-out set: a heartbeat stays one UDP datagram
+/// without IP fragments on an ordinary MTU.
+pub const MAX_MOVING_BYTES: usize = 1400;
+/// The highest bucket count a heartbeat describes.
+pub const MAX_BUCKETS: u32 = 1 << 20;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Which buckets the sender still serves the old connections of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MovingOut {
+    /// As a bitset (`u64` words, bucket 0 in the low bit of word 0); empty
+    /// when nothing moves.
+    Buckets(Vec<u64>),
+    /// Every bucket its view does not give it (when the set does not fit
+    /// in a heartbeat).
+    AllElse,
+}
+
+impl MovingOut {
+    pub fn none() -> Self {
+        MovingOut::Buckets(Vec::new())
+    }
+
+    pub fn contains(&self, b: u32) -> bool {
+        match self {
+            MovingOut::AllElse => true,
+            MovingOut::Buckets(w) => w
+                .get((b / 64) as usize)
+                .is_some_and(|w| w & (1 << (b % 64)) != 0),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, MovingOut::Buckets(w) if w.iter().all(|w| *w == 0))
+    }
+}
+
 /// A heartbeat, decoded and authenticated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
     pub sender: u16,
     pub incarnation: u64,
@@ -52,6 +98,9 @@ pub struct Heartbeat {
     pub transient: bool,
     /// The recipient's (incarnation, sequence) the sender heard last.
     pub ack: (u64, u64),
+    /// The assignment the sender's view stands for (view and weights).
+    pub digest: u64,
+    pub moving_out: MovingOut,
 }
 
 pub const STATE_STOP: u8 = 0;
@@ -94,29 +143,129 @@ impl Key {
     }
 }
 
+/// Runs of set bits: (first, count).
+fn ranges(words: &[u64]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        let mut w = *w;
+        while w != 0 {
+            let b = i as u32 * 64 + w.trailing_zeros();
+            w &= w - 1;
+            match out.last_mut() {
+                Some((first, count)) if *first + *count == b => *count += 1,
+                _ => out.push((b, 1)),
+            }
+        }
+    }
+    out
+}
+
+fn encode_moving(m: &MovingOut, out: &mut Vec<u8>) {
+    let words = match m {
+        MovingOut::AllElse => {
+            out.push(3);
+            return;
+        }
+        MovingOut::Buckets(w) => w,
+    };
+    let runs = ranges(words);
+    if runs.is_empty() {
+        out.push(0);
+        return;
+    }
+    let nbits = (words.len() * 64) as u32;
+    let bitmap_len = 4 + nbits.div_ceil(8) as usize;
+    let ranges_len = 2 + 8 * runs.len();
+    if ranges_len <= bitmap_len && ranges_len <= MAX_MOVING_BYTES && runs.len() <= 0xffff {
+        out.push(1);
+        out.extend_from_slice(&(runs.len() as u16).to_be_bytes());
+        for (first, count) in runs {
+            out.extend_from_slice(&first.to_be_bytes());
+            out.extend_from_slice(&count.to_be_bytes());
+        }
+    } else if bitmap_len <= MAX_MOVING_BYTES {
+        out.push(2);
+        out.extend_from_slice(&nbits.to_be_bytes());
+        for i in 0..nbits.div_ceil(8) as usize {
+            out.push((words[i / 8] >> ((i % 8) * 8)) as u8);
+        }
+    } else {
+        out.push(3);
+    }
+}
+
+fn decode_moving(tail: &[u8]) -> Result<MovingOut, DecodeError> {
+    let (&tag, rest) = tail.split_first().ok_or(DecodeError::Length)?;
+    let be32 = |b: &[u8]| u32::from_be_bytes(b.try_into().expect("4 bytes"));
+    match tag {
+        0 | 3 if !rest.is_empty() => Err(DecodeError::Length),
+        0 => Ok(MovingOut::none()),
+        3 => Ok(MovingOut::AllElse),
+        1 => {
+            let n = rest.get(..2).ok_or(DecodeError::Length)?;
+            let n = usize::from(u16::from_be_bytes([n[0], n[1]]));
+            if rest.len() != 2 + 8 * n {
+                return Err(DecodeError::Length);
+            }
+            let mut words: Vec<u64> = Vec::new();
+            for pair in rest[2..].chunks_exact(8) {
+                let (first, count) = (be32(&pair[..4]), be32(&pair[4..]));
+                let end = first.checked_add(count).ok_or(DecodeError::Field)?;
+                if count == 0 || end > MAX_BUCKETS {
+                    return Err(DecodeError::Field);
+                }
+                words.resize(words.len().max(end.div_ceil(64) as usize), 0);
+                for b in first..end {
+                    words[(b / 64) as usize] |= 1 << (b % 64);
+                }
+            }
+            Ok(MovingOut::Buckets(words))
+        }
+        2 => {
+            let nbits = be32(rest.get(..4).ok_or(DecodeError::Length)?);
+            if nbits > MAX_BUCKETS {
+                return Err(DecodeError::Field);
+            }
+            let bytes = &rest[4..];
+            if bytes.len() != nbits.div_ceil(8) as usize {
+                return Err(DecodeError::Length);
+            }
+            let mut words = vec![0u64; nbits.div_ceil(64) as usize];
+            for (i, byte) in bytes.iter().enumerate() {
+                words[i / 8] |= u64::from(*byte) << ((i % 8) * 8);
+            }
+            Ok(MovingOut::Buckets(words))
+        }
+        _ => Err(DecodeError::Field),
+    }
+}
+
 impl Heartbeat {
-    pub fn encode(&self, key: &Key) -> [u8; LEN] {
-        let mut out = [0u8; LEN];
-        out[0..4].copy_from_slice(MAGIC);
-        out[4] = VERSION;
-        out[5] = KIND_HEARTBEAT;
-        out[6..8].copy_from_slice(&self.sender.to_be_bytes());
-        out[8..16].copy_from_slice(&self.incarnation.to_be_bytes());
-        out[16..24].copy_from_slice(&self.sequence.to_be_bytes());
-        out[24..32].copy_from_slice(&self.view.to_be_bytes());
-        out[32..36].copy_from_slice(&self.weight.to_be_bytes());
-        out[36] = u8::from(self.ready) | (self.state & 3) << 1 | u8::from(self.transient) << 3;
-        out[37..45].copy_from_slice(&self.ack.0.to_be_bytes());
-        out[45..53].copy_from_slice(&self.ack.1.to_be_bytes());
+    pub fn encode(&self, key: &Key) -> Vec<u8> {
+        let mut out = Vec::with_capacity(MIN_LEN);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(KIND_HEARTBEAT);
+        out.extend_from_slice(&self.sender.to_be_bytes());
+        out.extend_from_slice(&self.incarnation.to_be_bytes());
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        out.extend_from_slice(&self.view.to_be_bytes());
+        out.extend_from_slice(&self.weight.to_be_bytes());
+        out.push(u8::from(self.ready) | (self.state & 3) << 1 | u8::from(self.transient) << 3);
+        out.extend_from_slice(&self.ack.0.to_be_bytes());
+        out.extend_from_slice(&self.ack.1.to_be_bytes());
+        out.extend_from_slice(&self.digest.to_be_bytes());
+        debug_assert_eq!(out.len(), TAG);
+        encode_moving(&self.moving_out, &mut out);
         let mut mac = key.mac();
-        mac.update(&out[..BODY]);
-        out[BODY..].copy_from_slice(&mac.finalize().into_bytes());
+        mac.update(&out);
+        out.extend_from_slice(&mac.finalize().into_bytes());
         out
     }
 
     /// Checks and decodes; nothing of an unauthenticated datagram is used.
     pub fn decode(bytes: &[u8], key: &Key) -> Result<Heartbeat, DecodeError> {
-        if bytes.len() != LEN {
+        if bytes.len() < MIN_LEN || bytes.len() > MIN_LEN + 4 + MAX_MOVING_BYTES {
             return Err(DecodeError::Length);
         }
         if &bytes[0..4] != MAGIC {
@@ -125,9 +274,10 @@ impl Heartbeat {
         if bytes[4] != VERSION || bytes[5] != KIND_HEARTBEAT {
             return Err(DecodeError::Version);
         }
+        let body = bytes.len() - MAC_LEN;
         let mut mac = key.mac();
-        mac.update(&bytes[..BODY]);
-        mac.verify_slice(&bytes[BODY..])
+        mac.update(&bytes[..body]);
+        mac.verify_slice(&bytes[body..])
             .map_err(|_| DecodeError::Auth)?;
         let flags = bytes[36];
         let state = (flags >> 1) & 3;
@@ -145,6 +295,8 @@ impl Heartbeat {
             state,
             transient: flags & 8 != 0,
             ack: (u64_at(37), u64_at(45)),
+            digest: u64_at(53),
+            moving_out: decode_moving(&bytes[TAG..body])?,
         })
     }
 }
@@ -168,21 +320,96 @@ mod tests {
             state: STATE_UP,
             transient: false,
             ack: (5, 40),
+            digest: 0x1234_5678_9abc_def0,
+            moving_out: MovingOut::none(),
         }
+    }
+
+    fn resign(b: &mut [u8]) {
+        let body = b.len() - MAC_LEN;
+        let mut mac = key().mac();
+        mac.update(&b[..body]);
+        b[body..].copy_from_slice(&mac.finalize().into_bytes());
     }
 
     #[test]
     fn round_trip() {
         let bytes = hb().encode(&key());
-        assert_eq!(bytes.len(), LEN);
+        assert_eq!(bytes.len(), MIN_LEN);
         assert_eq!(Heartbeat::decode(&bytes, &key()), Ok(hb()));
+    }
+
+    fn bits(n: u32, set: impl IntoIterator<Item = u32>) -> Vec<u64> {
+        let mut w = vec![0u64; n.div_ceil(64) as usize];
+        for b in set {
+            w[(b / 64) as usize] |= 1 << (b % 64);
+        }
+        w
+    }
+
+    #[test]
+    fn moving_out_sets_round_trip_in_the_smaller_form() {
+        // A few runs: ranges.
+        let few = hb_moving(MovingOut::Buckets(bits(4096, (10..20).chain([4095]))));
+        let bytes = few.encode(&key());
+        assert_eq!(bytes[TAG], 1);
+        let back = Heartbeat::decode(&bytes, &key()).unwrap();
+        for b in 0..4096 {
+            assert_eq!(
+                back.moving_out.contains(b),
+                few.moving_out.contains(b),
+                "{b}"
+            );
+        }
+        // Scattered: a bitmap.
+        let scattered = hb_moving(MovingOut::Buckets(bits(4096, (0..4096).step_by(3))));
+        let bytes = scattered.encode(&key());
+        assert_eq!(bytes[TAG], 2);
+        assert_eq!(Heartbeat::decode(&bytes, &key()), Ok(scattered));
+        // Too many buckets for a datagram: every bucket not its own.
+        let huge = hb_moving(MovingOut::Buckets(bits(1 << 20, (0..1 << 20).step_by(2))));
+        let bytes = huge.encode(&key());
+        assert_eq!(bytes[TAG], 3);
+        assert_eq!(
+            Heartbeat::decode(&bytes, &key()).unwrap().moving_out,
+            MovingOut::AllElse
+        );
+        // An empty set is "none".
+        let empty = hb_moving(MovingOut::Buckets(bits(4096, [])));
+        assert_eq!(empty.encode(&key()).len(), MIN_LEN);
+    }
+
+    fn hb_moving(moving_out: MovingOut) -> Heartbeat {
+        Heartbeat { moving_out, ..hb() }
+    }
+
+    #[test]
+    fn malformed_moving_sets_are_refused() {
+        let mut bytes = hb().encode(&key());
+        bytes.truncate(TAG);
+        // Ranges: a count that does not match, an empty run, a run past the end.
+        for tail in [
+            vec![1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1],
+            vec![1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
+            vec![1, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2],
+            vec![2, 0, 0, 0, 64, 0],
+            vec![2, 0xff, 0, 0, 0],
+            vec![0, 1],
+            vec![9],
+        ] {
+            let mut b = bytes.clone();
+            b.extend_from_slice(&tail);
+            b.extend_from_slice(&[0; MAC_LEN]);
+            resign(&mut b);
+            assert!(Heartbeat::decode(&b, &key()).is_err(), "{tail:?}");
+        }
     }
 
     #[test]
     fn any_flipped_bit_or_other_key_fails_authentication() {
         let bytes = hb().encode(&key());
-        for i in 6..LEN {
-            let mut b = bytes;
+        for i in 6..bytes.len() {
+            let mut b = bytes.clone();
             b[i] ^= 0x01;
             assert_eq!(
                 Heartbeat::decode(&b, &key()),
@@ -198,14 +425,14 @@ mod tests {
     fn bad_framing_is_named() {
         let bytes = hb().encode(&key());
         assert_eq!(
-            Heartbeat::decode(&bytes[..LEN - 1], &key()),
+            Heartbeat::decode(&bytes[..MIN_LEN - 1], &key()),
             Err(DecodeError::Length)
         );
-        let mut b = bytes;
+        let mut b = bytes.clone();
         b[0] = b'X';
         assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Magic));
         let mut b = bytes;
-        b[4] = 1;
+        b[4] = 2;
         assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Version));
         assert!(Key::new(b"short").is_none());
     }
@@ -227,16 +454,24 @@ mod tests {
         for flags in [0b0110u8, 0b1_0000] {
             let mut b = hb().encode(&key());
             b[36] = flags;
-            let mut mac = key().mac();
-            mac.update(&b[..BODY]);
-            b[BODY..].copy_from_slice(&mac.finalize().into_bytes());
+            resign(&mut b);
             assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Field));
         }
     }
 
     proptest::proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)) {
+        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = Heartbeat::decode(&b, &key());
+        }
+
+        #[test]
+        fn arbitrary_signed_tails_never_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let mut b = hb().encode(&key());
+            b.truncate(TAG);
+            b.extend_from_slice(&tail);
+            b.extend_from_slice(&[0; MAC_LEN]);
+            resign(&mut b);
             let _ = Heartbeat::decode(&b, &key());
         }
     }

@@ -3,8 +3,8 @@
 //! crashes and restarts, over many seeded runs.
 
 use membership::assign::{Member, Preferences};
-use membership::machine::{Machine, Settings, SplitBrain};
-use membership::wire::Key;
+use membership::machine::{Hold, Machine, Settings, SplitBrain};
+use membership::wire::{Heartbeat, Key, MovingOut};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -14,6 +14,7 @@ const PERIOD: Duration = Duration::from_millis(25);
 const DEAD_AFTER: Duration = Duration::from_millis(200);
 const MAX_DELAY_US: u64 = 3_000;
 const BUCKETS: u32 = 128;
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// xorshift64*: the simulation's only source of chance.
 struct Rng(u64);
@@ -59,10 +60,22 @@ struct Sim {
     /// few periods when the first heartbeats across are lost. `dead_after`
     /// bounds it.
     safe_from: Duration,
+    /// Also check that at most one live node serves a bucket's old flows
+    /// (`Owned` or `Out`): true in scenarios without partitions.
+    check_old_flows: bool,
+    /// Simulates the driver's census: a node releases an `Out` bucket this
+    /// long after it went out (None: only the drain timeout ends moves).
+    release_after: Option<Duration>,
+    out_since: Vec<Vec<Option<Duration>>>,
 }
 
 impl Sim {
     fn new(seed: u64, n: usize, split_brain: SplitBrain) -> Sim {
+        Sim::with_running(seed, n, n, split_brain)
+    }
+
+    /// A farm of `n` nodes of which the first `running` start.
+    fn with_running(seed: u64, n: usize, running: usize, split_brain: SplitBrain) -> Sim {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let members: Vec<Member> = (1..=n as u16)
             .map(|id| Member {
@@ -86,8 +99,11 @@ impl Sim {
             split_brain,
             phase: format!("seed {seed}, {n} nodes, cold start"),
             safe_from: Duration::ZERO,
+            check_old_flows: false,
+            release_after: None,
+            out_since: vec![vec![None; BUCKETS as usize]; n],
         };
-        for i in 0..n {
+        for i in 0..running {
             sim.start(i);
         }
         sim
@@ -104,6 +120,8 @@ impl Sim {
             n_buckets: BUCKETS,
             split_brain: self.split_brain,
             key: Key::new(b"simulation farm key 0123").unwrap(),
+            continuity: true,
+            drain_timeout: DRAIN_TIMEOUT,
         };
         self.nodes[i] = Some(Machine::new(settings, self.incarnations[i], self.now));
     }
@@ -135,6 +153,21 @@ impl Sim {
                 out.push(t);
             }
             while m.poll_event().is_some() {}
+            if let Some(after) = self.release_after {
+                let mut done = Vec::new();
+                for b in 0..BUCKETS {
+                    let since = &mut self.out_since[i][b as usize];
+                    match (m.hold(b), *since) {
+                        (Hold::Out, None) => *since = Some(self.now),
+                        (Hold::Out, Some(t)) if self.now >= t + after => done.push(b),
+                        (Hold::Out, _) => {}
+                        _ => *since = None,
+                    }
+                }
+                if !done.is_empty() {
+                    m.release_moves(self.now, done);
+                }
+            }
             for t in out {
                 let to = usize::from(t.to) - 1;
                 if self.net.side[i] != self.net.side[to] || self.rng.chance(self.net.loss) {
@@ -170,24 +203,40 @@ impl Sim {
             .collect()
     }
 
-    /// No two live nodes hold one bucket (checked only while the network is
-    /// not partitioned, as the spec says).
+    /// No two live nodes take one bucket's new flows (checked only while
+    /// the network is not partitioned, as the spec says), and, where asked,
+    /// no two serve its old flows.
     fn check_safety(&self) {
         if self.net.side.iter().any(|s| *s != self.net.side[0]) || self.now < self.safe_from {
             return;
         }
         for b in 0..BUCKETS {
-            let holders: Vec<usize> = self
-                .live()
-                .into_iter()
-                .filter(|i| self.nodes[*i].as_ref().unwrap().holds(b))
-                .collect();
+            let with = |f: fn(Hold) -> bool| -> Vec<usize> {
+                self.live()
+                    .into_iter()
+                    .filter(|i| f(self.nodes[*i].as_ref().unwrap().hold(b)))
+                    .collect()
+            };
+            let new_flows = with(|h| matches!(h, Hold::Owned | Hold::In));
             assert!(
-                holders.len() <= 1,
-                "{}: t={:?}: bucket {b} held by {holders:?}",
+                new_flows.len() <= 1,
+                "{}: t={:?}: bucket {b} takes new flows on {new_flows:?}",
                 self.phase,
                 self.now
             );
+            if self.check_old_flows {
+                let old_flows = with(|h| matches!(h, Hold::Owned | Hold::Out));
+                assert!(
+                    old_flows.len() <= 1,
+                    "{}: t={:?}: bucket {b} serves old flows on {old_flows:?}: {:?}",
+                    self.phase,
+                    self.now,
+                    old_flows
+                        .iter()
+                        .map(|i| self.nodes[*i].as_ref().unwrap().hold(b))
+                        .collect::<Vec<_>>()
+                );
+            }
         }
     }
 
@@ -202,9 +251,22 @@ impl Sim {
             .count() as u32
     }
 
-    /// The table every live node should converge to.
+    /// The table every live node should converge to, with every move
+    /// ended.
     fn converged(&self) -> bool {
         let live = self.live();
+        if live
+            .iter()
+            .any(|i| self.nodes[*i].as_ref().unwrap().moving())
+        {
+            return false;
+        }
+        // Only UP-ready nodes own buckets.
+        let ready = (membership::wire::STATE_UP, false);
+        let live: Vec<usize> = live
+            .into_iter()
+            .filter(|i| self.nodes[*i].as_ref().unwrap().local_state() == ready)
+            .collect();
         let expected = Preferences::new(&self.members, BUCKETS)
             .owners(|id| live.contains(&(usize::from(id) - 1)));
         (0..BUCKETS).all(|b| {
@@ -367,6 +429,23 @@ fn ten_percent_loss_on_both_networks_causes_no_failover() {
     assert_eq!(views_before, views_after, "a view changed under 10 % loss");
 }
 
+/// A heartbeat of `sender` with the given counters and view.
+fn heartbeat(sender: u16, incarnation: u64, sequence: u64, view: u64) -> Heartbeat {
+    Heartbeat {
+        sender,
+        incarnation,
+        sequence,
+        view,
+        weight: 1,
+        ready: true,
+        state: membership::wire::STATE_UP,
+        transient: false,
+        ack: (0, 0),
+        digest: 0,
+        moving_out: MovingOut::none(),
+    }
+}
+
 #[test]
 fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
     let mut sim = Sim::new(9, 2, SplitBrain::ServeAll);
@@ -375,18 +454,7 @@ fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
         .is_some());
     let now = sim.now;
     let m = sim.nodes[0].as_mut().unwrap();
-    let forged = membership::wire::Heartbeat {
-        sender: 2,
-        incarnation: 99,
-        sequence: 1,
-        view: 0,
-        weight: 1,
-        ready: true,
-        state: membership::wire::STATE_UP,
-        transient: false,
-        ack: (0, 0),
-    }
-    .encode(&Key::new(b"not the farm's key at all").unwrap());
+    let forged = heartbeat(2, 99, 1, 0).encode(&Key::new(b"not the farm's key at all").unwrap());
     m.handle_datagram(now, 0, &forged);
     m.handle_datagram(now, 0, b"garbage");
     m.handle_datagram(now, 5, &forged);
@@ -394,32 +462,10 @@ fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
     assert_eq!(c.dropped_unauthenticated, 2);
     assert_eq!(c.dropped_malformed, 1);
     // A replay of a genuine old heartbeat.
-    let old = membership::wire::Heartbeat {
-        sender: 2,
-        incarnation: 1,
-        sequence: 1,
-        view: 0b11,
-        weight: 1,
-        ready: true,
-        state: membership::wire::STATE_UP,
-        transient: false,
-        ack: (0, 0),
-    }
-    .encode(&Key::new(b"simulation farm key 0123").unwrap());
+    let old = heartbeat(2, 1, 1, 0b11).encode(&Key::new(b"simulation farm key 0123").unwrap());
     m.handle_datagram(now, 0, &old);
     assert_eq!(m.counters().dropped_replayed, 1);
-    let unknown = membership::wire::Heartbeat {
-        sender: 9,
-        incarnation: 1,
-        sequence: 1,
-        view: 0,
-        weight: 1,
-        ready: true,
-        state: membership::wire::STATE_UP,
-        transient: false,
-        ack: (0, 0),
-    }
-    .encode(&Key::new(b"simulation farm key 0123").unwrap());
+    let unknown = heartbeat(9, 1, 1, 0).encode(&Key::new(b"simulation farm key 0123").unwrap());
     m.handle_datagram(now, 0, &unknown);
     assert_eq!(m.counters().dropped_unknown_sender, 1);
     sim.run(Duration::from_millis(100));
@@ -476,4 +522,85 @@ fn a_node_that_withdraws_by_state_hands_over_safely_and_rejoins() {
             sim.phase
         );
     }
+}
+
+#[test]
+fn buckets_moving_between_live_nodes_keep_one_server_per_flow_and_every_move_ends() {
+    use membership::wire::STATE_WAIT;
+    let mut moves_seen = 0;
+    for seed in 0..150u64 {
+        let n = 3 + (seed % 3) as usize;
+        let mut sim = Sim::with_running(seed, n, n - 1, SplitBrain::ServeAll);
+        sim.net.loss = sim.rng.below(5);
+        sim.net.dup = sim.rng.below(5);
+        sim.check_old_flows = true;
+        // Half the runs end moves when the "census" finds no connection
+        // left, half only by the drain timeout.
+        sim.release_after = (seed % 2 == 0).then(|| Duration::from_millis(20 + sim.rng.below(200)));
+        sim.phase = format!("seed {seed}: {} of {n} nodes start", n - 1);
+        assert!(
+            sim.run_until(Duration::from_secs(2), Sim::converged)
+                .is_some(),
+            "{}",
+            sim.phase
+        );
+        let moving = |s: &Sim| {
+            s.live()
+                .iter()
+                .any(|i| s.nodes[*i].as_ref().unwrap().moving())
+        };
+
+        // A join moves buckets from live nodes: Out on their side, In on
+        // the new node's, until the moves end.
+        sim.start(n - 1);
+        sim.phase = format!("seed {seed}: node {n} joins");
+        assert!(
+            sim.run_until(Duration::from_secs(1), moving).is_some(),
+            "{}: no move",
+            sim.phase
+        );
+        moves_seen += 1;
+        assert!(
+            sim.run_until(DRAIN_TIMEOUT + Duration::from_secs(1), Sim::converged)
+                .is_some(),
+            "{}: the moves did not end",
+            sim.phase
+        );
+
+        // A drain: the node leaves the view but stays alive, serving its
+        // connections until its moves end.
+        let drained = sim.rng.below(n as u64) as usize;
+        sim.phase = format!("seed {seed}: node {} drains", drained + 1);
+        let now = sim.now;
+        sim.nodes[drained]
+            .as_mut()
+            .unwrap()
+            .set_state(now, STATE_WAIT, false);
+        assert!(
+            sim.nodes[drained].as_ref().unwrap().moving(),
+            "{}",
+            sim.phase
+        );
+        assert!(
+            sim.run_until(DRAIN_TIMEOUT + Duration::from_secs(1), Sim::converged)
+                .is_some(),
+            "{}: the moves did not end",
+            sim.phase
+        );
+
+        // A weight change at run time rebalances the same way.
+        let k = (drained + 1) % n;
+        let w = sim.members[k].weight + 2;
+        sim.members[k].weight = w;
+        sim.phase = format!("seed {seed}: node {} to weight {w}", k + 1);
+        let now = sim.now;
+        sim.nodes[k].as_mut().unwrap().set_weight(now, w);
+        assert!(
+            sim.run_until(DRAIN_TIMEOUT + Duration::from_secs(1), Sim::converged)
+                .is_some(),
+            "{}: no convergence to the new weights",
+            sim.phase
+        );
+    }
+    assert_eq!(moves_seen, 150);
 }

@@ -256,3 +256,139 @@ pub fn outage(
         })
         .collect())
 }
+
+/// What one long-lived connection saw.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldConnection {
+    pub source: IpAddr,
+    pub sport: u16,
+    /// The nodes that answered, in order (one: a connection lives on one
+    /// server).
+    pub nodes: Vec<String>,
+    pub lines: u64,
+    /// Why it broke (reset, timeout, bad echo); `None`: it lived until
+    /// the end and closed cleanly.
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HoldReport {
+    pub conns: usize,
+    pub broken: usize,
+    /// Connections per node that answered them first.
+    pub by_node: BTreeMap<String, usize>,
+    pub results: Vec<HeldConnection>,
+}
+
+pub struct HoldPlan {
+    pub target: SocketAddr,
+    pub conns: u32,
+    /// Connection `c` comes from client address `first_source + c % sources`.
+    pub first_source: u32,
+    pub sources: u32,
+    /// One line per connection every `interval`.
+    pub interval: Duration,
+    /// A line not echoed within this is a broken connection.
+    pub timeout: Duration,
+    /// The run ends when this file exists, or after `max_duration`.
+    pub stop_file: std::path::PathBuf,
+    pub max_duration: Duration,
+}
+
+/// Long-lived connections on the line echo: each sends a line every
+/// `interval` and checks the echo until the run ends, then closes cleanly.
+/// A thread per connection keeps it simple (a few hundred connections).
+pub fn hold(plan: &HoldPlan) -> Result<HoldReport> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let v6 = plan.target.is_ipv6();
+    let mut threads = Vec::new();
+    for c in 0..plan.conns {
+        let source = source_address(v6, plan.first_source + c % plan.sources.max(1));
+        let (target, interval, timeout) = (plan.target, plan.interval, plan.timeout);
+        let stop = std::sync::Arc::clone(&stop);
+        // Connect here, one after the other: the run starts with every
+        // connection established.
+        let conn = connect_from(source, target, timeout);
+        threads.push(std::thread::spawn(move || {
+            hold_one(source, conn, interval, timeout, &stop)
+        }));
+    }
+    eprintln!("hold: {} connections open", plan.conns);
+    let start = Instant::now();
+    while !plan.stop_file.exists() && start.elapsed() < plan.max_duration {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let results: Vec<HeldConnection> = threads
+        .into_iter()
+        .map(|t| t.join().expect("a connection thread does not panic"))
+        .collect();
+    let mut by_node = BTreeMap::new();
+    for r in &results {
+        if let Some(n) = r.nodes.first() {
+            *by_node.entry(n.clone()).or_insert(0) += 1;
+        }
+    }
+    Ok(HoldReport {
+        conns: results.len(),
+        broken: results.iter().filter(|r| r.error.is_some()).count(),
+        by_node,
+        results,
+    })
+}
+
+fn hold_one(
+    source: IpAddr,
+    conn: std::io::Result<(TcpStream, u16)>,
+    interval: Duration,
+    timeout: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> HeldConnection {
+    let mut held = HeldConnection {
+        source,
+        sport: 0,
+        nodes: Vec::new(),
+        lines: 0,
+        error: None,
+    };
+    let (stream, sport) = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            held.error = Some(format!("connect: {e}"));
+            return held;
+        }
+    };
+    held.sport = sport;
+    let result = (|| -> std::io::Result<()> {
+        stream.set_read_timeout(Some(timeout))?;
+        let mut writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let sent = format!("{source}-{sport}-{}", held.lines);
+            writer.write_all(format!("{sent}\n").as_bytes())?;
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other("closed by the server"));
+            }
+            let node = parse_echo(&line, &sent)?;
+            if held.nodes.last() != Some(&node) {
+                held.nodes.push(node);
+            }
+            held.lines += 1;
+            next += interval;
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        // A clean close: the server sees EOF and closes too.
+        stream.shutdown(std::net::Shutdown::Write)?;
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        held.error = Some(e.to_string());
+    }
+    held
+}

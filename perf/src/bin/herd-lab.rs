@@ -103,6 +103,30 @@ enum Cmd {
     },
     /// UDP probes on many flows every few milliseconds; prints, per flow,
     /// the longest time without an answer (run inside the client namespace).
+    /// Long-lived connections on the line echo (one line per connection
+    /// every interval) until the stop file appears; prints a JSON report
+    /// of which broke.
+    Hold {
+        #[arg(long, default_value = lab::VIP4)]
+        vip: IpAddr,
+        #[arg(long, default_value_t = 7000)]
+        port: u16,
+        #[arg(long, default_value_t = 300)]
+        conns: u32,
+        #[arg(long, default_value_t = 300)]
+        sources: u32,
+        /// The index of the first client address (198.19.0.1 + index).
+        #[arg(long, default_value_t = 2000)]
+        first_source: u32,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+        #[arg(long)]
+        stop_file: std::path::PathBuf,
+        #[arg(long, default_value_t = 600)]
+        max_seconds: u64,
+    },
     Outage {
         #[arg(long, default_value = lab::VIP4)]
         vip: IpAddr,
@@ -182,6 +206,29 @@ fn run(cli: Cli) -> Result<i32> {
         Cmd::Client { cmd } => return lab::exec_in(lab::CLIENT_NS, &cmd),
         Cmd::Status => print!("{}", lab::status()?),
         Cmd::App { name } => app::serve(&name, app::Ports::default())?,
+        Cmd::Hold {
+            vip,
+            port,
+            conns,
+            sources,
+            first_source,
+            interval_ms,
+            timeout_ms,
+            stop_file,
+            max_seconds,
+        } => {
+            let r = probe::hold(&probe::HoldPlan {
+                target: SocketAddr::new(vip, port),
+                conns,
+                first_source,
+                sources,
+                interval: Duration::from_millis(interval_ms),
+                timeout: Duration::from_millis(timeout_ms),
+                stop_file,
+                max_duration: Duration::from_secs(max_seconds),
+            })?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
         Cmd::Outage {
             vip,
             port,
