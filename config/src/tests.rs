@@ -394,3 +394,29 @@ fn membership_example_is_valid_with_its_key_file() {
     assert!(c.control.http.is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn continuity_defaults_and_bad_values_are_named() {
+    let c = Config::from_toml(EXAMPLE).unwrap();
+    assert!(c.continuity.enabled);
+    assert_eq!(c.continuity.drain_timeout_ms, 300_000);
+    let set = |key: &str, v: toml::Value| {
+        with(|t| {
+            let mut section = toml::Table::new();
+            section.insert(key.into(), v);
+            t.insert("continuity".into(), section.into());
+        })
+    };
+    let c = Config::from_toml(&set("enabled", false.into())).unwrap();
+    assert!(!c.continuity.enabled);
+    for (key, v) in [
+        ("flow_idle_timeout_ms", toml::Value::from(10)),
+        ("drain_timeout_ms", toml::Value::from(100_000_000)),
+        ("max_flows", toml::Value::from(0)),
+    ] {
+        let e = err_of(&set(key, v));
+        assert!(e.starts_with(&format!("continuity.{key}:")), "{e}");
+    }
+    let e = err_of(&set("drain_timeout", 5.into()));
+    assert!(e.contains("drain_timeout"), "{e}");
+}

@@ -328,10 +328,16 @@ mod tests {
     #[test]
     fn connectionless_traffic_stays_with_the_old_owner() {
         let mut pair = Pair::new(Some(FlowSet::new()));
-        assert_eq!(pair.send(0, pkt(1, 9000, Connectionless, true)), (true, false));
+        assert_eq!(
+            pair.send(0, pkt(1, 9000, Connectionless, true)),
+            (true, false)
+        );
         // Even from a client the new owner serves.
         assert_eq!(pair.send(1, pkt(2, 2000, Syn, true)), (false, true));
-        assert_eq!(pair.send(2, pkt(2, 9000, Connectionless, true)), (true, false));
+        assert_eq!(
+            pair.send(2, pkt(2, 9000, Connectionless, true)),
+            (true, false)
+        );
     }
 
     #[test]

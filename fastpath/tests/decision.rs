@@ -598,3 +598,43 @@ proptest! {
         }
     }
 }
+
+/// A TCP segment from `CLIENT4:sport` to the VIP's port 7000 with `flags`.
+fn tcp_segment(sport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = l4(sport, 7000);
+    l4[13] = flags;
+    V4::new(6, l4).frame()
+}
+
+#[test]
+fn moving_buckets_are_decided_flow_by_flow_from_the_tcp_flags() {
+    use fastpath::flows::{FlowId, FlowSet, FlowTracker};
+    use std::sync::Arc;
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    let c = classifier();
+    // TCP 7000 is keyed by client IP: the client's bucket moves.
+    let b = key4(None).bucket(N);
+    let existing = FlowId::new(IpAddr::V4(CLIENT4), 1000, 7000, 6);
+    let seed = Some(Arc::new(FlowSet::from([existing])));
+    let out = BucketTable::new(2, N, [], false).with_moves([], [b], seed.clone());
+    let inn = BucketTable::new(2, N, [], false).with_moves([b], [], seed);
+    let mut old = FlowTracker::new(64, 10_000);
+    let mut new = FlowTracker::new(64, 10_000);
+    let mut both = |frame: &[u8], now: u32| {
+        (
+            c.classify_tracked(frame, &out, Some((&mut old, now))) == Verdict::Accept,
+            c.classify_tracked(frame, &inn, Some((&mut new, now))) == Verdict::Accept,
+        )
+    };
+    // The old owner keeps its connection…
+    assert_eq!(both(&tcp_segment(1000, ACK), 0), (true, false));
+    // …and, by client-ip affinity, this client's new one too.
+    assert_eq!(both(&tcp_segment(1001, SYN), 1), (true, false));
+    assert_eq!(both(&tcp_segment(1001, ACK), 2), (true, false));
+    // UDP of the moving bucket stays with the old owner.
+    assert_eq!(both(&V4::new(17, l4(5000, 9000)).frame(), 3), (true, false));
+    // Without the tracker, a bucket out is kept and one in is left.
+    assert_eq!(c.classify(&tcp_segment(1002, SYN), &out), Verdict::Accept);
+    assert_eq!(c.classify(&tcp_segment(1002, SYN), &inn), NOT_OWNED);
+}

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod bench_failover;
 pub mod bench_fastpath;
+pub mod bench_flows;
 pub mod lab;
 pub mod pcap;
 pub mod probe;

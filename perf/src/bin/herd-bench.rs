@@ -21,12 +21,16 @@ enum Cmd {
     /// Outage per client flow when a node of a three-node membership farm
     /// is SIGKILLed, over ten crashes.
     Failover(perf::bench_failover::Options),
+    /// Per-packet cost and memory of flow tracking (buckets in move) at
+    /// 1M tracked flows, against the same packets with nothing moving.
+    Flows(perf::bench_flows::Options),
 }
 
 fn main() -> ExitCode {
     let result: Result<()> = match Cli::parse().command {
         Cmd::Fastpath(o) => perf::bench_fastpath::run(&o),
         Cmd::Failover(o) => perf::bench_failover::run(&o),
+        Cmd::Flows(o) => perf::bench_flows::run(&o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
