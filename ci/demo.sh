@@ -35,7 +35,7 @@ owned() {
     "$HERD" status --json --socket "/run/herd-lab/$1.sock" 2>/dev/null |
         $PY -c 'import json,sys; print(json.load(sys.stdin)["owned_buckets"])' 2>/dev/null || echo 0
 }
-total() { echo $(( $(owned s1) + $(owned s2) + $(owned s3) )); }
+total() { echo $(( $(owned s1) + $(owned s2) + $(owned s3) + $(owned s4) )); }
 now_ms() { date +%s%3N; }
 # wait_until WHAT SECONDS COMMAND...: polls, prints a dot per half second.
 wait_until() {
@@ -52,6 +52,13 @@ wait_until() {
     echo " done in ${WAITED} ms"
 }
 all_share() { [ "$(total)" -eq 4096 ] && [ "$(owned s1)" -gt 0 ] && [ "$(owned s2)" -gt 0 ] && [ "$(owned s3)" -gt 0 ]; }
+# While connections are held, moving buckets are not counted as owned.
+s4_serves() { [ "$(owned s4)" -gt 0 ]; }
+moving() {
+    "$HERD" status --json --socket "/run/herd-lab/$1.sock" 2>/dev/null |
+        $PY -c 'import json,sys; v=json.load(sys.stdin); print(v["moving_in"] + v["moving_out"])' 2>/dev/null || echo 0
+}
+no_moves() { [ $(( $(moving s1) + $(moving s2) + $(moving s3) + $(moving s4) )) -eq 0 ]; }
 withdrawn() { [ "$(owned "$1")" -eq 0 ] && [ "$(total)" -eq 4096 ]; }
 health_of() {
     "$LAB" client -- $PY -c "
@@ -60,9 +67,9 @@ try: print(urllib.request.urlopen('http://$1:9100/health', timeout=3).status)
 except urllib.error.HTTPError as e: print(e.code)"
 }
 
-step "bringing up the lab: herd-client, herd-s1..s3 on one bridge; buckets shared by the membership protocol"
+step "bringing up the lab: herd-client, herd-s1..s3 on one bridge (s4 defined, not started); buckets shared by the membership protocol"
 echo "   on each node herd runs start.sh (the application) and a tcp checker watches it (action: restart)"
-"$LAB" up --nodes 3 --ownership membership --extra-config "$DEMO/extra.toml"
+"$LAB" up --nodes 4 --running 3 --ownership membership --extra-config "$DEMO/extra.toml"
 wait_until "the three nodes to share the 4096 buckets" 30 all_share
 "$LAB" status
 "$HERD" status --socket /run/herd-lab/s1.sock | sed -n '/^state/,/^  checker/p;/membership view/,/^lcore/p' | grep -v '^lcore' | head -7
@@ -124,14 +131,37 @@ echo "   /health of s1, as a cloud load balancer sees it: $(health_of 198.18.0.1
 wait_until "s1 to be UP with its share" 30 all_share
 echo "   /health of s1: $(health_of 198.18.0.11)"
 
+step "300 long-lived connections (a line each every 100 ms) while s4 joins and s3 takes weight 2"
+rm -f "$DEMO/hold.stop"
+"$LAB" client -- "$LAB" hold --conns 300 --stop-file "$DEMO/hold.stop" --max-seconds 120 > "$DEMO/hold.json" &
+holder=$!
+sleep 2
+"$LAB" start s4
+wait_until "s4 to take its share (new flows; old ones stay)" 30 s4_serves
+"$HERD" status --socket /run/herd-lab/s1.sock | grep '^moving' | sed 's/^/   s1 /' || true
+"$LAB" client -- "$LAB" probe echo --sources 200 --conns 200 --summary
+"$HERD" weight 2 --socket /run/herd-lab/s3.sock
+sleep 2
+touch "$DEMO/hold.stop"
+wait "$holder"
+CONTINUITY=$($PY - "$DEMO/hold.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{r['broken']} of {r['conns']} long-lived connections broken across the join and the weight change")
+PY
+)
+echo "   $CONTINUITY"
+wait_until "every move to end once the connections closed" 30 no_moves
+
 step "taking the lab down"
 "$LAB" down
 trap - EXIT
 rm -rf "$DEMO"
 
 step "summary"
-echo "   3 nodes shared the VIPs 198.18.0.100 and 2001:2::100 by the membership protocol"
+echo "   3 nodes (then 4) shared the VIPs 198.18.0.100 and 2001:2::100 by the membership protocol"
 echo "   crash of s2: $FAILOVER"
 echo "   application killed on s3: withdrawn after ${T_WITHDRAW} ms, restarted and serving again after ${T_REJOIN} ms"
 echo "   herd stop / herd start on s1: its share moved to the others and came back"
+echo "   continuity: $CONTINUITY (goal: 0)"
 echo "   the lab left nothing behind"

@@ -149,6 +149,18 @@ fn metrics(node: &Node) -> Result<String> {
         "Buckets this node's fastpath accepts now",
         owned.clone(),
     );
+    let moving = Family::<Labels, Gauge>::default();
+    reg.register(
+        "buckets_moving",
+        "Buckets moving in (new flows only) or out (old connections only)",
+        moving.clone(),
+    );
+    let flows = Family::<Labels, Gauge>::default();
+    reg.register(
+        "flows",
+        "Flows of moving buckets: tracked by the lcores, held (served) by this node, connections the kernel holds in buckets moving out",
+        flows.clone(),
+    );
     let packets = Family::<Labels, Counter>::default();
     reg.register(
         "packets",
@@ -199,6 +211,23 @@ fn metrics(node: &Node) -> Result<String> {
     ready.set(i64::from(h["owns_buckets"].as_bool() == Some(true)));
     let n_buckets = st["buckets"].as_u64().unwrap_or(1).max(1) as f64;
     owned.set(st["owned_buckets"].as_i64().unwrap_or(0));
+    for dir in ["in", "out"] {
+        moving
+            .get_or_create(&vec![("direction".to_string(), dir.to_string())])
+            .set(st[format!("moving_{dir}")].as_i64().unwrap_or(0));
+    }
+    for (kind, v) in [
+        ("tracked", &st["flows"]["tracked"]),
+        ("held", &st["flows"]["held"]),
+        (
+            "connections_held",
+            &st["membership"]["moves"]["connections_held"],
+        ),
+    ] {
+        flows
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .set(v.as_i64().unwrap_or(0));
+    }
     if let Some(t) = st["totals"].as_object() {
         for (k, v) in t {
             packets

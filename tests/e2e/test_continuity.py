@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import HERD, LAB, down, lab, probe, run, status, up, wait_for
+from lab import HERD, LAB, PY, down, lab, probe, run, status, up, wait_for
 
 CONNS = 300
 
@@ -91,6 +91,18 @@ def test_a_joining_node_breaks_no_connection_and_takes_new_ones(farm):
                 and sum(s["flows"]["held"] for s in sts) > 0
                 and sum(s["membership"]["moves"]["connections_held"] for s in sts) > 0)
     wait_for(old_owners_hold, 5, "the old owners to show the flows they hold")
+    # /metrics shows them too.
+    metrics = {}
+    for n in ("s1", "s2", "s3"):
+        url = f"http://198.18.0.{10 + int(n[1:])}:9100/metrics"
+        text = lab("client", "--", PY, "-c",
+                   f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=3).read().decode())").stdout
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                metrics[name] = metrics.get(name, 0) + float(value)
+    assert metrics['herd_buckets_moving{direction="out"}'] > 0, metrics
+    assert metrics['herd_flows{kind="connections_held"}'] > 0, metrics
     # …while new connections reach the new owner.
     fresh = probe("echo", sources=200, conns=200)
     assert fresh["ok"] == 200
