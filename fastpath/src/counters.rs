@@ -119,6 +119,17 @@ pub struct FlowStats {
     pub table_full: u64,
 }
 
+impl FlowStats {
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a FlowStats>) -> FlowStats {
+        all.into_iter()
+            .fold(FlowStats::default(), |a, l| FlowStats {
+                tracked: a.tracked + l.tracked,
+                held: a.held + l.held,
+                table_full: a.table_full + l.table_full,
+            })
+    }
+}
+
 impl FlowGauges {
     pub fn record(&self, c: crate::flows::TrackerCounts) {
         self.flows.store(c.flows, Ordering::Relaxed);

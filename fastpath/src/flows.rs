@@ -110,7 +110,7 @@ pub struct FlowTracker {
     idle_ms: u32,
     mine: usize,
     /// Flows (or clients) not tracked because the table was full.
-    pub full: u64,
+    full: u64,
 }
 
 impl FlowTracker {
@@ -372,7 +372,7 @@ mod tests {
         assert!(t.decide(0, Move::In, Some(&seed), &pkt(1, 1, Syn, false)));
         assert!(t.decide(0, Move::In, Some(&seed), &pkt(2, 2, Syn, false)));
         assert_eq!(t.counts().flows, 1);
-        assert_eq!(t.full, 1);
+        assert_eq!(t.counts().full_drops, 1);
     }
 
     #[test]

@@ -263,11 +263,6 @@ impl StatusReader {
                 flows: self.flow_gauges[q].snapshot(),
             })
             .collect();
-        let flows = lcores.iter().fold(FlowStats::default(), |a, l| FlowStats {
-            tracked: a.tracked + l.flows.tracked,
-            held: a.held + l.flows.held,
-            table_full: a.table_full + l.flows.table_full,
-        });
         NodeStatus {
             farm: self.config.farm.name.clone(),
             node_id: self.config.node.id,
@@ -283,7 +278,7 @@ impl StatusReader {
             moving_in_ranges: ranges_string(table.moving_buckets(Move::In)),
             moving_out: table.moving_buckets(Move::Out).count() as u32,
             moving_out_ranges: ranges_string(table.moving_buckets(Move::Out)),
-            flows,
+            flows: FlowStats::sum(lcores.iter().map(|l| &l.flows)),
             arp_responder: table.is_arp_responder(),
             totals: BurstCounts::sum(lcores.iter().map(|l| &l.counters)),
             lcores,
@@ -295,16 +290,9 @@ impl StatusReader {
 
 /// A started node. Call [`RunningNode::shutdown`] to stop it cleanly.
 pub struct RunningNode {
-    config: Config,
     eal: Eal,
-    nic: Arc<Port>,
-    tap: Arc<Port>,
-    nic_mac: [u8; 6],
-    lcores: Vec<u32>,
-    counters: Arc<[LcoreCounters]>,
-    switches: Arc<[TableSwitch]>,
-    flow_gauges: Arc<[FlowGauges]>,
-    publisher: TablePublisher,
+    /// The ports, counters and table, as the status reads them.
+    parts: StatusReader,
     stop: Arc<AtomicBool>,
     kernel: KernelSetup,
     _pool: Arc<Mempool>,
@@ -420,16 +408,18 @@ impl RunningNode {
         let marked = dpdk::close_on_exec_all();
         tracing::debug!(marked, "descriptors marked close-on-exec");
         Ok(RunningNode {
-            config,
             eal,
-            nic,
-            tap,
-            nic_mac,
-            lcores,
-            counters,
-            switches,
-            flow_gauges,
-            publisher,
+            parts: StatusReader {
+                config: Arc::new(config),
+                nic,
+                tap,
+                nic_mac,
+                lcores,
+                counters,
+                switches,
+                flow_gauges,
+                publisher,
+            },
             stop,
             kernel,
             _pool: pool,
@@ -437,38 +427,28 @@ impl RunningNode {
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.parts.config
     }
 
     /// A function that reads the NIC's link through DPDK (for the
     /// `interface = "nic"` checker).
     pub fn nic_link(&self) -> Arc<dyn Fn() -> Option<bool> + Send + Sync> {
-        let nic = Arc::clone(&self.nic);
+        let nic = Arc::clone(&self.parts.nic);
         Arc::new(move || nic.link_up())
     }
 
     /// Publishes new bucket tables to the lcores.
     pub fn publisher(&self) -> TablePublisher {
-        self.publisher.clone()
+        self.parts.publisher.clone()
     }
 
     pub fn status(&self) -> NodeStatus {
-        self.status_reader().status()
+        self.parts.status()
     }
 
     /// A handle that reads the node's status from any thread.
     pub fn status_reader(&self) -> StatusReader {
-        StatusReader {
-            config: Arc::new(self.config.clone()),
-            nic: Arc::clone(&self.nic),
-            tap: Arc::clone(&self.tap),
-            nic_mac: self.nic_mac,
-            lcores: self.lcores.clone(),
-            counters: Arc::clone(&self.counters),
-            switches: Arc::clone(&self.switches),
-            flow_gauges: Arc::clone(&self.flow_gauges),
-            publisher: self.publisher.clone(),
-        }
+        self.parts.clone()
     }
 
     /// Stops the lcores, undoes the kernel setup, closes the ports (the
@@ -477,7 +457,8 @@ impl RunningNode {
         self.stop.store(true, Ordering::Release);
         self.eal.wait_workers();
         self.kernel.undo();
-        let RunningNode { eal, nic, tap, .. } = self;
+        let RunningNode { eal, parts, .. } = self;
+        let StatusReader { nic, tap, .. } = parts;
         for port in [tap, nic] {
             match Arc::try_unwrap(port) {
                 Ok(p) => p.close(),
@@ -518,8 +499,7 @@ impl Worker {
         let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut backoff = Backoff::new(self.policy);
         let mut generation = 0;
-        let clock = std::time::Instant::now();
-        let mut upkeep = FlowUpkeep::default();
+        let mut upkeep = FlowUpkeep::new();
         while !self.stop.load(Ordering::Relaxed) {
             let mut c = BurstCounts {
                 polls: 1,
@@ -533,15 +513,10 @@ impl Worker {
                 // then overlap, and the verdict's unpredictable branch is
                 // taken after the work instead of in the middle of it.
                 let mut verdicts = [Verdict::ToKernel; BURST];
-                if table.has_moves() || upkeep.tracking {
+                if let Some(now_ms) =
+                    upkeep.tick(&mut self.flows, table, &self.flow_gauges[usize::from(q)])
+                {
                     // Buckets move: their packets are decided flow by flow.
-                    let now_ms = clock.elapsed().as_millis() as u32;
-                    upkeep.run(
-                        &mut self.flows,
-                        table,
-                        now_ms,
-                        &self.flow_gauges[usize::from(q)],
-                    );
                     for (v, m) in verdicts.iter_mut().zip(rx.iter()) {
                         *v = self.classifier.classify_tracked(
                             m.data(),
@@ -632,15 +607,7 @@ impl Worker {
                     // An idle lcore still switches tables before it sleeps.
                     let table = self.table.current();
                     note_switch(&self.switches[usize::from(q)], table, &mut generation);
-                    if table.has_moves() || upkeep.tracking {
-                        let now_ms = clock.elapsed().as_millis() as u32;
-                        upkeep.run(
-                            &mut self.flows,
-                            table,
-                            now_ms,
-                            &self.flow_gauges[usize::from(q)],
-                        );
-                    }
+                    upkeep.tick(&mut self.flows, table, &self.flow_gauges[usize::from(q)]);
                     c.idle_sleeps += 1;
                     std::thread::sleep(d);
                 }
@@ -652,8 +619,9 @@ impl Worker {
 
 /// Sweeps an lcore's flow tracker about once a second while buckets move,
 /// and empties it when they stop moving.
-#[derive(Default)]
 struct FlowUpkeep {
+    /// The origin of the tracker's millisecond clock.
+    clock: std::time::Instant,
     tracking: bool,
     last_sweep_ms: u32,
 }
@@ -661,21 +629,36 @@ struct FlowUpkeep {
 impl FlowUpkeep {
     const EVERY_MS: u32 = 1000;
 
+    fn new() -> Self {
+        FlowUpkeep {
+            clock: std::time::Instant::now(),
+            tracking: false,
+            last_sweep_ms: 0,
+        }
+    }
+
+    /// Keeps the tracker in step with `table`; the time in milliseconds
+    /// when the table's moving buckets need the tracker. Nothing moving
+    /// and nothing tracked: one flag test, no clock read.
     #[inline]
-    fn run(
+    fn tick(
         &mut self,
         flows: &mut FlowTracker,
         table: &BucketTable,
-        now_ms: u32,
         gauges: &FlowGauges,
-    ) {
+    ) -> Option<u32> {
         let moving = table.has_moves();
+        if !moving && !self.tracking {
+            return None;
+        }
+        let now_ms = self.clock.elapsed().as_millis() as u32;
         if moving != self.tracking || now_ms.wrapping_sub(self.last_sweep_ms) >= Self::EVERY_MS {
             flows.sweep(now_ms, table);
             gauges.record(flows.counts());
             self.last_sweep_ms = now_ms;
             self.tracking = moving;
         }
+        moving.then_some(now_ms)
     }
 }
 

@@ -201,6 +201,11 @@ pub struct Machine {
     held: Vec<Hold>,
     /// When each `Out` bucket is released at the latest.
     out_deadline: Vec<Duration>,
+    /// The earliest of those, recomputed after the `Out` set changed
+    /// (`out_changed`): the timeout and the expiry check read it instead of
+    /// walking every bucket.
+    first_out_deadline: Option<Duration>,
+    out_changed: bool,
     n_in: usize,
     n_out: usize,
     /// This node's weight (set at run time) and every node's configured
@@ -281,6 +286,8 @@ impl Machine {
             target: vec![false; n],
             held: vec![Hold::None; n],
             out_deadline: vec![Duration::ZERO; n],
+            first_out_deadline: None,
+            out_changed: false,
             n_in: 0,
             n_out: 0,
             my_weight,
@@ -447,6 +454,7 @@ impl Machine {
 
     fn set_hold(&mut self, b: usize, h: Hold) {
         let old = std::mem::replace(&mut self.held[b], h);
+        self.out_changed |= old == Hold::Out || h == Hold::Out;
         match old {
             Hold::In => self.n_in -= 1,
             Hold::Out => self.n_out -= 1,
@@ -472,17 +480,8 @@ impl Machine {
         if self.listen_until > self.next_heartbeat.saturating_sub(self.s.period) {
             t = t.min(self.listen_until);
         }
-        if self.n_out > 0 {
-            let first = self
-                .held
-                .iter()
-                .zip(&self.out_deadline)
-                .filter(|(h, _)| **h == Hold::Out)
-                .map(|(_, d)| *d)
-                .min();
-            if let Some(d) = first {
-                t = t.min(d);
-            }
+        if let Some(d) = self.first_out_deadline {
+            t = t.min(d);
         }
         for p in &self.peers {
             if let Some(last) = p.heard.iter().flatten().max() {
@@ -676,7 +675,7 @@ impl Machine {
             }
         }
         // A move out ends at the drain timeout at the latest.
-        if self.n_out > 0 {
+        if self.first_out_deadline.is_some_and(|d| now >= d) {
             for b in 0..self.held.len() {
                 if self.held[b] == Hold::Out && now >= self.out_deadline[b] {
                     self.set_hold(b, Hold::None);
@@ -684,6 +683,16 @@ impl Machine {
                     changed = true;
                 }
             }
+        }
+        if self.out_changed {
+            self.out_changed = false;
+            self.first_out_deadline = self
+                .held
+                .iter()
+                .zip(&self.out_deadline)
+                .filter(|(h, _)| **h == Hold::Out)
+                .map(|(_, d)| *d)
+                .min();
         }
         if changed {
             self.events.push_back(Event::OwnedChanged);

@@ -9,6 +9,7 @@
 //! and forwards every packet, Herd classifies each and forwards the half
 //! its buckets own (the other half is dropped, as on a real two-node farm).
 
+use crate::median;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -92,11 +93,6 @@ pub fn run(o: &Options) -> Result<()> {
         idle.busy_rtt_us
     );
     Ok(())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn herd_bin() -> PathBuf {

@@ -16,6 +16,7 @@
 //! the median reported. Memory: the tracker's reserved bytes, and the
 //! process's resident memory before and after filling it.
 
+use crate::median;
 use anyhow::{bail, Result};
 use fastpath::decision::{Affinity, Classifier, RuleTable, Transport, Verdict, Vip};
 use fastpath::flows::{FlowId, FlowSet, FlowTracker};
@@ -36,7 +37,6 @@ pub struct Options {
     pub passes: u32,
 }
 
-const FRAME: usize = 64;
 const BUCKETS: u32 = 4096;
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const VMAC: [u8; 6] = [0x02, 0x48, 198, 18, 0, 100];
@@ -73,27 +73,6 @@ fn set_client(i: u32, out: &mut [u8]) {
 
 const BURST: usize = 32;
 
-/// A 64-byte TCP ACK from client `i` to the VIP's port 80.
-fn frame(i: u32, out: &mut [u8]) {
-    let (src, sport) = client(i);
-    out.fill(0);
-    out[0..6].copy_from_slice(&VMAC);
-    out[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xcc]);
-    out[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip = &mut out[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&src.octets());
-    ip[16..20].copy_from_slice(&VIP.octets());
-    let tcp = &mut out[34..54];
-    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[12] = 0x50;
-    tcp[13] = 0x10; // ACK
-}
-
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
@@ -114,21 +93,16 @@ fn shuffled(n: u32) -> Vec<u32> {
     v
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 pub fn run(o: &Options) -> Result<()> {
     if o.flows == 0 || o.rounds == 0 || o.passes == 0 {
         bail!("--flows, --rounds and --passes must be > 0");
     }
     let n = o.flows;
     let c = classifier();
-    let mut burst = vec![[0u8; FRAME]; BURST];
-    for f in burst.iter_mut() {
-        frame(0, f);
-    }
+    // TCP ACKs to the VIP's port 80; each packet's client is written in.
+    let (src, sport) = client(0);
+    let ack = crate::pcap::tcp_frame(src, sport, VIP, 80, VMAC, crate::pcap::TCP_ACK);
+    let mut burst = vec![ack; BURST];
     let order = shuffled(n);
     let seed: FlowSet = (0..n)
         .map(|i| {
@@ -191,7 +165,7 @@ pub fn run(o: &Options) -> Result<()> {
         tracked.push(t);
         ratios.push(t / b);
     }
-    let (b, t, r) = (median(base), median(tracked), median(ratios));
+    let (b, t, r) = (median(&mut base), median(&mut tracked), median(&mut ratios));
     let reserved = tracker.reserved_bytes() as f64;
     let rss = rss_after.saturating_sub(rss_before) as f64;
     println!(

@@ -7,3 +7,9 @@ pub mod bench_flows;
 pub mod lab;
 pub mod pcap;
 pub mod probe;
+
+/// The median of a non-empty set of figures (sorts them).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}

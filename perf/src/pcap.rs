@@ -23,12 +23,23 @@ pub fn syn_flows(n: u32, vip: Ipv4Addr, vmac: [u8; 6], port: u16) -> Vec<Vec<u8>
             let r = next();
             let src = Ipv4Addr::from(0xc613_0000 | (r as u32 & 0xffff));
             let sport = 1024 + ((r >> 32) as u16 % 60000);
-            syn_frame(src, sport, vip, port, vmac)
+            tcp_frame(src, sport, vip, port, vmac, TCP_SYN)
         })
         .collect()
 }
 
-fn syn_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, vmac: [u8; 6]) -> Vec<u8> {
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_ACK: u8 = 0x10;
+
+/// A 60-byte TCP segment (no payload) with `flags`, to the virtual MAC.
+pub fn tcp_frame(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    vmac: [u8; 6],
+    flags: u8,
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(60);
     f.extend_from_slice(&vmac);
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xcc]);
@@ -41,7 +52,7 @@ fn syn_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, vmac: [u8; 6]
     f.extend_from_slice(&ip);
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     f.resize(60, 0);
     f
 }
