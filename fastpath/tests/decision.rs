@@ -599,6 +599,86 @@ proptest! {
     }
 }
 
+/// Frames the IPv4 fast path may decide: TCP and UDP to the VIP on ports
+/// with and without rules, from several clients.
+fn fast_candidates() -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (i, (proto, dport)) in [(6, 80), (6, 7000), (17, 9000), (6, 22), (17, 53)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut v = V4::new(proto, l4(40000 + i as u16, dport));
+        v.src = Ipv4Addr::new(198, 19, i as u8, 7 + i as u8);
+        out.push(v.frame());
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// The IPv4 fast path decides as the general parser does, whatever
+    /// the header bytes, the length, the table (owned buckets, moves) and
+    /// the VIPs (a second VIP, multicast delivery).
+    #[test]
+    fn fast_path_agrees_with_the_parser(
+        which in 0usize..5,
+        flips in proptest::collection::vec((0usize..40, any::<u8>()), 0..3),
+        cut in 0usize..60,
+        extend in 0usize..4,
+        modulus in 1u32..5,
+        moves in any::<bool>(),
+        second_vip in any::<bool>(),
+        multicast in any::<bool>(),
+    ) {
+        let mut c = classifier();
+        if second_vip {
+            c.vips4.push(Vip { address: Ipv4Addr::new(198, 18, 0, 101), mac: [0x02, 0x48, 198, 18, 0, 101] });
+        }
+        let mut f = fast_candidates()[which].clone();
+        if multicast {
+            // Delivery by multicast MAC (01:00:5e…): the VIP resolves to it.
+            let mac = [0x01, 0x00, 0x5e, 0x12, 0x00, 0x64];
+            c.vips4[0].mac = mac;
+            f[..6].copy_from_slice(&mac);
+        }
+        for (at, v) in flips {
+            let n = f.len();
+            f[at % n] = v;
+        }
+        // Cut short around the headers' end, or kept whole and padded.
+        if cut < 40 {
+            f.truncate(cut);
+        }
+        f.extend(std::iter::repeat_n(0, extend));
+        let owned = (0..N).filter(|b| b % modulus == 0);
+        let mut table = BucketTable::new(1, N, owned, true);
+        if moves {
+            table = table.with_moves((0..N).filter(|b| b % 7 == 1), (0..N).filter(|b| b % 7 == 2), None);
+        }
+        prop_assert_eq!(c.classify(&f, &table), c.classify_general(&f, &table));
+    }
+}
+
+#[test]
+fn the_fast_path_and_the_parser_agree_on_the_plain_cases() {
+    let c = classifier();
+    for f in fast_candidates() {
+        for table in [all(), none()] {
+            assert_eq!(c.classify(&f, &table), c.classify_general(&f, &table));
+        }
+    }
+    // The cases themselves: an owned TCP segment is accepted, another
+    // node's dropped, a port without a rule dropped.
+    let f = &fast_candidates()[0];
+    assert_eq!(c.classify(f, &all()), Verdict::Accept);
+    assert_eq!(c.classify(f, &none()), NOT_OWNED);
+    assert_eq!(
+        c.classify(&fast_candidates()[3], &all()),
+        Verdict::Drop(DropReason::NoRule)
+    );
+}
+
 /// A TCP segment from `CLIENT4:sport` to the VIP's port 7000 with `flags`.
 fn tcp_segment(sport: u16, flags: u8) -> Vec<u8> {
     let mut l4 = l4(sport, 7000);
