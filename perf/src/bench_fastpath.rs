@@ -43,7 +43,7 @@ pub struct Options {
     pub out: PathBuf,
 }
 
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
 pub fn run(o: &Options) -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
@@ -65,7 +65,7 @@ pub fn run(o: &Options) -> Result<()> {
     let mut testpmd = Vec::new();
     let mut ratios = Vec::new();
     for round in 1..=o.rounds {
-        let h = herd_rate(o, &out, &pcap)?;
+        let h = herd_rate(o.cpu, o.seconds, &out, &pcap, "0-2047")?;
         let t = testpmd_rate(o, &out, &pcap)?;
         println!(
             "round {round}: herd {h:.3} Mpps   testpmd 5tswap {t:.3} Mpps   ratio {:.3}",
@@ -100,7 +100,7 @@ fn herd_bin() -> PathBuf {
 }
 
 /// Kills a child on drop, so no benchmark process outlives a failure.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -171,7 +171,14 @@ fn start_herd(
     Ok(Guard(child))
 }
 
+/// A static two-node farm; this node (1) owns `id_owned` of 4096 buckets,
+/// node 2 the rest.
 fn farm_toml(id_owned: &str, vip: Ipv4Addr) -> String {
+    let owned = config::BucketRanges::parse(id_owned).map(|r| r.iter().collect::<Vec<u32>>());
+    let others = owned.map_or_else(
+        |_| String::new(),
+        |o| fastpath::node::ranges_string((0..4096).filter(|b| o.binary_search(b).is_err())),
+    );
     format!(
         r#"[node]
 id = 1
@@ -185,7 +192,7 @@ buckets = "{id_owned}"
 [[farm.nodes]]
 id = 2
 name = "b2"
-buckets = "2048-4095"
+buckets = "{others}"
 [[rules]]
 protocol = "tcp"
 port = 80
@@ -194,7 +201,15 @@ affinity = "client-ip-port"
     )
 }
 
-fn herd_rate(o: &Options, out: &Path, pcap: &Path) -> Result<f64> {
+/// Herd's rate (Mpps) on CPU `cpu` over `seconds`, reading `pcap` forever
+/// and owning the buckets `owned` (ranges, as in the config).
+pub(crate) fn herd_rate(
+    cpu: u32,
+    seconds: u64,
+    out: &Path,
+    pcap: &Path,
+    owned: &str,
+) -> Result<f64> {
     let sock = out.join("bench-herd.sock");
     let cfg = out.join("bench-herd.toml");
     std::fs::write(
@@ -215,9 +230,8 @@ file_prefix = "herd-bench"
 [control]
 socket = "{sock}"
 "#,
-            farm = farm_toml("0-2047", VIP),
+            farm = farm_toml(owned, VIP),
             pcap = pcap.display(),
-            cpu = o.cpu,
             sock = sock.display()
         ),
     )?;
@@ -226,7 +240,7 @@ socket = "{sock}"
     let rx = |v: &serde_json::Value| v["totals"]["rx_packets"].as_u64().unwrap_or(0);
     let t0 = Instant::now();
     let a = rx(&status(&sock)?);
-    std::thread::sleep(Duration::from_secs(o.seconds));
+    std::thread::sleep(Duration::from_secs(seconds));
     let b = rx(&status(&sock)?);
     let dt = t0.elapsed().as_secs_f64();
     drop(guard);
@@ -332,6 +346,16 @@ struct Idle {
 
 fn sh(args: &[&str]) -> Result<()> {
     crate::lab::sh(args)
+}
+
+/// Clock ticks per second of /proc's CPU times, from getconf (keeps libc
+/// calls, which are unsafe, out of perf/).
+pub(crate) fn clock_ticks_per_second() -> Result<f64> {
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0))
 }
 
 fn worker_cpu_ticks(pid: u32) -> Result<u64> {
@@ -450,12 +474,7 @@ socket = "{sock}"
         let guard = start_herd(out, "bench-idle", &cfg, &sock, Some(ns))?;
         let pid = guard.0.id();
         std::thread::sleep(Duration::from_secs(1));
-        // Clock ticks per second, from getconf (keeps libc calls out of perf/).
-        let hz: f64 =
-            String::from_utf8_lossy(&Command::new("getconf").arg("CLK_TCK").output()?.stdout)
-                .trim()
-                .parse()
-                .unwrap_or(100.0);
+        let hz = clock_ticks_per_second()?;
         let t0 = Instant::now();
         let a = worker_cpu_ticks(pid)?;
         std::thread::sleep(Duration::from_secs(o.idle_seconds));

@@ -24,6 +24,9 @@ enum Cmd {
     /// Per-packet cost and memory of flow tracking (buckets in move) at
     /// 1M tracked flows, against the same packets with nothing moving.
     Flows(perf::bench_flows::Options),
+    /// CPU cost of a packet of another node's bucket: Herd's fastpath
+    /// against an nftables jhash farm node.
+    Drops(perf::bench_drops::Options),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
         Cmd::Fastpath(o) => perf::bench_fastpath::run(&o),
         Cmd::Failover(o) => perf::bench_failover::run(&o),
         Cmd::Flows(o) => perf::bench_flows::run(&o),
+        Cmd::Drops(o) => perf::bench_drops::run(&o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
