@@ -44,6 +44,14 @@ impl Node {
         v
     }
 
+    /// Whether an operator drain is under way (membership farms): the
+    /// node is UP but takes no new flows.
+    pub fn draining(&self) -> bool {
+        self.membership
+            .as_ref()
+            .is_some_and(|m| m.shared.with(|mach| mach.draining()))
+    }
+
     /// `herd weight N`: the farm rebalances to the new weight, keeping
     /// connections where they are.
     fn set_weight(&self, arg: &str) -> serde_json::Value {
@@ -106,8 +114,17 @@ impl Node {
             "state" => {
                 let s = self.health.snapshot();
                 let code = self.health.status().state.code();
+                // A draining node is still UP (its connections are served)
+                // but not ready for new flows: transient, as on its way down.
+                let draining = self.draining();
+                let reason = if draining {
+                    "draining: new flows go to the other nodes".to_string()
+                } else {
+                    s.reason
+                };
                 return serde_json::json!({
-                    "state": s.state, "transient": s.transient, "code": code, "reason": s.reason,
+                    "state": s.state, "transient": s.transient || draining, "draining": draining,
+                    "code": code, "reason": reason,
                 });
             }
             "checker on" | "checker off" => {

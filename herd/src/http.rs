@@ -65,12 +65,21 @@ fn respond<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/health" => {
             let s = node.health.snapshot();
+            // A draining node serves its connections but takes no new
+            // flows: a load balancer in front must stop sending it some.
+            let draining = node.draining();
             let body = format!(
                 "{} ({})\n",
                 s.state,
-                if s.transient { "transient" } else { "ready" }
+                if draining {
+                    "draining"
+                } else if s.transient {
+                    "transient"
+                } else {
+                    "ready"
+                }
             );
-            let status = if s.owns_buckets {
+            let status = if s.owns_buckets && !draining {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -80,8 +80,8 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Print the node's state; the exit code says it: 0 STOP, 1 WAIT,
-    /// 2 UP (3: the node cannot be asked).
+    /// Print the node's state (ready, transient or draining); the exit
+    /// code says it: 0 STOP, 1 WAIT, 2 UP (3: the node cannot be asked).
     State {
         #[command(flatten)]
         target: Target,
@@ -122,7 +122,9 @@ fn main() -> ExitCode {
                 println!(
                     "{} ({})  {}",
                     v["state"].as_str().unwrap_or("?"),
-                    if v["transient"].as_bool() == Some(true) {
+                    if v["draining"].as_bool() == Some(true) {
+                        "draining"
+                    } else if v["transient"].as_bool() == Some(true) {
                         "transient"
                     } else {
                         "ready"

@@ -126,3 +126,18 @@ def nft_drop(node, table, rule, hook="input"):
 
 def nft_remove(node, table):
     ns(node, "nft", f"delete table inet {table}", check=False)
+
+
+def http_get(node, path):
+    """GET from the client namespace; returns (status, body)."""
+    ip = f"198.18.0.{10 + int(node[1:])}"
+    code = (
+        "import urllib.request, urllib.error, sys\n"
+        f"try:\n r = urllib.request.urlopen('http://{ip}:9100{path}', timeout=3)\n"
+        " print(r.status); sys.stdout.write(r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        " print(e.code); sys.stdout.write(e.read().decode())\n"
+    )
+    out = client(PY, "-c", code).stdout
+    first, _, rest = out.partition("\n")
+    return int(first), rest

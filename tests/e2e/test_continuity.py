@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import HERD, LAB, PY, down, lab, probe, run, status, up, wait_for
+from lab import HERD, LAB, PY, down, http_get, lab, probe, run, status, up, wait_for
 
 CONNS = 300
 
@@ -124,6 +124,13 @@ def test_drain_breaks_no_connection_and_stops_the_node_after_the_last(farm):
     wait_for(lambda: status("s2")["moving_out"] > 0, 5, "s2 to move its buckets out")
     s2 = status("s2")
     assert s2["owned_buckets"] == 0 and s2["membership"]["draining"]
+    # The operator sees the drain: still UP (exit code 2), not ready for
+    # new flows; /health tells a load balancer in front to stop.
+    state = run(HERD, "state", "--socket", "/run/herd-lab/s2.sock", check=False)
+    assert state.returncode == 2 and state.stdout.startswith("UP (draining)"), state.stdout
+    code, body = http_get("s2", "/health")
+    assert code == 503 and body.startswith("UP (draining)"), (code, body)
+    assert http_get("s1", "/health")[0] == 200
     # New connections avoid s2; its own stay.
     fresh = probe("echo", sources=200, conns=200)
     assert fresh["ok"] == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import HERD, LAB, PY, client, down, lab, probe, run, status, up, wait_for
+from lab import HERD, LAB, PY, client, down, http_get, lab, probe, run, status, up, wait_for
 
 NODES = ("s1", "s2", "s3")
 STATE_DIR = Path("/run/herd-lab")
@@ -56,21 +56,6 @@ def others_hold_all(gone):
 
 def log(node):
     return (STATE_DIR / f"{node}.herd.log").read_text(errors="replace")
-
-
-def http_get(node, path):
-    """GET from the client namespace; returns (status, body)."""
-    ip = f"198.18.0.{10 + int(node[1:])}"
-    code = (
-        "import urllib.request, urllib.error, sys\n"
-        f"try:\n r = urllib.request.urlopen('http://{ip}:9100{path}', timeout=3)\n"
-        " print(r.status); sys.stdout.write(r.read().decode())\n"
-        "except urllib.error.HTTPError as e:\n"
-        " print(e.code); sys.stdout.write(e.read().decode())\n"
-    )
-    out = client(PY, "-c", code).stdout
-    first, _, rest = out.partition("\n")
-    return int(first), rest
 
 
 @pytest.fixture(scope="module", autouse=True)
