@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use fastpath::node::StatusReader;
 use health::driver::Health;
 use health::machine::Command;
-use membership::machine::Hold;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -87,12 +86,15 @@ impl Node {
         let (shared, health) = (Arc::clone(&m.shared), self.health.clone());
         tokio::spawn(async move {
             loop {
-                let (draining, out) =
-                    shared.with(|mach| (mach.draining(), mach.with_hold(Hold::Out).count()));
+                // Done when nothing moves: no bucket out (connections
+                // left) and none kept in (a move in to this node that a
+                // newer one overtook: handed on with its connections when
+                // it ends).
+                let (draining, moving) = shared.with(|mach| (mach.draining(), mach.moving()));
                 if !draining {
                     return;
                 }
-                if out == 0 {
+                if !moving {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -302,9 +304,13 @@ pub fn render_status(v: &serde_json::Value) -> String {
     );
     if n("moving_in") + n("moving_out") > 0 || v["membership"]["draining"].as_bool() == Some(true) {
         out += &format!(
-            "moving: in {} [{}]  out {} [{}]  connections held {}  flows tracked {} (held {}){}\n",
+            "moving: in {} [{}]{}  out {} [{}]  connections held {}  flows tracked {} (held {}){}\n",
             n("moving_in"),
             s("moving_in_ranges"),
+            match v["membership"]["nodes"][0]["kept_in"].as_u64() {
+                Some(k) if k > 0 => format!(" (kept for a newer owner: {k})"),
+                _ => String::new(),
+            },
             n("moving_out"),
             s("moving_out_ranges"),
             v["membership"]["moves"]["connections_held"],

@@ -331,6 +331,7 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
             "holds": m.owned().count(),
             "moving_in": m.with_hold(Hold::In).count(),
             "moving_out": m.with_hold(Hold::Out).count(),
+            "kept_in": m.kept_in().count(),
         })];
         for p in m.peers(now) {
             nodes.push(serde_json::json!({

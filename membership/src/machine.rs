@@ -60,7 +60,7 @@
 //! or `Out`), and every move ends.
 
 use crate::assign::{Member, Preferences};
-use crate::wire::{DecodeError, Heartbeat, Key, MovingOut};
+use crate::wire::{BucketSet, DecodeError, Heartbeat, Key};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -150,7 +150,8 @@ struct Peer {
     /// hearing.
     acked: u64,
     digest: u64,
-    moving_out: MovingOut,
+    moving_out: BucketSet,
+    kept_in: BucketSet,
 }
 
 /// What `status` shows of a peer.
@@ -197,6 +198,8 @@ pub struct Machine {
     /// of them changes, not on every heartbeat.
     target_of: Option<(u64, bool)>,
     was_agreed: bool,
+    /// Some bucket of the target waits for a peer that keeps it in.
+    takes_pending: bool,
     target: Vec<bool>,
     held: Vec<Hold>,
     /// When each `Out` bucket is released at the latest.
@@ -261,7 +264,8 @@ impl Machine {
                 was_alive: false,
                 acked: 0,
                 digest: 0,
-                moving_out: MovingOut::none(),
+                moving_out: BucketSet::none(),
+                kept_in: BucketSet::none(),
             })
             .collect();
         let n = settings.n_buckets as usize;
@@ -283,6 +287,7 @@ impl Machine {
             view_sequence: 1,
             target_of: None,
             was_agreed: false,
+            takes_pending: false,
             target: vec![false; n],
             held: vec![Hold::None; n],
             out_deadline: vec![Duration::ZERO; n],
@@ -363,6 +368,7 @@ impl Machine {
             peer.view = hb.view;
             peer.digest = hb.digest;
             peer.moving_out = hb.moving_out;
+            peer.kept_in = hb.kept_in;
             peer.weight = hb.weight;
             peer.ready = hb.ready;
             peer.state = hb.state;
@@ -379,6 +385,7 @@ impl Machine {
             self.sequence += 1;
             let weight = self.my_weight;
             let moving_out = self.moving_out_set();
+            let kept_in = self.kept_in_set();
             for p in &self.peers {
                 let hb = Heartbeat {
                     sender: self.s.me,
@@ -392,6 +399,7 @@ impl Machine {
                     ack: (p.incarnation, p.sequence.iter().copied().max().unwrap_or(0)),
                     digest: self.digest,
                     moving_out: moving_out.clone(),
+                    kept_in: kept_in.clone(),
                 };
                 let bytes = hb.encode(&self.s.key);
                 for network in 0..self.s.networks {
@@ -408,10 +416,24 @@ impl Machine {
         }
     }
 
+    /// The buckets kept in: moving in, but given to another node since.
+    fn kept_in_set(&self) -> BucketSet {
+        if self.n_in == 0 {
+            return BucketSet::none();
+        }
+        let mut words = vec![0u64; self.held.len().div_ceil(64)];
+        for (b, h) in self.held.iter().enumerate() {
+            if *h == Hold::In && !self.target[b] {
+                words[b / 64] |= 1 << (b % 64);
+            }
+        }
+        BucketSet::Buckets(words)
+    }
+
     /// The `Out` buckets, as heartbeats carry them.
-    fn moving_out_set(&self) -> MovingOut {
+    fn moving_out_set(&self) -> BucketSet {
         if self.n_out == 0 {
-            return MovingOut::none();
+            return BucketSet::none();
         }
         let mut words = vec![0u64; self.held.len().div_ceil(64)];
         for (b, h) in self.held.iter().enumerate() {
@@ -419,7 +441,7 @@ impl Machine {
                 words[b / 64] |= 1 << (b % 64);
             }
         }
-        MovingOut::Buckets(words)
+        BucketSet::Buckets(words)
     }
 
     /// Changes this node's weight at run time (the farm rebalances, moving
@@ -472,6 +494,14 @@ impl Machine {
         self.peers
             .iter()
             .any(|p| p.moving_out.contains(b) && self.alive(p, now))
+    }
+
+    /// Whether some live peer still takes the new flows of `b` although
+    /// the assignment moved it on (its move in has not ended).
+    fn peer_kept_in(&self, b: u32, now: Duration) -> bool {
+        self.peers
+            .iter()
+            .any(|p| p.kept_in.contains(b) && self.alive(p, now))
     }
 
     /// When `handle_timeout` must be called next.
@@ -591,12 +621,17 @@ impl Machine {
         let digest = assignment_digest(view, &self.prefs_weights);
         let alive_count = 1 + self.peers.iter().filter(|p| self.alive(p, now)).count();
         let everyone = alive_count == self.ids.len();
-        let withdraw = !self.offers()
-            || match self.s.split_brain {
-                SplitBrain::ServeAll => false,
-                SplitBrain::Majority => alive_count * 2 <= self.ids.len(),
-                SplitBrain::Witness => !everyone && !self.witness_reachable,
-            };
+        let split_withdraw = match self.s.split_brain {
+            SplitBrain::ServeAll => false,
+            SplitBrain::Majority => alive_count * 2 <= self.ids.len(),
+            SplitBrain::Witness => !everyone && !self.witness_reachable,
+        };
+        let withdraw = !self.offers() || split_withdraw;
+        // A bucket still moving in when the assignment gives it to another
+        // node is kept (its new flows still come here) until its move ends,
+        // then handed on like an owned one: its connections stay. Not when
+        // the application is down or the farm is split.
+        let keep_in = self.s.continuity && self.ready && !split_withdraw;
         let mut changed = false;
         if (view, digest) != (self.view, self.digest) {
             self.view = view;
@@ -622,9 +657,10 @@ impl Machine {
                 self.target[b] = !withdraw && *o == Some(self.s.me);
             }
             // Let go first: a heartbeat never carries a view whose new
-            // flows this node still takes for someone else. What it owned
-            // goes `Out` (its connections stay) with continuity; what was
-            // still moving in is dropped (a move overtaken by another).
+            // flows this node still takes for someone else, except buckets
+            // it keeps in (announced as such: the new owner waits for
+            // them). What it owned goes `Out` (its connections stay) with
+            // continuity.
             for b in 0..self.held.len() {
                 if self.target[b] {
                     continue;
@@ -635,6 +671,7 @@ impl Machine {
                         self.out_deadline[b] = now + self.s.drain_timeout;
                         changed = true;
                     }
+                    Hold::In if keep_in => {}
                     Hold::Owned | Hold::In => {
                         self.set_hold(b, Hold::None);
                         changed = true;
@@ -651,9 +688,16 @@ impl Machine {
                 .all(|p| {
                     p.view == self.view && p.digest == self.digest && p.acked >= self.view_sequence
                 });
-        if agreed && (target_changed || !self.was_agreed) {
+        if agreed && (target_changed || !self.was_agreed || self.takes_pending) {
+            // A bucket a live peer keeps in is taken once that peer hands
+            // it on.
+            self.takes_pending = false;
             for b in 0..self.held.len() {
                 if self.target[b] && matches!(self.held[b], Hold::None | Hold::Out) {
+                    if self.peer_kept_in(b as u32, now) {
+                        self.takes_pending = true;
+                        continue;
+                    }
                     let h = if self.s.continuity && self.peer_moving_out(b as u32, now) {
                         Hold::In
                     } else {
@@ -665,11 +709,19 @@ impl Machine {
             }
         }
         self.was_agreed = agreed;
-        // A move in ends when no live peer serves the bucket's old flows.
+        // A move in ends when no live peer serves the bucket's old flows:
+        // the bucket is owned, or, kept in for a newer owner, handed on
+        // (its connections stay, as an owned bucket's do).
         if self.n_in > 0 {
             for b in 0..self.held.len() {
                 if self.held[b] == Hold::In && !self.peer_moving_out(b as u32, now) {
-                    self.set_hold(b, Hold::Owned);
+                    if self.target[b] {
+                        self.set_hold(b, Hold::Owned);
+                    } else {
+                        self.set_hold(b, Hold::Out);
+                        self.out_deadline[b] = now + self.s.drain_timeout;
+                        self.next_heartbeat = self.next_heartbeat.min(now);
+                    }
                     changed = true;
                 }
             }
@@ -728,6 +780,17 @@ impl Machine {
             .iter()
             .enumerate()
             .filter(move |(_, x)| **x == h)
+            .map(|(b, _)| b as u32)
+    }
+
+    /// The buckets kept in: still moving in, but the assignment has given
+    /// them to another node since; handed on when their move in ends.
+    pub fn kept_in(&self) -> impl Iterator<Item = u32> + '_ {
+        self.held
+            .iter()
+            .zip(&self.target)
+            .enumerate()
+            .filter(|(_, (h, t))| **h == Hold::In && !**t)
             .map(|(b, _)| b as u32)
     }
 

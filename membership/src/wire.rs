@@ -22,29 +22,35 @@
 //!               recipient's last announcement
 //! 53       8    assignment digest: XXH3 of the view and its members'
 //!               weights (two nodes agree only on the same assignment)
-//! 61       1    moving out: 0 none, 1 ranges, 2 bitmap, 3 every bucket
-//!               the sender's view does not give it
-//! 62       …    ranges: count (u16), then (first, count) as u32 pairs;
-//!               bitmap: bit count (u32), then the bits, bucket 0 in the
-//!               low bit of the first byte
+//! 61       …    moving out: the buckets whose old connections the sender
+//!               still serves (a bucket set, below)
+//!  …       …    kept in: the buckets the sender still takes the new flows
+//!               of although its view gives them to another node, because
+//!               their move to it has not ended (a bucket set)
 //! end-32  32    HMAC-SHA256 over everything before it
 //! ```
-//! All integers big-endian; 94 bytes with nothing moving out. Version 3
-//! (version 2 had no digest and no moves; the versions do not
-//! interoperate).
+//! A bucket set: a tag, 0 none, 1 ranges, 2 bitmap, 3 every bucket the
+//! sender's view does not give it; ranges: count (u16), then (first,
+//! count) as u32 pairs; bitmap: bit count (u32), then the bits, bucket 0 in
+//! the low bit of the first byte. The two sets share
+//! [`MAX_MOVING_BYTES`]; one that does not fit is sent as tag 3.
+//!
+//! All integers big-endian; 95 bytes when nothing moves. Version 4
+//! (version 3 had no kept-in set, version 2 no digest and no moves; the
+//! versions do not interoperate).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub const MAGIC: &[u8; 4] = b"HRD1";
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 pub const KIND_HEARTBEAT: u8 = 1;
 const FIXED: usize = 61;
 const TAG: usize = FIXED;
 const MAC_LEN: usize = 32;
 /// The length of a heartbeat that announces no move.
-pub const MIN_LEN: usize = FIXED + 1 + MAC_LEN;
-/// Room kept for the moving-out set: a heartbeat stays one UDP datagram
+pub const MIN_LEN: usize = FIXED + 2 + MAC_LEN;
+/// Room kept for the two bucket sets: a heartbeat stays one UDP datagram
 /// without IP fragments on an ordinary MTU.
 pub const MAX_MOVING_BYTES: usize = 1400;
 /// The highest bucket count a heartbeat describes.
@@ -52,9 +58,9 @@ pub const MAX_BUCKETS: u32 = 1 << 20;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Which buckets the sender still serves the old connections of.
+/// A set of buckets a heartbeat announces (moving out, kept in).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MovingOut {
+pub enum BucketSet {
     /// As a bitset (`u64` words, bucket 0 in the low bit of word 0); empty
     /// when nothing moves.
     Buckets(Vec<u64>),
@@ -63,22 +69,22 @@ pub enum MovingOut {
     AllElse,
 }
 
-impl MovingOut {
+impl BucketSet {
     pub fn none() -> Self {
-        MovingOut::Buckets(Vec::new())
+        BucketSet::Buckets(Vec::new())
     }
 
     pub fn contains(&self, b: u32) -> bool {
         match self {
-            MovingOut::AllElse => true,
-            MovingOut::Buckets(w) => w
+            BucketSet::AllElse => true,
+            BucketSet::Buckets(w) => w
                 .get((b / 64) as usize)
                 .is_some_and(|w| w & (1 << (b % 64)) != 0),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        matches!(self, MovingOut::Buckets(w) if w.iter().all(|w| *w == 0))
+        matches!(self, BucketSet::Buckets(w) if w.iter().all(|w| *w == 0))
     }
 }
 
@@ -100,7 +106,11 @@ pub struct Heartbeat {
     pub ack: (u64, u64),
     /// The assignment the sender's view stands for (view and weights).
     pub digest: u64,
-    pub moving_out: MovingOut,
+    /// The buckets whose old connections the sender still serves.
+    pub moving_out: BucketSet,
+    /// The buckets whose new flows the sender still takes although its
+    /// view gives them to another node: their move to it has not ended.
+    pub kept_in: BucketSet,
 }
 
 pub const STATE_STOP: u8 = 0;
@@ -160,13 +170,21 @@ fn ranges(words: &[u64]) -> Vec<(u32, u32)> {
     out
 }
 
-fn encode_moving(m: &MovingOut, out: &mut Vec<u8>) {
+/// Appends a bucket set in at most `budget` bytes after its tag (as tag 3
+/// if it does not fit); returns the bytes used after the tag.
+fn encode_set(m: &BucketSet, budget: usize, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    encode_moving(m, budget, out);
+    out.len() - start - 1
+}
+
+fn encode_moving(m: &BucketSet, budget: usize, out: &mut Vec<u8>) {
     let words = match m {
-        MovingOut::AllElse => {
+        BucketSet::AllElse => {
             out.push(3);
             return;
         }
-        MovingOut::Buckets(w) => w,
+        BucketSet::Buckets(w) => w,
     };
     let runs = ranges(words);
     if runs.is_empty() {
@@ -176,14 +194,14 @@ fn encode_moving(m: &MovingOut, out: &mut Vec<u8>) {
     let nbits = (words.len() * 64) as u32;
     let bitmap_len = 4 + nbits.div_ceil(8) as usize;
     let ranges_len = 2 + 8 * runs.len();
-    if ranges_len <= bitmap_len && ranges_len <= MAX_MOVING_BYTES && runs.len() <= 0xffff {
+    if ranges_len <= bitmap_len && ranges_len <= budget && runs.len() <= 0xffff {
         out.push(1);
         out.extend_from_slice(&(runs.len() as u16).to_be_bytes());
         for (first, count) in runs {
             out.extend_from_slice(&first.to_be_bytes());
             out.extend_from_slice(&count.to_be_bytes());
         }
-    } else if bitmap_len <= MAX_MOVING_BYTES {
+    } else if bitmap_len <= budget {
         out.push(2);
         out.extend_from_slice(&nbits.to_be_bytes());
         for i in 0..nbits.div_ceil(8) as usize {
@@ -194,21 +212,21 @@ fn encode_moving(m: &MovingOut, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_moving(tail: &[u8]) -> Result<MovingOut, DecodeError> {
+/// Reads a bucket set at the start of `tail`; returns it and the bytes it
+/// took.
+fn decode_set(tail: &[u8]) -> Result<(BucketSet, usize), DecodeError> {
     let (&tag, rest) = tail.split_first().ok_or(DecodeError::Length)?;
     let be32 = |b: &[u8]| u32::from_be_bytes(b.try_into().expect("4 bytes"));
     match tag {
-        0 | 3 if !rest.is_empty() => Err(DecodeError::Length),
-        0 => Ok(MovingOut::none()),
-        3 => Ok(MovingOut::AllElse),
+        0 => Ok((BucketSet::none(), 1)),
+        3 => Ok((BucketSet::AllElse, 1)),
         1 => {
             let n = rest.get(..2).ok_or(DecodeError::Length)?;
             let n = usize::from(u16::from_be_bytes([n[0], n[1]]));
-            if rest.len() != 2 + 8 * n {
-                return Err(DecodeError::Length);
-            }
+            let len = 2 + 8 * n;
+            let body = rest.get(2..len).ok_or(DecodeError::Length)?;
             let mut words: Vec<u64> = Vec::new();
-            for pair in rest[2..].chunks_exact(8) {
+            for pair in body.chunks_exact(8) {
                 let (first, count) = (be32(&pair[..4]), be32(&pair[4..]));
                 let end = first.checked_add(count).ok_or(DecodeError::Field)?;
                 if count == 0 || end > MAX_BUCKETS {
@@ -219,22 +237,20 @@ fn decode_moving(tail: &[u8]) -> Result<MovingOut, DecodeError> {
                     words[(b / 64) as usize] |= 1 << (b % 64);
                 }
             }
-            Ok(MovingOut::Buckets(words))
+            Ok((BucketSet::Buckets(words), 1 + len))
         }
         2 => {
             let nbits = be32(rest.get(..4).ok_or(DecodeError::Length)?);
             if nbits > MAX_BUCKETS {
                 return Err(DecodeError::Field);
             }
-            let bytes = &rest[4..];
-            if bytes.len() != nbits.div_ceil(8) as usize {
-                return Err(DecodeError::Length);
-            }
+            let len = 4 + nbits.div_ceil(8) as usize;
+            let bytes = rest.get(4..len).ok_or(DecodeError::Length)?;
             let mut words = vec![0u64; nbits.div_ceil(64) as usize];
             for (i, byte) in bytes.iter().enumerate() {
                 words[i / 8] |= u64::from(*byte) << ((i % 8) * 8);
             }
-            Ok(MovingOut::Buckets(words))
+            Ok((BucketSet::Buckets(words), 1 + len))
         }
         _ => Err(DecodeError::Field),
     }
@@ -256,7 +272,8 @@ impl Heartbeat {
         out.extend_from_slice(&self.ack.1.to_be_bytes());
         out.extend_from_slice(&self.digest.to_be_bytes());
         debug_assert_eq!(out.len(), TAG);
-        encode_moving(&self.moving_out, &mut out);
+        let used = encode_set(&self.moving_out, MAX_MOVING_BYTES, &mut out);
+        encode_set(&self.kept_in, MAX_MOVING_BYTES - used, &mut out);
         let mut mac = key.mac();
         mac.update(&out);
         out.extend_from_slice(&mac.finalize().into_bytes());
@@ -265,7 +282,7 @@ impl Heartbeat {
 
     /// Checks and decodes; nothing of an unauthenticated datagram is used.
     pub fn decode(bytes: &[u8], key: &Key) -> Result<Heartbeat, DecodeError> {
-        if bytes.len() < MIN_LEN || bytes.len() > MIN_LEN + 4 + MAX_MOVING_BYTES {
+        if bytes.len() < MIN_LEN || bytes.len() > MIN_LEN + MAX_MOVING_BYTES {
             return Err(DecodeError::Length);
         }
         if &bytes[0..4] != MAGIC {
@@ -285,6 +302,11 @@ impl Heartbeat {
             return Err(DecodeError::Field);
         }
         let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        let (moving_out, used_out) = decode_set(&bytes[TAG..body])?;
+        let (kept_in, used_in) = decode_set(&bytes[TAG + used_out..body])?;
+        if TAG + used_out + used_in != body {
+            return Err(DecodeError::Length);
+        }
         Ok(Heartbeat {
             sender: u16::from_be_bytes([bytes[6], bytes[7]]),
             incarnation: u64_at(8),
@@ -296,7 +318,8 @@ impl Heartbeat {
             transient: flags & 8 != 0,
             ack: (u64_at(37), u64_at(45)),
             digest: u64_at(53),
-            moving_out: decode_moving(&bytes[TAG..body])?,
+            moving_out,
+            kept_in,
         })
     }
 }
@@ -321,7 +344,8 @@ mod tests {
             transient: false,
             ack: (5, 40),
             digest: 0x1234_5678_9abc_def0,
-            moving_out: MovingOut::none(),
+            moving_out: BucketSet::none(),
+            kept_in: BucketSet::none(),
         }
     }
 
@@ -350,7 +374,7 @@ mod tests {
     #[test]
     fn moving_out_sets_round_trip_in_the_smaller_form() {
         // A few runs: ranges.
-        let few = hb_moving(MovingOut::Buckets(bits(4096, (10..20).chain([4095]))));
+        let few = hb_moving(BucketSet::Buckets(bits(4096, (10..20).chain([4095]))));
         let bytes = few.encode(&key());
         assert_eq!(bytes[TAG], 1);
         let back = Heartbeat::decode(&bytes, &key()).unwrap();
@@ -362,24 +386,50 @@ mod tests {
             );
         }
         // Scattered: a bitmap.
-        let scattered = hb_moving(MovingOut::Buckets(bits(4096, (0..4096).step_by(3))));
+        let scattered = hb_moving(BucketSet::Buckets(bits(4096, (0..4096).step_by(3))));
         let bytes = scattered.encode(&key());
         assert_eq!(bytes[TAG], 2);
         assert_eq!(Heartbeat::decode(&bytes, &key()), Ok(scattered));
         // Too many buckets for a datagram: every bucket not its own.
-        let huge = hb_moving(MovingOut::Buckets(bits(1 << 20, (0..1 << 20).step_by(2))));
+        let huge = hb_moving(BucketSet::Buckets(bits(1 << 20, (0..1 << 20).step_by(2))));
         let bytes = huge.encode(&key());
         assert_eq!(bytes[TAG], 3);
         assert_eq!(
             Heartbeat::decode(&bytes, &key()).unwrap().moving_out,
-            MovingOut::AllElse
+            BucketSet::AllElse
         );
         // An empty set is "none".
-        let empty = hb_moving(MovingOut::Buckets(bits(4096, [])));
+        let empty = hb_moving(BucketSet::Buckets(bits(4096, [])));
         assert_eq!(empty.encode(&key()).len(), MIN_LEN);
     }
 
-    fn hb_moving(moving_out: MovingOut) -> Heartbeat {
+    #[test]
+    fn kept_in_sets_round_trip_and_share_the_room_with_moving_out() {
+        let h = Heartbeat {
+            moving_out: BucketSet::Buckets(bits(4096, 0..100)),
+            kept_in: BucketSet::Buckets(bits(4096, [7, 300, 301])),
+            ..hb()
+        };
+        let back = Heartbeat::decode(&h.encode(&key()), &key()).unwrap();
+        for b in 0..4096 {
+            assert_eq!(back.moving_out.contains(b), b < 100, "{b}");
+            assert_eq!(back.kept_in.contains(b), [7, 300, 301].contains(&b), "{b}");
+        }
+        // A moving-out bitmap that fills the room leaves none for the kept-in
+        // set, which is then sent as "every bucket not its own".
+        let big = Heartbeat {
+            moving_out: BucketSet::Buckets(bits(11_136, (0..11_136).step_by(2))),
+            kept_in: BucketSet::Buckets(bits(11_136, [1])),
+            ..hb()
+        };
+        let bytes = big.encode(&key());
+        assert!(bytes.len() <= MIN_LEN + MAX_MOVING_BYTES);
+        let back = Heartbeat::decode(&bytes, &key()).unwrap();
+        assert_eq!(back.moving_out, big.moving_out);
+        assert_eq!(back.kept_in, BucketSet::AllElse);
+    }
+
+    fn hb_moving(moving_out: BucketSet) -> Heartbeat {
         Heartbeat { moving_out, ..hb() }
     }
 

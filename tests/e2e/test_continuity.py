@@ -20,14 +20,16 @@ CONNS = 300
 class Hold:
     """`herd-lab hold` in the client namespace, until `stop()`."""
 
-    def __init__(self, first_source):
+    def __init__(self, first_source, conns=None, interval_ms=100):
+        conns = conns or CONNS
         fd, path = tempfile.mkstemp(prefix="herd-hold-")
         os.close(fd)
         os.unlink(path)
         self.stop_file = Path(path)
         self.proc = subprocess.Popen(
-            [LAB, "client", "--", LAB, "hold", "--conns", str(CONNS), "--sources", str(CONNS),
-             "--first-source", str(first_source), "--stop-file", str(self.stop_file),
+            [LAB, "client", "--", LAB, "hold", "--conns", str(conns), "--sources", str(conns),
+             "--first-source", str(first_source), "--interval-ms", str(interval_ms),
+             "--stop-file", str(self.stop_file),
              "--max-seconds", "300"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         # The connections are open once it says so.
@@ -166,6 +168,38 @@ def test_a_weight_change_breaks_no_connection_and_moves_the_share(farm):
     herd("s3", "weight", "1")
     wait_for(lambda: settled(nodes, nodes) and status("s3")["owned_buckets"] < 1500, 15,
              "weight 1 again")
+
+
+def test_a_weight_change_overtaking_a_join_breaks_no_connection(farm):
+    nodes = ("s1", "s3", "s4")
+    wait_for(lambda: settled(nodes, nodes), 20, "three nodes")
+    # Many connections, so that many of the buckets moving to the joining
+    # node stay in move (their old owners keep connections).
+    before = Hold(first_source=4000, conns=1000, interval_ms=300)
+    herd("s2", "start")
+    wait_for(lambda: status("s2")["moving_in"] > 20, 15, "s2 to take buckets in move")
+    # New connections, some on s2 in the buckets still moving in to it…
+    during = Hold(first_source=6000)
+    # …then a weight change gives some of those buckets to s3 before their
+    # move to s2 ends: s2 keeps them (and their new flows) until it does,
+    # then hands them on with their connections.
+    herd("s3", "weight", "3")
+    wait_for(lambda: status("s2")["membership"]["nodes"][0]["kept_in"] > 0, 10,
+             "s2 to keep buckets moving in for s3")
+    assert "kept for a newer owner" in herd("s2", "status").stdout
+    time.sleep(1)
+    r_during = during.stop()
+    r_before = before.stop()
+    assert broken(r_during) == [], broken(r_during)[:3]
+    assert broken(r_before) == [], broken(r_before)[:3]
+    assert r_during["by_node"].get("s2", 0) > 0, r_during["by_node"]
+    everyone = ("s1", "s2", "s3", "s4")
+    wait_for(lambda: settled(everyone, everyone), 15, "the moves to end")
+    herd("s3", "weight", "1")
+    wait_for(lambda: settled(everyone, everyone) and status("s3")["owned_buckets"] < 1300, 15,
+             "weight 1 again")
+    herd("s2", "stop")
+    wait_for(lambda: settled(nodes, nodes), 15, "s2 to leave")
 
 
 def test_a_crash_breaks_only_the_crashed_nodes_connections(farm):
