@@ -178,7 +178,12 @@ impl Classifier {
         table: &BucketTable,
         flows: Option<(&mut FlowTracker, u32)>,
     ) -> Result<Verdict, Malformed> {
-        match self.ipv4_fast(frame, table) {
+        let fast = match frame.get(12..14) {
+            Some([0x08, 0x00]) => self.ipv4_fast(frame, table),
+            Some([0x86, 0xdd]) => self.ipv6_fast(frame, table),
+            _ => None,
+        };
+        match fast {
             Some(v) => Ok(v),
             None => self.parse_and_classify(frame, table, flows),
         }
@@ -261,6 +266,49 @@ impl Classifier {
             Some(Affinity::ClientIp) => None,
         };
         let bucket = FlowKey::V4 { client, port }.bucket(table.n_buckets());
+        if table.owns(bucket) {
+            Some(Verdict::Accept)
+        } else if table.has_moves() {
+            None
+        } else {
+            Some(Verdict::Drop(DropReason::NotOwned))
+        }
+    }
+
+    /// The same for IPv6: an untagged datagram whose first header is TCP
+    /// or UDP (no extension header), to a VIP's MAC and address, of a
+    /// table without moves. `None` for anything else.
+    #[inline(always)]
+    fn ipv6_fast(&self, frame: &[u8], table: &BucketTable) -> Option<Verdict> {
+        const L3: usize = wire::ETH_HEADER_LEN;
+        const L4: usize = L3 + wire::IPV6_HEADER_LEN;
+        let h: &[u8; L4 + 4] = frame.get(..L4 + 4)?.try_into().ok()?;
+        let ethertype = u16::from_be_bytes([h[12], h[13]]);
+        let payload_len = usize::from(u16::from_be_bytes([h[L3 + 4], h[L3 + 5]]));
+        let protocol = h[L3 + 6];
+        if ethertype != wire::ETHERTYPE_IPV6
+            || h[L3] >> 4 != 6
+            || payload_len < 4
+            || payload_len > frame.len() - L4
+            || (protocol != wire::IPPROTO_TCP && protocol != wire::IPPROTO_UDP)
+        {
+            return None;
+        }
+        let dst_mac: &MacAddr = h[..6].try_into().ok()?;
+        let src_mac: &MacAddr = h[6..12].try_into().ok()?;
+        let dst: &[u8; 16] = h[L3 + 24..L3 + 40].try_into().ok()?;
+        if *src_mac == self.own_mac || !self.is_vip_mac(dst_mac) || self.vip6(dst).is_none() {
+            return None;
+        }
+        let client: [u8; 16] = h[L3 + 8..L3 + 24].try_into().ok()?;
+        let sport = u16::from_be_bytes([h[L4], h[L4 + 1]]);
+        let dport = u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]);
+        let port = match self.rules.lookup(protocol, dport) {
+            None => return Some(Verdict::Drop(DropReason::NoRule)),
+            Some(Affinity::ClientIpPort) => Some(sport),
+            Some(Affinity::ClientIp) => None,
+        };
+        let bucket = FlowKey::V6 { client, port }.bucket(table.n_buckets());
         if table.owns(bucket) {
             Some(Verdict::Accept)
         } else if table.has_moves() {

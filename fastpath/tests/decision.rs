@@ -599,8 +599,8 @@ proptest! {
     }
 }
 
-/// Frames the IPv4 fast path may decide: TCP and UDP to the VIP on ports
-/// with and without rules, from several clients.
+/// Frames the fast paths may decide: TCP and UDP to the VIPs on ports
+/// with and without rules, from several clients (five IPv4, five IPv6).
 fn fast_candidates() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (i, (proto, dport)) in [(6, 80), (6, 7000), (17, 9000), (6, 22), (17, 53)]
@@ -610,6 +610,19 @@ fn fast_candidates() -> Vec<Vec<u8>> {
         let mut v = V4::new(proto, l4(40000 + i as u16, dport));
         v.src = Ipv4Addr::new(198, 19, i as u8, 7 + i as u8);
         out.push(v.frame());
+    }
+    for (i, (proto, dport)) in [(6, 80), (6, 7000), (17, 9000), (6, 22), (17, 53)]
+        .into_iter()
+        .enumerate()
+    {
+        let client = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, i as u16, 7);
+        out.push(v6_frame(
+            client,
+            vip6(),
+            proto,
+            64,
+            &l4(40000 + i as u16, dport),
+        ));
     }
     out
 }
@@ -622,9 +635,9 @@ proptest! {
     /// the VIPs (a second VIP, multicast delivery).
     #[test]
     fn fast_path_agrees_with_the_parser(
-        which in 0usize..5,
-        flips in proptest::collection::vec((0usize..40, any::<u8>()), 0..3),
-        cut in 0usize..60,
+        which in 0usize..10,
+        flips in proptest::collection::vec((0usize..60, any::<u8>()), 0..3),
+        cut in 0usize..80,
         extend in 0usize..4,
         modulus in 1u32..5,
         moves in any::<bool>(),
@@ -637,17 +650,26 @@ proptest! {
         }
         let mut f = fast_candidates()[which].clone();
         if multicast {
-            // Delivery by multicast MAC (01:00:5e…): the VIP resolves to it.
-            let mac = [0x01, 0x00, 0x5e, 0x12, 0x00, 0x64];
-            c.vips4[0].mac = mac;
-            f[..6].copy_from_slice(&mac);
+            // Delivery by multicast MAC: the VIP resolves to it.
+            if which < 5 {
+                let mac = [0x01, 0x00, 0x5e, 0x12, 0x00, 0x64];
+                c.vips4[0].mac = mac;
+                f[..6].copy_from_slice(&mac);
+            } else {
+                let mac = [0x33, 0x33, 0, 0, 0x01, 0x00];
+                c.vips6[0].mac = mac;
+                f[..6].copy_from_slice(&mac);
+            }
+        }
+        if second_vip {
+            c.vips6.push(Vip { address: "2001:2::101".parse().unwrap(), mac: [0x02, 0x86, 0, 0, 1, 1] });
         }
         for (at, v) in flips {
             let n = f.len();
             f[at % n] = v;
         }
         // Cut short around the headers' end, or kept whole and padded.
-        if cut < 40 {
+        if cut < 60 {
             f.truncate(cut);
         }
         f.extend(std::iter::repeat_n(0, extend));

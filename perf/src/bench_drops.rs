@@ -97,7 +97,7 @@ pub fn run(o: &Options) -> Result<()> {
     let out = std::fs::canonicalize(&o.out)?;
     let pcap = out.join("flows.pcap");
     let vmac = config::vip_mac(VIP.into(), config::Delivery::Vmac);
-    let frames = crate::pcap::syn_flows(o.flows, VIP, vmac, 80);
+    let frames = crate::pcap::syn_flows(o.flows, VIP.into(), vmac, 80);
     crate::pcap::write(&pcap, &frames)?;
     println!(
         "traffic: {} TCP SYN flows to {VIP}:80, 64-byte frames; each node owns no (Herd: 1 of 4096) bucket",
@@ -107,7 +107,7 @@ pub fn run(o: &Options) -> Result<()> {
     // two ratios (taken within the round, under the same machine noise).
     let mut figures: [Vec<f64>; 5] = Default::default();
     for round in 1..=o.rounds {
-        let h = 1e3 / herd_rate(o.cpu, o.seconds, &out, &pcap, "0")?;
+        let h = 1e3 / herd_rate(o.cpu, o.seconds, &out, &pcap, "0", VIP.into())?;
         let i = kernel_ns(o, &out, &pcap, vmac, Hook::Ingress)?;
         let p = kernel_ns(o, &out, &pcap, vmac, Hook::Prerouting)?;
         println!(

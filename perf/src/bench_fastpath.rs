@@ -12,7 +12,7 @@
 use crate::median;
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,34 +38,40 @@ pub struct Options {
     /// `polling.max_sleep_us` of the idle node.
     #[arg(long, default_value_t = 1000)]
     pub max_sleep_us: u32,
+    /// IPv6 traffic (to 2001:2::100) instead of IPv4.
+    #[arg(long)]
+    pub ipv6: bool,
     /// Where configs, the pcap and logs go.
     #[arg(long, default_value = "perf/out")]
     pub out: PathBuf,
 }
 
 pub(crate) const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
 
 pub fn run(o: &Options) -> Result<()> {
     std::fs::create_dir_all(&o.out)?;
     let out = std::fs::canonicalize(&o.out)?;
     let pcap = out.join("flows.pcap");
+    let vip: IpAddr = if o.ipv6 { VIP6.into() } else { VIP.into() };
     let frames = crate::pcap::syn_flows(
         o.flows,
-        VIP,
-        config::vip_mac(VIP.into(), config::Delivery::Vmac),
+        vip,
+        config::vip_mac(vip, config::Delivery::Vmac),
         80,
     );
     crate::pcap::write(&pcap, &frames)?;
     println!(
-        "traffic: {} TCP SYN flows to {VIP}:80, 64-byte frames, replayed by net_pcap",
-        o.flows
+        "traffic: {} TCP SYN flows to {vip} port 80, {}-byte frames, replayed by net_pcap",
+        o.flows,
+        frames[0].len() + 4
     );
 
     let mut herd = Vec::new();
     let mut testpmd = Vec::new();
     let mut ratios = Vec::new();
     for round in 1..=o.rounds {
-        let h = herd_rate(o.cpu, o.seconds, &out, &pcap, "0-2047")?;
+        let h = herd_rate(o.cpu, o.seconds, &out, &pcap, "0-2047", vip)?;
         let t = testpmd_rate(o, &out, &pcap)?;
         println!(
             "round {round}: herd {h:.3} Mpps   testpmd 5tswap {t:.3} Mpps   ratio {:.3}",
@@ -173,7 +179,7 @@ fn start_herd(
 
 /// A static two-node farm; this node (1) owns `id_owned` of 4096 buckets,
 /// node 2 the rest.
-fn farm_toml(id_owned: &str, vip: Ipv4Addr) -> String {
+fn farm_toml(id_owned: &str, vip: IpAddr) -> String {
     let owned = config::BucketRanges::parse(id_owned).map(|r| r.iter().collect::<Vec<u32>>());
     let others = owned.map_or_else(
         |_| String::new(),
@@ -209,6 +215,7 @@ pub(crate) fn herd_rate(
     out: &Path,
     pcap: &Path,
     owned: &str,
+    vip: IpAddr,
 ) -> Result<f64> {
     let sock = out.join("bench-herd.sock");
     let cfg = out.join("bench-herd.toml");
@@ -230,7 +237,7 @@ file_prefix = "herd-bench"
 [control]
 socket = "{sock}"
 "#,
-            farm = farm_toml(owned, VIP),
+            farm = farm_toml(owned, vip),
             pcap = pcap.display(),
             sock = sock.display()
         ),
@@ -465,7 +472,7 @@ file_prefix = "herd-bench-idle"
 [control]
 socket = "{sock}"
 "#,
-                farm = farm_toml("0-2047", Ipv4Addr::new(198, 18, 1, 100)),
+                farm = farm_toml("0-2047", Ipv4Addr::new(198, 18, 1, 100).into()),
                 cpu = o.cpu,
                 max_sleep = o.max_sleep_us,
                 sock = sock.display()

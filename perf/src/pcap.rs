@@ -5,11 +5,12 @@
 //! anyway.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// `n` TCP SYN frames to `vip`:`port` from distinct clients of
-/// 198.19.0.0/16 with distinct ports, 64 bytes on the wire (60 + FCS).
-pub fn syn_flows(n: u32, vip: Ipv4Addr, vmac: [u8; 6], port: u16) -> Vec<Vec<u8>> {
+/// `n` TCP SYN frames to `vip`:`port` from distinct clients with distinct
+/// ports: of 198.19.0.0/16 (64 bytes on the wire, 60 + FCS) or, to an IPv6
+/// VIP, of 2001:2:1::/64 (78 bytes).
+pub fn syn_flows(n: u32, vip: IpAddr, vmac: [u8; 6], port: u16) -> Vec<Vec<u8>> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         // xorshift64*: reproducible, good enough to spread flows.
@@ -21,9 +22,17 @@ pub fn syn_flows(n: u32, vip: Ipv4Addr, vmac: [u8; 6], port: u16) -> Vec<Vec<u8>
     (0..n)
         .map(|_| {
             let r = next();
-            let src = Ipv4Addr::from(0xc613_0000 | (r as u32 & 0xffff));
             let sport = 1024 + ((r >> 32) as u16 % 60000);
-            tcp_frame(src, sport, vip, port, vmac, TCP_SYN)
+            match vip {
+                IpAddr::V4(vip) => {
+                    let src = Ipv4Addr::from(0xc613_0000 | (r as u32 & 0xffff));
+                    tcp_frame(src, sport, vip, port, vmac, TCP_SYN)
+                }
+                IpAddr::V6(vip) => {
+                    let src = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, (r >> 16) as u16, r as u16);
+                    tcp_frame6(src, sport, vip, port, vmac, TCP_SYN)
+                }
+            }
         })
         .collect()
 }
@@ -54,6 +63,29 @@ pub fn tcp_frame(
     f.extend_from_slice(&dport.to_be_bytes());
     f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     f.resize(60, 0);
+    f
+}
+
+/// The same segment over IPv6 (74 bytes; the checksum is left 0, which
+/// neither Herd's decision nor testpmd's forwarding reads).
+pub fn tcp_frame6(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    vmac: [u8; 6],
+    flags: u8,
+) -> Vec<u8> {
+    let mut f = Vec::with_capacity(74);
+    f.extend_from_slice(&vmac);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xcc]);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
     f
 }
 
