@@ -2,7 +2,7 @@
 //!
 //! **herd-hash v1.** A key is serialised into bytes and hashed with XXH3-64
 //! (the frozen XXH3 specification, via `xxhash-rust`; IPv6 keys by
-//! [`xxh3_17to32`], the same function computed in registers) with the seed
+//! `xxh3_17to32`, the same function computed in registers) with the seed
 //! [`HASH_SEED`]; the bucket is the hash mapped onto `0..n_buckets` by a
 //! multiply-shift (`(hash * n) >> 64` in 128-bit arithmetic), which is exact
 //! for any bucket count, not only powers of two.
