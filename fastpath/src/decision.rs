@@ -258,21 +258,8 @@ impl Classifier {
             return None;
         }
         let client: [u8; 4] = h[L3 + 12..L3 + 16].try_into().ok()?;
-        let sport = u16::from_be_bytes([h[L3 + 20], h[L3 + 21]]);
-        let dport = u16::from_be_bytes([h[L3 + 22], h[L3 + 23]]);
-        let port = match self.rules.lookup(protocol, dport) {
-            None => return Some(Verdict::Drop(DropReason::NoRule)),
-            Some(Affinity::ClientIpPort) => Some(sport),
-            Some(Affinity::ClientIp) => None,
-        };
-        let bucket = FlowKey::V4 { client, port }.bucket(table.n_buckets());
-        if table.owns(bucket) {
-            Some(Verdict::Accept)
-        } else if table.has_moves() {
-            None
-        } else {
-            Some(Verdict::Drop(DropReason::NotOwned))
-        }
+        let ports = [h[L3 + 20], h[L3 + 21], h[L3 + 22], h[L3 + 23]];
+        self.fast_verdict(table, protocol, ports, |port| FlowKey::V4 { client, port })
     }
 
     /// The same for IPv6: an untagged datagram whose first header is TCP
@@ -301,14 +288,29 @@ impl Classifier {
             return None;
         }
         let client: [u8; 16] = h[L3 + 8..L3 + 24].try_into().ok()?;
-        let sport = u16::from_be_bytes([h[L4], h[L4 + 1]]);
-        let dport = u16::from_be_bytes([h[L4 + 2], h[L4 + 3]]);
+        let ports = [h[L4], h[L4 + 1], h[L4 + 2], h[L4 + 3]];
+        self.fast_verdict(table, protocol, ports, |port| FlowKey::V6 { client, port })
+    }
+
+    /// The fast paths' end: the rule of (protocol, destination port), the
+    /// key by its affinity (`key` of the client port or none), the bucket.
+    /// `ports` is the TCP/UDP header's first four bytes.
+    #[inline(always)]
+    fn fast_verdict(
+        &self,
+        table: &BucketTable,
+        protocol: u8,
+        ports: [u8; 4],
+        key: impl FnOnce(Option<u16>) -> FlowKey,
+    ) -> Option<Verdict> {
+        let sport = u16::from_be_bytes([ports[0], ports[1]]);
+        let dport = u16::from_be_bytes([ports[2], ports[3]]);
         let port = match self.rules.lookup(protocol, dport) {
             None => return Some(Verdict::Drop(DropReason::NoRule)),
             Some(Affinity::ClientIpPort) => Some(sport),
             Some(Affinity::ClientIp) => None,
         };
-        let bucket = FlowKey::V6 { client, port }.bucket(table.n_buckets());
+        let bucket = key(port).bucket(table.n_buckets());
         if table.owns(bucket) {
             Some(Verdict::Accept)
         } else if table.has_moves() {
