@@ -392,8 +392,10 @@ fn default_spin_polls() -> u32 {
 fn default_min_sleep_us() -> u32 {
     10
 }
+/// 1.5 ms: at 1 ms an idle lcore's ~1000 wake-ups a second cost 2–3.5 %
+/// of a virtual CPU, at the edge of the 3 % goal (perf/RESULTS.md).
 fn default_max_sleep_us() -> u32 {
-    1000
+    1500
 }
 
 impl Default for Polling {

@@ -51,7 +51,7 @@ fn defaults_fill_optional_sections() {
     let c = Config::from_toml(&text).unwrap();
     assert_eq!(c.tap.name, "herd0");
     assert!(c.tap.configure_kernel);
-    assert_eq!(c.polling.max_sleep_us, 1000);
+    assert_eq!(c.polling.max_sleep_us, 1500);
     assert_eq!(c.control.socket, PathBuf::from("/run/herd/herd.sock"));
     assert!(!c.dpdk.hugepages);
 }

@@ -36,7 +36,7 @@ pub struct Options {
     #[arg(long, default_value_t = 10)]
     pub idle_seconds: u64,
     /// `polling.max_sleep_us` of the idle node.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1500)]
     pub max_sleep_us: u32,
     /// IPv6 traffic (to 2001:2::100) instead of IPv4.
     #[arg(long)]
