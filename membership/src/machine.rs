@@ -55,9 +55,19 @@
 //! taken whole at once). `In` becomes `Owned` as soon as no live peer lists
 //! the bucket. A node releases an `Out` bucket when the driver reports that
 //! it holds no connection in it ([`Machine::release_moves`]), or after
-//! `drain_timeout`. So at any time at most one live node takes a bucket's
-//! new flows (`Owned` or `In`) and at most one serves its old ones (`Owned`
-//! or `Out`), and every move ends.
+//! `drain_timeout`.
+//!
+//! A move can be overtaken: the assignment gives a bucket that is still
+//! `In` here to a third node. Dropping it would break the connections
+//! opened here since the move began, so (while this node is ready) it is
+//! *kept in*: still `In`, listed in every heartbeat's kept-in set, and no
+//! peer takes a bucket a live peer keeps in. When its first move ends it
+//! goes `Out` like an owned bucket, and the third node takes it `In`.
+//!
+//! So at any time at most one live node takes a bucket's new flows
+//! (`Owned` or `In`) and at most one serves its old ones (`Owned` or
+//! `Out`), a ready node lets go of a bucket whose flows it serves only by
+//! moving it out, and every move ends.
 
 use crate::assign::{Member, Preferences};
 use crate::wire::{BucketSet, DecodeError, Heartbeat, Key};
@@ -416,30 +426,27 @@ impl Machine {
         }
     }
 
-    /// The buckets kept in: moving in, but given to another node since.
+    /// The buckets kept in (moving in, but given to another node since),
+    /// as heartbeats carry them.
     fn kept_in_set(&self) -> BucketSet {
-        if self.n_in == 0 {
-            return BucketSet::none();
-        }
-        let mut words = vec![0u64; self.held.len().div_ceil(64)];
-        for (b, h) in self.held.iter().enumerate() {
-            if *h == Hold::In && !self.target[b] {
-                words[b / 64] |= 1 << (b % 64);
-            }
-        }
-        BucketSet::Buckets(words)
+        self.bucket_set(self.n_in > 0, |b| {
+            self.held[b] == Hold::In && !self.target[b]
+        })
     }
 
     /// The `Out` buckets, as heartbeats carry them.
     fn moving_out_set(&self) -> BucketSet {
-        if self.n_out == 0 {
+        self.bucket_set(self.n_out > 0, |b| self.held[b] == Hold::Out)
+    }
+
+    /// The buckets `pick` selects; none without a walk when `any` is false.
+    fn bucket_set(&self, any: bool, pick: impl Fn(usize) -> bool) -> BucketSet {
+        if !any {
             return BucketSet::none();
         }
         let mut words = vec![0u64; self.held.len().div_ceil(64)];
-        for (b, h) in self.held.iter().enumerate() {
-            if *h == Hold::Out {
-                words[b / 64] |= 1 << (b % 64);
-            }
+        for b in (0..self.held.len()).filter(|b| pick(*b)) {
+            words[b / 64] |= 1 << (b % 64);
         }
         BucketSet::Buckets(words)
     }
