@@ -45,6 +45,15 @@ fn finish_scripts(m: &mut Machine, now: Duration) -> Vec<Script> {
     run
 }
 
+/// A node with scripts and one checker `name` (action `action`), started
+/// and its start scripts done.
+fn started(name: &str, action: CheckerAction) -> Machine {
+    let mut m = Machine::new(settings(&[(name, action)], true));
+    m.command(Duration::ZERO, Command::Start).unwrap();
+    finish_scripts(&mut m, S);
+    m
+}
+
 fn up() -> Status {
     Status {
         state: State::Up,
@@ -134,9 +143,7 @@ fn waits_until_every_checker_is_up() {
 
 #[test]
 fn wait_action_withdraws_until_the_checker_passes() {
-    let mut m = Machine::new(settings(&[("web", CheckerAction::Wait)], true));
-    m.command(Duration::ZERO, Command::Start).unwrap();
-    finish_scripts(&mut m, S);
+    let mut m = started("web", CheckerAction::Wait);
     m.checker_result(S, 0, true, String::new());
     assert_eq!(m.status(), up());
     events(&mut m);
@@ -163,9 +170,7 @@ fn wait_action_withdraws_until_the_checker_passes() {
 
 #[test]
 fn restart_action_runs_stop_then_start_and_rejoins_when_healthy() {
-    let mut m = Machine::new(settings(&[("app", CheckerAction::Restart)], true));
-    m.command(Duration::ZERO, Command::Start).unwrap();
-    finish_scripts(&mut m, S);
+    let mut m = started("app", CheckerAction::Restart);
     m.checker_result(S, 0, true, String::new());
     assert_eq!(m.status(), up());
     events(&mut m);
@@ -192,9 +197,7 @@ fn restart_action_runs_stop_then_start_and_rejoins_when_healthy() {
 
 #[test]
 fn stopstart_runs_all_four_scripts() {
-    let mut m = Machine::new(settings(&[("app", CheckerAction::Stopstart)], true));
-    m.command(Duration::ZERO, Command::Start).unwrap();
-    finish_scripts(&mut m, S);
+    let mut m = started("app", CheckerAction::Stopstart);
     m.checker_result(S, 0, true, String::new());
     fail(&mut m, 2 * S, 0);
     assert_eq!(
@@ -211,9 +214,7 @@ fn stopstart_runs_all_four_scripts() {
 
 #[test]
 fn stop_action_stops_the_node_and_says_why() {
-    let mut m = Machine::new(settings(&[("disk", CheckerAction::Stop)], true));
-    m.command(Duration::ZERO, Command::Start).unwrap();
-    finish_scripts(&mut m, S);
+    let mut m = started("disk", CheckerAction::Stop);
     m.checker_result(S, 0, true, String::new());
     m.checker_result(2 * S, 0, false, "full".into());
     m.checker_result(2 * S, 0, false, "full".into());
@@ -265,9 +266,7 @@ fn the_worst_action_wins() {
 #[test]
 fn restart_loop_limit_stops_the_node() {
     // maxloop 2 within 60 s: the third restart in the window stops.
-    let mut m = Machine::new(settings(&[("app", CheckerAction::Restart)], true));
-    m.command(Duration::ZERO, Command::Start).unwrap();
-    finish_scripts(&mut m, S);
+    let mut m = started("app", CheckerAction::Restart);
     let mut now = S;
     let mut restarts = 0;
     for _ in 0..5 {
@@ -294,9 +293,7 @@ fn restart_loop_limit_stops_the_node() {
 
 #[test]
 fn restarts_outside_the_window_do_not_count() {
-    let mut m = Machine::new(settings(&[("app", CheckerAction::Restart)], true));
-    m.command(Duration::ZERO, Command::Start).unwrap();
-    finish_scripts(&mut m, S);
+    let mut m = started("app", CheckerAction::Restart);
     let mut now = S;
     for _ in 0..10 {
         m.checker_result(now, 0, true, String::new());
@@ -396,9 +393,7 @@ fn operator_commands() {
 
 #[test]
 fn checkers_off_ignores_verdicts_and_on_applies_them() {
-    let mut m = Machine::new(settings(&[("app", CheckerAction::Restart)], true));
-    m.command(Duration::ZERO, Command::Start).unwrap();
-    finish_scripts(&mut m, S);
+    let mut m = started("app", CheckerAction::Restart);
     assert_eq!(m.status().state, State::Wait);
     m.set_checkers(S, false);
     assert_eq!(m.status(), up());
