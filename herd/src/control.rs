@@ -51,6 +51,19 @@ impl Node {
             .is_some_and(|m| m.shared.with(|mach| mach.draining()))
     }
 
+    /// How the node stands for new flows, in a word, as `herd state` and
+    /// `/health` say it: "draining" (UP, serving its connections only),
+    /// "transient" (scripts running) or "ready".
+    pub fn readiness(&self, health: &health::driver::Snapshot) -> &'static str {
+        if self.draining() {
+            "draining"
+        } else if health.transient {
+            "transient"
+        } else {
+            "ready"
+        }
+    }
+
     /// `herd weight N`: the farm rebalances to the new weight, keeping
     /// connections where they are.
     fn set_weight(&self, arg: &str) -> serde_json::Value {
@@ -118,7 +131,8 @@ impl Node {
                 let code = self.health.status().state.code();
                 // A draining node is still UP (its connections are served)
                 // but not ready for new flows: transient, as on its way down.
-                let draining = self.draining();
+                let readiness = self.readiness(&s);
+                let draining = readiness == "draining";
                 let reason = if draining {
                     "draining: new flows go to the other nodes".to_string()
                 } else {
@@ -126,7 +140,7 @@ impl Node {
                 };
                 return serde_json::json!({
                     "state": s.state, "transient": s.transient || draining, "draining": draining,
-                    "code": code, "reason": reason,
+                    "readiness": readiness, "code": code, "reason": reason,
                 });
             }
             "checker on" | "checker off" => {

@@ -67,19 +67,9 @@ fn respond<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
             let s = node.health.snapshot();
             // A draining node serves its connections but takes no new
             // flows: a load balancer in front must stop sending it some.
-            let draining = node.draining();
-            let body = format!(
-                "{} ({})\n",
-                s.state,
-                if draining {
-                    "draining"
-                } else if s.transient {
-                    "transient"
-                } else {
-                    "ready"
-                }
-            );
-            let status = if s.owns_buckets && !draining {
+            let readiness = node.readiness(&s);
+            let body = format!("{} ({readiness})\n", s.state);
+            let status = if s.owns_buckets && readiness != "draining" {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -122,13 +122,7 @@ fn main() -> ExitCode {
                 println!(
                     "{} ({})  {}",
                     v["state"].as_str().unwrap_or("?"),
-                    if v["draining"].as_bool() == Some(true) {
-                        "draining"
-                    } else if v["transient"].as_bool() == Some(true) {
-                        "transient"
-                    } else {
-                        "ready"
-                    },
+                    v["readiness"].as_str().unwrap_or("?"),
                     v["reason"].as_str().unwrap_or("")
                 );
                 ExitCode::from(v["code"].as_u64().unwrap_or(3).min(3) as u8)
