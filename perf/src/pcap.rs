@@ -49,19 +49,14 @@ pub fn tcp_frame(
     vmac: [u8; 6],
     flags: u8,
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&vmac);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xcc]);
-    f.extend_from_slice(&[0x08, 0x00]);
+    let mut f = ethernet(vmac, [0x08, 0x00], 60);
     let mut ip = vec![0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0];
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
     let sum = checksum(&ip);
     ip[10..12].copy_from_slice(&sum.to_be_bytes());
     f.extend_from_slice(&ip);
-    f.extend_from_slice(&sport.to_be_bytes());
-    f.extend_from_slice(&dport.to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    push_tcp(&mut f, sport, dport, flags);
     f.resize(60, 0);
     f
 }
@@ -76,17 +71,28 @@ pub fn tcp_frame6(
     vmac: [u8; 6],
     flags: u8,
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(74);
-    f.extend_from_slice(&vmac);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xcc]);
-    f.extend_from_slice(&[0x86, 0xdd]);
+    let mut f = ethernet(vmac, [0x86, 0xdd], 74);
     f.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&dst.octets());
+    push_tcp(&mut f, sport, dport, flags);
+    f
+}
+
+/// An Ethernet header from the lab client's MAC to `vmac`.
+fn ethernet(vmac: [u8; 6], ethertype: [u8; 2], capacity: usize) -> Vec<u8> {
+    let mut f = Vec::with_capacity(capacity);
+    f.extend_from_slice(&vmac);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xcc]);
+    f.extend_from_slice(&ethertype);
+    f
+}
+
+/// A 20-byte TCP header (sequence 1, no options, checksum 0).
+fn push_tcp(f: &mut Vec<u8>, sport: u16, dport: u16, flags: u8) {
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
     f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f
 }
 
 fn checksum(b: &[u8]) -> u16 {
