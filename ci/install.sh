@@ -6,4 +6,5 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config \
     iproute2 nftables ethtool iputils-ping procps coreutils \
-    python3 python3-pytest python3-scapy python3-xxhash
+    python3 python3-pytest python3-scapy python3-xxhash \
+    nginx-light wrk apache2-utils curl

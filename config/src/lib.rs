@@ -308,6 +308,11 @@ pub struct Tap {
     /// sysctls, and the NIC's kernel interface silenced). On by default.
     #[serde(default = "default_true")]
     pub configure_kernel: bool,
+    /// Let the kernel hand over large TCP segments with checksums to fill
+    /// in (TSO4/TSO6, checksum offload), cut and summed by the fastpath.
+    /// On by default; off makes the kernel segment and sum itself.
+    #[serde(default = "default_true")]
+    pub offloads: bool,
     /// Replace the TAP by another DPDK vdev (benchmarks only).
     #[serde(default)]
     pub vdev: Option<String>,
@@ -327,6 +332,7 @@ impl Default for Tap {
             addresses: Vec::new(),
             routes: Vec::new(),
             configure_kernel: true,
+            offloads: true,
             vdev: None,
         }
     }

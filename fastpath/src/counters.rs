@@ -57,6 +57,12 @@ counters!(
     arp_replies,
     ndp_replies,
     tx_failed,
+    // The kernel's TAP (Herd's own): large TCP segments the kernel handed
+    // over and the fastpath cut into frames; frames lost between the
+    // kernel and the fastpath (a failed read or write, a frame whose
+    // offload could not be done, no mbuf).
+    kernel_segments,
+    kernel_frames_lost,
     polls,
     idle_sleeps,
 );

@@ -1,5 +1,8 @@
 //! The one thin safe layer over `dpdk-sys`: EAL, mempool, ports, mbufs and
-//! lcore launch. Every `unsafe` block of Herd outside `dpdk-sys` is here.
+//! lcore launch, and ([`tap`]) the kernel's TAP that the fastpath opens
+//! itself. Every `unsafe` block of Herd outside `dpdk-sys` is here.
+
+pub mod tap;
 
 use dpdk_sys as sys;
 use std::ffi::{c_void, CStr, CString};
@@ -180,6 +183,16 @@ impl Mempool {
         NonNull::new(ptr)
             .map(|ptr| Mempool { ptr })
             .ok_or_else(|| last_error(format!("mempool {name} of {mbufs} mbufs")))
+    }
+}
+
+impl Mempool {
+    /// One mbuf from the pool (`None` when it is empty).
+    #[inline]
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: the pool is valid for our lifetime; a non-null result is
+        // a fresh mbuf that we own.
+        NonNull::new(unsafe { sys::herd_pktmbuf_alloc(self.ptr.as_ptr()) }).map(Mbuf)
     }
 }
 

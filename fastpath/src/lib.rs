@@ -16,6 +16,7 @@ pub mod poll;
 pub mod reply;
 
 pub mod node;
+pub mod offload;
 pub mod setup;
 pub mod table;
 pub mod wire;

@@ -5,8 +5,10 @@ use crate::counters::{
     BurstCounts, FlowGauges, FlowStats, LcoreCounters, TableSwitch, TableSwitchStats,
 };
 use crate::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
+use crate::dpdk::tap::{self, PacketTx, Tap, TapQueue, Waker};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
 use crate::flows::FlowTracker;
+use crate::offload::{self, Segmenter, VnetHdr, F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN};
 use crate::poll::{Backoff, Idle, IdlePolicy};
 use crate::reply;
 use crate::setup::KernelSetup;
@@ -165,6 +167,19 @@ fn mac_string(m: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// The packet socket that sends large segments whole on an `af_packet`
+/// port whose TAP has offloads (other ports cut them in the fastpath).
+fn packet_tx(config: &Config) -> Result<Option<PacketTx>, NodeError> {
+    match (config.port.driver, &config.port.interface, &config.tap.vdev) {
+        (Driver::AfPacket, Some(i), None) if config.tap.offloads => {
+            PacketTx::open(tap::interface_index(i))
+                .map(Some)
+                .map_err(|e| NodeError::Other(format!("a packet socket on {i}: {e}")))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// What `herd status` shows of a node.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeStatus {
@@ -192,6 +207,9 @@ pub struct NodeStatus {
     pub totals: BurstCounts,
     pub lcores: Vec<LcoreStatus>,
     pub nic_stats: PortStats,
+    /// The exception path: Herd's own TAP (with or without offloads) or a
+    /// DPDK port.
+    pub tap: String,
     pub tap_stats: PortStats,
 }
 
@@ -233,13 +251,44 @@ pub fn ranges_string(buckets: impl Iterator<Item = u32>) -> String {
     out.join(",")
 }
 
+/// The exception path to the kernel: Herd's own TAP (the default), or a
+/// DPDK port named by `tap.vdev` (benchmarks: `net_null`, or `net_tap`).
+#[derive(Clone)]
+enum KernelPort {
+    Tap(Arc<Tap>),
+    Port(Arc<Port>),
+}
+
+impl KernelPort {
+    fn describe(&self) -> String {
+        match self {
+            KernelPort::Tap(t) if t.offloads() => format!("{} (TSO, checksum offload)", t.name()),
+            KernelPort::Tap(t) => format!("{} (no offloads)", t.name()),
+            KernelPort::Port(p) => p.name().to_string(),
+        }
+    }
+
+    /// The exception path's counters; Herd's TAP counts in the lcores'.
+    fn stats(&self, totals: &BurstCounts) -> PortStats {
+        match self {
+            KernelPort::Port(p) => p.stats(),
+            KernelPort::Tap(_) => PortStats {
+                ipackets: totals.from_kernel,
+                opackets: totals.accepted + totals.to_kernel,
+                ierrors: totals.kernel_frames_lost,
+                ..Default::default()
+            },
+        }
+    }
+}
+
 /// Reads a running node's status (counters, table, ports) from any
 /// thread, for the control socket and the HTTP listener.
 #[derive(Clone)]
 pub struct StatusReader {
     config: Arc<Config>,
     nic: Arc<Port>,
-    tap: Arc<Port>,
+    kernel: KernelPort,
     nic_mac: [u8; 6],
     lcores: Vec<u32>,
     counters: Arc<[LcoreCounters]>,
@@ -263,6 +312,7 @@ impl StatusReader {
                 flows: self.flow_gauges[q].snapshot(),
             })
             .collect();
+        let totals = BurstCounts::sum(lcores.iter().map(|l| &l.counters));
         NodeStatus {
             farm: self.config.farm.name.clone(),
             node_id: self.config.node.id,
@@ -280,10 +330,11 @@ impl StatusReader {
             moving_out_ranges: ranges_string(table.moving_buckets(Move::Out)),
             flows: FlowStats::sum(lcores.iter().map(|l| &l.flows)),
             arp_responder: table.is_arp_responder(),
-            totals: BurstCounts::sum(lcores.iter().map(|l| &l.counters)),
+            tap: self.kernel.describe(),
+            tap_stats: self.kernel.stats(&totals),
+            totals,
             lcores,
             nic_stats: self.nic.stats(),
-            tap_stats: self.tap.stats(),
         }
     }
 }
@@ -322,24 +373,39 @@ impl RunningNode {
         nic.enable_promiscuous()?;
         let nic_mac = nic.mac()?;
 
-        let tap_name = match &config.tap.vdev {
-            Some(v) => vdev_name(v),
-            None => {
-                // The TAP has the NIC's MAC, so what the kernel sends leaves
-                // with the NIC's own MAC and peers see one MAC per node.
-                let args = format!("iface={},mac={}", config.tap.name, mac_string(&nic_mac));
-                eal.create_vdev("net_tap0", &args)?;
-                "net_tap0".into()
+        let kernel_port = match &config.tap.vdev {
+            Some(v) => {
+                let port = eal.port_by_name(&vdev_name(v))?;
+                port.configure_and_start(
+                    &pool,
+                    queues,
+                    config.port.rx_descriptors,
+                    config.port.tx_descriptors,
+                )?;
+                KernelPort::Port(Arc::new(port))
             }
+            // The TAP has the NIC's MAC, so what the kernel sends leaves
+            // with the NIC's own MAC and peers see one MAC per node.
+            None => match Tap::open(&config.tap.name, queues, nic_mac, config.tap.offloads) {
+                Ok(t) => KernelPort::Tap(Arc::new(t)),
+                Err(e) => {
+                    nic.close();
+                    return Err(NodeError::Other(format!(
+                        "the TAP {}: {e}",
+                        config.tap.name
+                    )));
+                }
+            },
         };
-        let tap = eal.port_by_name(&tap_name)?;
-        tap.configure_and_start(
-            &pool,
-            queues,
-            config.port.rx_descriptors,
-            config.port.tx_descriptors,
-        )?;
 
+        let mut packet_txs: Vec<Option<PacketTx>> =
+            match (0..queues).map(|_| packet_tx(&config)).collect() {
+                Ok(p) => p,
+                Err(e) => {
+                    nic.close();
+                    return Err(e);
+                }
+            };
         let mut kernel = KernelSetup::default();
         if config.tap.configure_kernel && config.tap.vdev.is_none() {
             let result = (|| {
@@ -352,7 +418,11 @@ impl RunningNode {
             })();
             if let Err(e) = result {
                 kernel.undo();
-                tap.close();
+                if let KernelPort::Port(p) = kernel_port {
+                    if let Ok(p) = Arc::try_unwrap(p) {
+                        p.close();
+                    }
+                }
                 nic.close();
                 return Err(e.into());
             }
@@ -365,15 +435,43 @@ impl RunningNode {
         let publisher = TablePublisher::new(table);
         let stop = Arc::new(AtomicBool::new(false));
         let nic = Arc::new(nic);
-        let tap = Arc::new(tap);
         let classifier = Arc::new(classifier(&config, nic_mac));
         let policy = IdlePolicy::from_config(&config.polling);
         let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
+        let nic_sockets = match (config.port.driver, &config.port.interface) {
+            (Driver::AfPacket | Driver::AfXdp, Some(i)) => {
+                let found =
+                    tap::port_sockets(tap::interface_index(i), config.port.driver == Driver::AfXdp);
+                if found.len() == usize::from(queues) {
+                    if packet_txs.iter().any(Option::is_some) {
+                        for s in &found {
+                            if let Err(e) = tap::ignore_outgoing(*s) {
+                                tracing::warn!("the NIC's socket sees what Herd sends: {e}");
+                            }
+                        }
+                    }
+                    found
+                } else {
+                    tracing::warn!(
+                        found = found.len(),
+                        queues,
+                        "the NIC's queue sockets were not found: idle lcores wake on the TAP and on time only"
+                    );
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
         for (q, &lcore) in lcores.iter().enumerate() {
+            let mut wakers: Vec<Waker> = nic_sockets.get(q).copied().into_iter().collect();
+            if let KernelPort::Tap(t) = &kernel_port {
+                wakers.push(t.queue(q as u16).waker());
+            }
             let worker = Worker {
                 queue: q as u16,
                 nic: Arc::clone(&nic),
-                tap: Arc::clone(&tap),
+                kernel: kernel_port.clone(),
+                pool: Arc::clone(&pool),
                 classifier: Arc::clone(&classifier),
                 table: publisher.reader(),
                 counters: Arc::clone(&counters),
@@ -385,6 +483,9 @@ impl RunningNode {
                 ),
                 stop: Arc::clone(&stop),
                 policy,
+                nic_wakes: nic_sockets.get(q).is_some(),
+                wakers,
+                packet_tx: packet_txs[q].take(),
                 vip_macs4: classifier
                     .vips4
                     .iter()
@@ -412,7 +513,7 @@ impl RunningNode {
             parts: StatusReader {
                 config: Arc::new(config),
                 nic,
-                tap,
+                kernel: kernel_port,
                 nic_mac,
                 lcores,
                 counters,
@@ -458,8 +559,13 @@ impl RunningNode {
         self.eal.wait_workers();
         self.kernel.undo();
         let RunningNode { eal, parts, .. } = self;
-        let StatusReader { nic, tap, .. } = parts;
-        for port in [tap, nic] {
+        let StatusReader { nic, kernel, .. } = parts;
+        let ports = match kernel {
+            KernelPort::Port(p) => vec![p, nic],
+            // Herd's TAP goes with its last descriptor.
+            KernelPort::Tap(_) => vec![nic],
+        };
+        for port in ports {
             match Arc::try_unwrap(port) {
                 Ok(p) => p.close(),
                 Err(_) => tracing::warn!("a port is still shared at shutdown"),
@@ -474,7 +580,8 @@ impl RunningNode {
 struct Worker {
     queue: u16,
     nic: Arc<Port>,
-    tap: Arc<Port>,
+    kernel: KernelPort,
+    pool: Arc<Mempool>,
     classifier: Arc<Classifier>,
     table: TableReader,
     counters: Arc<[LcoreCounters]>,
@@ -484,6 +591,12 @@ struct Worker {
     flows: FlowTracker,
     stop: Arc<AtomicBool>,
     policy: IdlePolicy,
+    /// What ends an idle wait: this lcore's TAP queue and NIC queue socket.
+    wakers: Vec<Waker>,
+    /// A packet on the NIC ends a wait (its queue's socket is a waker).
+    nic_wakes: bool,
+    /// An `af_packet` port's way out for large segments, whole.
+    packet_tx: Option<PacketTx>,
     vip_macs4: Vec<(std::net::Ipv4Addr, [u8; 6])>,
     vip_macs6: Vec<(std::net::Ipv6Addr, [u8; 6])>,
 }
@@ -495,11 +608,14 @@ impl Worker {
         let own_mac = self.classifier.own_mac;
         let mut rx: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut to_tap: Vec<Mbuf> = Vec::with_capacity(BURST);
-        let mut to_nic: Vec<Mbuf> = Vec::with_capacity(2 * BURST);
+        // Room for the frames of a large segment from the kernel.
+        let mut to_nic: Vec<Mbuf> = Vec::with_capacity(4 * BURST);
         let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
         let mut backoff = Backoff::new(self.policy);
         let mut generation = 0;
         let mut upkeep = FlowUpkeep::new();
+        let mut from_tap = FromTap::new();
+        let mut tap_skips = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             let mut c = BurstCounts {
                 polls: 1,
@@ -604,20 +720,64 @@ impl Worker {
                     }
                 }
                 dpdk::free_bulk(&mut dropped);
-                c.tx_failed += self.tap.tx_burst(q, &mut to_tap) as u64;
-            }
-            let k = self.tap.rx_burst(q, &mut to_nic);
-            // Whatever the kernel sent, it leaves with the NIC's own MAC:
-            // never a VIP's MAC, which must stay unlearnable by switches.
-            let from = to_nic.len() - k;
-            for m in &mut to_nic[from..] {
-                if let Some(src) = m.data_mut().get_mut(6..12) {
-                    src.copy_from_slice(&own_mac);
+                match &self.kernel {
+                    KernelPort::Tap(tap) => {
+                        for m in to_tap.drain(..) {
+                            // No offload announced: the kernel verifies
+                            // every checksum itself.
+                            if tap.queue(q).write(&[0; VNET_HDR_LEN], m.data()).is_err() {
+                                c.kernel_frames_lost += 1;
+                            }
+                        }
+                    }
+                    KernelPort::Port(p) => c.tx_failed += p.tx_burst(q, &mut to_tap) as u64,
                 }
             }
+            // Under a full NIC burst the kernel's queue is read every
+            // fourth poll: an empty read is a system call.
+            tap_skips = if n == BURST { tap_skips + 1 } else { 0 };
+            let k = match &self.kernel {
+                _ if !tap_skips.is_multiple_of(4) => 0,
+                KernelPort::Tap(tap) => from_tap.receive(
+                    tap.queue(q),
+                    &self.pool,
+                    &NicOut {
+                        nic: &self.nic,
+                        queue: q,
+                        own_mac: &own_mac,
+                        packet_tx: self.packet_tx.as_ref(),
+                    },
+                    &mut to_nic,
+                    &mut c,
+                ),
+                KernelPort::Port(p) => {
+                    let k = p.rx_burst(q, &mut to_nic);
+                    // Whatever the kernel sent, it leaves with the NIC's
+                    // own MAC: never a VIP's MAC, which must stay
+                    // unlearnable by switches.
+                    let from = to_nic.len() - k;
+                    for m in &mut to_nic[from..] {
+                        if let Some(src) = m.data_mut().get_mut(6..12) {
+                            src.copy_from_slice(&own_mac);
+                        }
+                    }
+                    k
+                }
+            };
             c.from_kernel += k as u64;
             c.tx_failed += self.nic.tx_burst(q, &mut to_nic) as u64;
-            match backoff.after_poll(n + k) {
+            // With a NIC that wakes a waiting lcore, only traffic that
+            // involves the kernel keeps it polling (a request in flight:
+            // its reply is near); a burst this node only dropped sends it
+            // back to waiting, so the nodes that are not the flow's owner
+            // leave the CPU to the one that serves it.
+            let served = k + (c.accepted + c.to_kernel + c.arp_replies + c.ndp_replies) as usize;
+            let idle = if self.nic_wakes && served == 0 && n > 0 && n < BURST {
+                backoff.after_drops_only()
+            } else {
+                backoff.after_poll(n + k)
+            };
+            match idle {
                 Idle::Poll => {}
                 Idle::Sleep(d) => {
                     // An idle lcore still switches tables before it sleeps.
@@ -625,11 +785,160 @@ impl Worker {
                     note_switch(&self.switches[usize::from(q)], table, &mut generation);
                     upkeep.tick(&mut self.flows, table, &self.flow_gauges[usize::from(q)]);
                     c.idle_sleeps += 1;
-                    std::thread::sleep(d);
+                    if self.wakers.is_empty() {
+                        std::thread::sleep(d);
+                    } else {
+                        // A packet from the wire or the kernel ends it.
+                        tap::wait_readable(&self.wakers, d);
+                    }
                 }
             }
             self.counters[usize::from(q)].add(&c);
         }
+    }
+}
+
+/// What an lcore needs to take frames from Herd's TAP: a spare mbuf to
+/// read into and room for the rest of a large segment.
+struct FromTap {
+    spare: Option<Mbuf>,
+    /// A large segment, contiguous: its first bytes are copied here from
+    /// the mbuf, the rest is read here directly.
+    segment: Vec<u8>,
+}
+
+impl FromTap {
+    /// Room for the largest TSO segment (64 KiB of IP) and its headers.
+    const SEGMENT_ROOM: usize = 68 * 1024;
+
+    fn new() -> Self {
+        FromTap {
+            spare: None,
+            segment: vec![0; Self::SEGMENT_ROOM],
+        }
+    }
+
+    /// Reads up to a burst of frames from the kernel into `to_nic`,
+    /// cutting large segments (or handing them whole to `packet_tx`),
+    /// completing checksums and giving each the NIC's own MAC as source;
+    /// sends to the NIC whenever `to_nic` is full. Returns the frames
+    /// taken from the kernel.
+    fn receive(
+        &mut self,
+        tap: &TapQueue,
+        pool: &Mempool,
+        out: &NicOut<'_>,
+        to_nic: &mut Vec<Mbuf>,
+        c: &mut BurstCounts,
+    ) -> usize {
+        let mut taken = 0;
+        for _ in 0..BURST {
+            let Some(mut m) = self.spare.take().or_else(|| pool.alloc()) else {
+                c.kernel_frames_lost += 1;
+                break;
+            };
+            let mut raw_hdr = [0u8; VNET_HDR_LEN];
+            let head_len = m.room_mut().len();
+            let len = match tap.read(&mut raw_hdr, m.room_mut(), &mut self.segment[head_len..]) {
+                Ok(Some(len)) => len,
+                Ok(None) => {
+                    self.spare = Some(m);
+                    break;
+                }
+                Err(_) => {
+                    c.kernel_frames_lost += 1;
+                    self.spare = Some(m);
+                    break;
+                }
+            };
+            let hdr = VnetHdr::parse(&raw_hdr);
+            if len >= self.segment.len() {
+                // Filled every byte offered: possibly cut short.
+                c.kernel_frames_lost += 1;
+                self.spare = Some(m);
+                continue;
+            }
+            if hdr.gso_type == GSO_NONE {
+                let ok = len <= head_len
+                    && m.set_len(len)
+                    && (hdr.flags & F_NEEDS_CSUM == 0
+                        || offload::complete_checksum(m.data_mut(), &hdr).is_ok());
+                if ok {
+                    out.push(m, to_nic, c);
+                    taken += 1;
+                } else {
+                    c.kernel_frames_lost += 1;
+                    self.spare = Some(m);
+                }
+                continue;
+            }
+            c.kernel_segments += 1;
+            let head = len.min(head_len);
+            if let Some(packet_tx) = out.packet_tx {
+                // What waits for the NIC goes first: a flow's frames
+                // leave in order.
+                c.tx_failed += out.nic.tx_burst(out.queue, to_nic) as u64;
+                let room = m.room_mut();
+                room[6..12].copy_from_slice(out.own_mac);
+                match packet_tx.send(
+                    &raw_hdr,
+                    &room[..head],
+                    &self.segment[head_len..len.max(head_len)],
+                ) {
+                    Ok(()) => taken += 1,
+                    Err(_) => c.kernel_frames_lost += 1,
+                }
+                self.spare = Some(m);
+                continue;
+            }
+            self.segment[..head].copy_from_slice(&m.room_mut()[..head]);
+            let Ok(seg) = Segmenter::new(&self.segment[..len], &hdr) else {
+                c.kernel_frames_lost += 1;
+                self.spare = Some(m);
+                continue;
+            };
+            let count = seg.count();
+            let mut next = Some(m);
+            for i in 0..count {
+                let Some(mut frame) = next.take().or_else(|| pool.alloc()) else {
+                    c.kernel_frames_lost += (count - i) as u64;
+                    break;
+                };
+                match seg.write(i, frame.room_mut()) {
+                    Some(n) if frame.set_len(n) => {
+                        out.push(frame, to_nic, c);
+                        taken += 1;
+                    }
+                    _ => c.kernel_frames_lost += 1,
+                }
+            }
+        }
+        taken
+    }
+}
+
+/// Where an lcore's frames from the kernel leave.
+struct NicOut<'a> {
+    nic: &'a Port,
+    queue: u16,
+    own_mac: &'a [u8; 6],
+    /// Large segments leave whole here (an `af_packet` port's TSO).
+    packet_tx: Option<&'a PacketTx>,
+}
+
+impl NicOut<'_> {
+    /// Queues `m` for the NIC with the NIC's own MAC as source (never a
+    /// VIP's MAC, which must stay unlearnable by switches), sending the
+    /// queue first if it is full.
+    #[inline]
+    fn push(&self, mut m: Mbuf, to_nic: &mut Vec<Mbuf>, c: &mut BurstCounts) {
+        if to_nic.len() == to_nic.capacity() {
+            c.tx_failed += self.nic.tx_burst(self.queue, to_nic) as u64;
+        }
+        if let Some(src) = m.data_mut().get_mut(6..12) {
+            src.copy_from_slice(self.own_mac);
+        }
+        to_nic.push(m);
     }
 }
 

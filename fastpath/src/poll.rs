@@ -70,6 +70,18 @@ impl Backoff {
         };
         Idle::Sleep(self.sleep)
     }
+
+    /// After a poll that found packets and only dropped them, on an lcore
+    /// that a packet wakes from its wait: nothing is in flight (no reply
+    /// will come), so it waits at once, as long as the policy allows; the
+    /// next packet ends the wait. On a farm of N nodes sharing CPUs, the
+    /// N-1 that drop a packet leave the CPU to the one that serves it.
+    #[inline]
+    pub fn after_drops_only(&mut self) -> Idle {
+        self.empty_polls = self.policy.spin_polls;
+        self.sleep = self.policy.max_sleep;
+        Idle::Sleep(self.sleep)
+    }
 }
 
 #[cfg(test)]
@@ -102,6 +114,16 @@ mod tests {
                 us(50)
             ]
         );
+    }
+
+    #[test]
+    fn a_burst_only_dropped_waits_at_once_and_a_served_one_polls_again() {
+        let mut b = Backoff::new(policy());
+        let us = |n| Idle::Sleep(Duration::from_micros(n));
+        assert_eq!(b.after_drops_only(), us(50));
+        assert_eq!(b.after_poll(0), us(50), "still waiting, no spin");
+        assert_eq!(b.after_poll(1), Idle::Poll);
+        assert_eq!(b.after_poll(0), Idle::Poll, "spins again after work");
     }
 
     #[test]

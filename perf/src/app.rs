@@ -1,6 +1,9 @@
 //! The lab's application: answers with the node's name.
 //!
-//! - HTTP on TCP 80: `GET` returns the node name as the body.
+//! - HTTP on TCP 80: `GET` returns the node name as the body;
+//!   `GET /download/<bytes>/<ms>` sends `<bytes>` bytes spread evenly over
+//!   `<ms>` milliseconds (a download in progress), the node's name in the
+//!   `X-Node` header.
 //! - Line echo on TCP 7000: each line comes back as `<name> <line>`
 //!   (long-lived connections).
 //! - Datagram echo on UDP 9000: each datagram comes back as `<name> <data>`.
@@ -87,8 +90,40 @@ fn http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
         }
         got.extend_from_slice(&buf[..n]);
     }
+    let request = String::from_utf8_lossy(&got);
+    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    if let Some((bytes, ms)) = download_request(path) {
+        return download(s, name, bytes, ms);
+    }
     let body = format!("{name}\n");
     write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    s.flush()
+}
+
+/// `/download/<bytes>/<ms>`, at most 1 GiB over at most 10 minutes.
+fn download_request(path: &str) -> Option<(u64, u64)> {
+    let rest = path.strip_prefix("/download/")?;
+    let (bytes, ms) = rest.split_once('/')?;
+    let (bytes, ms) = (bytes.parse().ok()?, ms.parse().ok()?);
+    (bytes <= 1 << 30 && ms <= 600_000).then_some((bytes, ms))
+}
+
+/// Sends `bytes` in 64 KiB writes paced over `ms` milliseconds.
+fn download(mut s: TcpStream, name: &str, bytes: u64, ms: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 64 * 1024;
+    write!(s, "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nX-Node: {name}\r\nContent-Length: {bytes}\r\nConnection: close\r\n\r\n")?;
+    let chunk = vec![b'h'; CHUNK as usize];
+    let start = std::time::Instant::now();
+    let mut sent = 0;
+    while sent < bytes {
+        let n = CHUNK.min(bytes - sent);
+        s.write_all(&chunk[..n as usize])?;
+        sent += n;
+        let due = Duration::from_millis(ms * sent / bytes.max(1));
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            thread::sleep(wait);
+        }
+    }
     s.flush()
 }
 
@@ -113,5 +148,20 @@ fn udp_echo(s: UdpSocket, name: Arc<str>) {
         out.push(b' ');
         out.extend_from_slice(&buf[..n]);
         let _ = s.send_to(&out, from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_request;
+
+    #[test]
+    fn download_paths_are_parsed_and_bounded() {
+        assert_eq!(download_request("/download/1000/50"), Some((1000, 50)));
+        assert_eq!(download_request("/"), None);
+        assert_eq!(download_request("/download/10"), None);
+        assert_eq!(download_request("/download/x/10"), None);
+        assert_eq!(download_request("/download/2000000000/10"), None);
+        assert_eq!(download_request("/download/10/6000000"), None);
     }
 }

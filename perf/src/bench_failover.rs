@@ -56,6 +56,7 @@ pub fn run(o: &Options) -> Result<()> {
         split_brain: "serve-all".into(),
         heartbeat_networks: 1,
         extra: String::new(),
+        cpus: None,
     };
     crate::lab::up(&spec)?;
     let result = (|| -> Result<(Histogram<u64>, Histogram<u64>)> {

@@ -365,7 +365,8 @@ pub(crate) fn clock_ticks_per_second() -> Result<f64> {
         .unwrap_or(100.0))
 }
 
-fn worker_cpu_ticks(pid: u32) -> Result<u64> {
+/// CPU ticks of a process's DPDK lcore (worker) threads.
+pub(crate) fn worker_cpu_ticks(pid: u32) -> Result<u64> {
     let mut total = 0;
     let mut found = false;
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {

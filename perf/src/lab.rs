@@ -76,10 +76,29 @@ fn sh_quiet(args: &[&str]) {
         .status();
 }
 
-fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
+/// Runs a command in namespace `ns`, failing with its stderr.
+pub fn in_ns(ns: &str, args: &[&str]) -> Result<()> {
     let mut full = vec!["ip", "netns", "exec", ns];
     full.extend_from_slice(args);
     sh(&full)
+}
+
+/// Runs a command in namespace `ns` and returns its stdout, failing with
+/// its stderr.
+pub fn in_ns_output(ns: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} in {ns}", args[0]))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` in {ns} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The directory of this executable: `herd` is looked for beside it.
@@ -112,6 +131,9 @@ pub struct LabSpec {
     pub heartbeat_networks: u32,
     /// Extra TOML appended to every node's config.
     pub extra: String,
+    /// `dpdk.cpus` of every node (the CPUs its lcores run on); `None`:
+    /// herd's default, all CPUs.
+    pub cpus: Option<String>,
 }
 
 /// Static ownership: contiguous, nearly equal ranges of 4096 buckets.
@@ -200,7 +222,7 @@ routes = [{{ to = "198.19.0.0/16", via = "{CLIENT4}" }}, {{ to = "2001:2:1::/64"
 memory_mb = 128
 mbufs = 4095
 file_prefix = "herd-lab-{name}"
-
+{cpus}
 [control]
 socket = "{sock}"
 http = "{ip4}:{HTTP_PORT}"
@@ -215,6 +237,11 @@ http = "{ip4}:{HTTP_PORT}"
         ip6 = node_ip6(n),
         sock = state(&format!("{}.sock", node_name(n))).display(),
         extra = spec.extra,
+        cpus = spec
+            .cpus
+            .as_ref()
+            .map(|c| format!("cpus = \"{c}\"\n"))
+            .unwrap_or_default(),
     )
 }
 
@@ -421,7 +448,11 @@ pub fn up(spec: &LabSpec) -> Result<()> {
         ])?;
         c(&["ip", "link", "set", &peer, "master", BRIDGE, "up"])?;
         c(&["ethtool", "-K", &peer, "tx", "off"])?;
-        in_ns(&ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+        // The node's own end keeps its offloads, as a NIC would: the large
+        // TCP segments Herd sends whole through a packet socket cross the
+        // veth unsegmented (the bridge's port above finishes checksums of
+        // what flows toward the node).
+        in_ns(&ns, &["ethtool", "-K", "eth0", "tx", "on"])?;
         let mac = format!("02:00:00:00:00:{n:02x}");
         in_ns(&ns, &["ip", "link", "set", "eth0", "address", &mac, "up"])?;
         std::fs::write(
@@ -491,6 +522,11 @@ pub fn start(n: u32) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// The pid of node `n`'s `herd`, if it is running.
+pub fn herd_pid(n: u32) -> Option<i32> {
+    read_pid(&format!("{}.herd", node_name(n))).filter(|p| alive(*p))
 }
 
 /// SIGKILL of a node's `herd` (a crash).

@@ -202,6 +202,71 @@ def test_a_weight_change_overtaking_a_join_breaks_no_connection(farm):
     wait_for(lambda: settled(nodes, nodes), 15, "s2 to leave")
 
 
+class Downloads:
+    """`count` paced downloads (`/download/<bytes>/<ms>` of the lab app)
+    by curl in the client namespace, each on its own connection."""
+
+    BYTES = 24 * 1024 * 1024
+
+    def __init__(self, count=24, ms=6000):
+        self.procs = [
+            subprocess.Popen(
+                [LAB, "client", "--", "curl", "-sS", "-D", "-", "-o", "/dev/null",
+                 "--max-time", "60", "-w", "%{size_download}\n",
+                 f"http://198.18.0.100/download/{self.BYTES}/{ms}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(count)]
+
+    def finish(self):
+        """Each download's (node, bytes received, curl's exit code, its
+        stderr), after checking that every one completed whole."""
+        results = []
+        for p in self.procs:
+            out, err = p.communicate(timeout=90)
+            node = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                         if line.lower().startswith("x-node:")), None)
+            size = int(out.strip().splitlines()[-1]) if out.strip() else 0
+            results.append((node, size, p.returncode, err.strip()))
+        failed = [r for r in results if r[2] != 0 or r[1] != self.BYTES]
+        assert failed == [], failed[:3]
+        return results
+
+
+def flowing(nodes):
+    """Waits until the nodes send a few MB more than now: downloads run."""
+    def sent():
+        return sum(status(n)["tap_stats"]["ipackets"] for n in nodes)
+    before = sent()
+    wait_for(lambda: sent() > before + 2000, 10, "the downloads to flow")
+
+
+def test_downloads_in_progress_survive_a_join_and_a_drain(farm):
+    """Large segments from the kernel (TSO through Herd's TAP) while
+    buckets move: every download completes, whole, on the node that
+    started it."""
+    nodes = ("s1", "s3", "s4")
+    wait_for(lambda: settled(nodes, nodes), 20, "three nodes")
+    downloads = Downloads()
+    flowing(nodes)
+    herd("s2", "start")
+    wait_for(lambda: status("s2")["moving_in"] > 0, 15, "s2 to take buckets in move")
+    results = downloads.finish()
+    assert {r[0] for r in results} <= set(nodes), "a download started before s2 joined"
+    everyone = ("s1", "s2", "s3", "s4")
+    wait_for(lambda: settled(everyone, everyone), 15, "the join to end")
+    segments = sum(status(n)["totals"]["kernel_segments"] for n in nodes)
+    assert segments > 0, "the kernel handed over large segments"
+
+    downloads = Downloads()
+    flowing(everyone)
+    herd("s2", "drain")
+    wait_for(lambda: status("s2")["moving_out"] > 0, 5, "s2 to move its buckets out")
+    results = downloads.finish()
+    assert any(r[0] == "s2" for r in results), "s2 had downloads to finish"
+    wait_for(lambda: status("s2")["health"]["state"] == "STOP", 10, "s2 to stop after the drain")
+    wait_for(lambda: settled(nodes, nodes), 10, "the others to settle")
+
+
 def test_a_crash_breaks_only_the_crashed_nodes_connections(farm):
     nodes = ("s1", "s3", "s4")
     wait_for(lambda: settled(nodes, nodes), 20, "three nodes")

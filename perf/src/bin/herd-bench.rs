@@ -27,6 +27,9 @@ enum Cmd {
     /// CPU cost of a packet of another node's bucket: Herd's fastpath
     /// against an nftables jhash farm node.
     Drops(perf::bench_drops::Options),
+    /// The served path: nginx behind Herd against an nftables jhash kernel
+    /// farm node and a plain kernel node, loaded by wrk, ab and curl.
+    Serve(perf::bench_serve::Options),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Cmd::Failover(o) => perf::bench_failover::run(&o),
         Cmd::Flows(o) => perf::bench_flows::run(&o),
         Cmd::Drops(o) => perf::bench_drops::run(&o),
+        Cmd::Serve(o) => perf::bench_serve::run(&o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -185,6 +185,7 @@ fn run(cli: Cli) -> Result<i32> {
                 split_brain,
                 heartbeat_networks,
                 extra,
+                cpus: None,
             };
             lab::up(&spec)?;
             print!("{}", lab::status()?);
