@@ -386,6 +386,12 @@ pub fn up(spec: &LabSpec) -> Result<()> {
         "0",
     ])?;
     c(&["sysctl", "-qw", "net.ipv6.conf.br0.accept_dad=0"])?;
+    // The bridge stands for a switch: no iptables on bridged frames
+    // (br_netfilter, where the kernel has it, calls them by default and
+    // costs whoever forwards a frame, as much as its receive).
+    for table in ["iptables", "ip6tables", "arptables"] {
+        let _ = c(&["sysctl", "-qw", &format!("net.bridge.bridge-nf-call-{table}=0")]);
+    }
     c(&["sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2"])?;
     // Locally generated packets leave a bridge or veth with their checksum
     // still to be filled in by "hardware"; an AF_PACKET reader (the node's
