@@ -313,9 +313,24 @@ pub struct Tap {
     /// On by default; off makes the kernel segment and sum itself.
     #[serde(default = "default_true")]
     pub offloads: bool,
+    /// What carries the exception path: Herd's own TAP (`tap`, the
+    /// default) or DPDK's virtio-user over the kernel's vhost-net
+    /// (`virtio-user`), whose kernel thread then does the kernel's part
+    /// of each packet instead of the lcore. Needs `/dev/vhost-net`.
+    #[serde(default)]
+    pub backend: TapBackend,
     /// Replace the TAP by another DPDK vdev (benchmarks only).
     #[serde(default)]
     pub vdev: Option<String>,
+}
+
+/// See [`Tap::backend`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TapBackend {
+    #[default]
+    Tap,
+    VirtioUser,
 }
 
 fn default_tap_name() -> String {
@@ -333,6 +348,7 @@ impl Default for Tap {
             routes: Vec::new(),
             configure_kernel: true,
             offloads: true,
+            backend: TapBackend::Tap,
             vdev: None,
         }
     }
@@ -638,6 +654,12 @@ impl Config {
             return Err(invalid(
                 "tap.name",
                 format!("{:?} is not a Linux interface name", self.tap.name),
+            ));
+        }
+        if self.tap.backend == TapBackend::VirtioUser && self.tap.vdev.is_some() {
+            return Err(invalid(
+                "tap.backend",
+                "\"virtio-user\" and tap.vdev both name the exception path: set one",
             ));
         }
         for (i, a) in self.tap.addresses.iter().enumerate() {

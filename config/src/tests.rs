@@ -51,9 +51,33 @@ fn defaults_fill_optional_sections() {
     let c = Config::from_toml(&text).unwrap();
     assert_eq!(c.tap.name, "herd0");
     assert!(c.tap.configure_kernel);
+    assert!(c.tap.offloads);
+    assert_eq!(c.tap.backend, TapBackend::Tap);
     assert_eq!(c.polling.max_sleep_us, 1500);
     assert_eq!(c.control.socket, PathBuf::from("/run/herd/herd.sock"));
     assert!(!c.dpdk.hugepages);
+}
+
+#[test]
+fn the_tap_backend_is_read_and_checked() {
+    let c = Config::from_toml(&with(|t| {
+        table(t, "tap").insert("backend".into(), "virtio-user".into());
+    }))
+    .unwrap();
+    assert_eq!(c.tap.backend, TapBackend::VirtioUser);
+    let e = err_of(&with(|t| {
+        table(t, "tap").insert("backend".into(), "kni".into());
+    }));
+    assert!(e.starts_with("tap.backend: "), "{e}");
+    let e = err_of(&with(|t| {
+        let tap = table(t, "tap");
+        tap.insert("backend".into(), "virtio-user".into());
+        tap.insert("vdev".into(), "net_null0".into());
+    }));
+    assert!(
+        e.starts_with("tap.backend: ") && e.contains("set one"),
+        "{e}"
+    );
 }
 
 #[test]

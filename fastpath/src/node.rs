@@ -13,7 +13,7 @@ use crate::poll::{Backoff, Idle, IdlePolicy};
 use crate::reply;
 use crate::setup::KernelSetup;
 use crate::table::{BucketTable, Move, TablePublisher, TableReader};
-use config::{Config, Driver};
+use config::{Config, Driver, TapBackend};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,6 +165,47 @@ fn mac_string(m: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The kernel's vhost-net, which virtio-user needs.
+const VHOST_NET: &str = "/dev/vhost-net";
+
+/// The exception path as DPDK's virtio-user over the kernel's vhost-net
+/// (`tap.backend = "virtio-user"`): a kernel TAP interface named
+/// `tap.name`, fed by vhost-net's kernel thread rather than by the lcore.
+fn virtio_user(
+    eal: &Eal,
+    config: &Config,
+    pool: &Mempool,
+    mac: [u8; 6],
+) -> Result<Port, NodeError> {
+    if !std::path::Path::new(VHOST_NET).exists() {
+        return Err(NodeError::Other(format!(
+            "tap.backend = \"virtio-user\" needs {VHOST_NET} (the kernel's vhost_net \
+             module), and this kernel has none: use tap.backend = \"tap\""
+        )));
+    }
+    let queues = config.port.queues;
+    eal.create_vdev("virtio_user0", &virtio_user_args(config, mac))?;
+    let port = eal.port_by_name("virtio_user0")?;
+    port.configure_and_start(
+        pool,
+        queues,
+        config.port.rx_descriptors,
+        config.port.tx_descriptors,
+    )?;
+    Ok(port)
+}
+
+/// virtio-user's devargs for a config: vhost-net, one queue per lcore,
+/// the TAP's name and the NIC's MAC.
+pub fn virtio_user_args(config: &Config, mac: [u8; 6]) -> String {
+    format!(
+        "path={VHOST_NET},queues={},queue_size=1024,iface={},mac={}",
+        config.port.queues,
+        config.tap.name,
+        mac_string(&mac)
+    )
 }
 
 /// The packet socket that sends large segments whole on an `af_packet`
@@ -373,8 +414,11 @@ impl RunningNode {
         nic.enable_promiscuous()?;
         let nic_mac = nic.mac()?;
 
-        let kernel_port = match &config.tap.vdev {
-            Some(v) => {
+        // The TAP (or virtio-user's interface) has the NIC's MAC, so what
+        // the kernel sends leaves with the NIC's own MAC and peers see one
+        // MAC per node.
+        let kernel_port = match (&config.tap.vdev, config.tap.backend) {
+            (Some(v), _) => {
                 let port = eal.port_by_name(&vdev_name(v))?;
                 port.configure_and_start(
                     &pool,
@@ -384,18 +428,25 @@ impl RunningNode {
                 )?;
                 KernelPort::Port(Arc::new(port))
             }
-            // The TAP has the NIC's MAC, so what the kernel sends leaves
-            // with the NIC's own MAC and peers see one MAC per node.
-            None => match Tap::open(&config.tap.name, queues, nic_mac, config.tap.offloads) {
-                Ok(t) => KernelPort::Tap(Arc::new(t)),
+            (None, TapBackend::VirtioUser) => match virtio_user(&eal, &config, &pool, nic_mac) {
+                Ok(port) => KernelPort::Port(Arc::new(port)),
                 Err(e) => {
                     nic.close();
-                    return Err(NodeError::Other(format!(
-                        "the TAP {}: {e}",
-                        config.tap.name
-                    )));
+                    return Err(e);
                 }
             },
+            (None, TapBackend::Tap) => {
+                match Tap::open(&config.tap.name, queues, nic_mac, config.tap.offloads) {
+                    Ok(t) => KernelPort::Tap(Arc::new(t)),
+                    Err(e) => {
+                        nic.close();
+                        return Err(NodeError::Other(format!(
+                            "the TAP {}: {e}",
+                            config.tap.name
+                        )));
+                    }
+                }
+            }
         };
 
         let mut packet_txs: Vec<Option<PacketTx>> =

@@ -390,7 +390,11 @@ pub fn up(spec: &LabSpec) -> Result<()> {
     // (br_netfilter, where the kernel has it, calls them by default and
     // costs whoever forwards a frame, as much as its receive).
     for table in ["iptables", "ip6tables", "arptables"] {
-        let _ = c(&["sysctl", "-qw", &format!("net.bridge.bridge-nf-call-{table}=0")]);
+        let _ = c(&[
+            "sysctl",
+            "-qw",
+            &format!("net.bridge.bridge-nf-call-{table}=0"),
+        ]);
     }
     c(&["sysctl", "-qw", "net.ipv4.conf.all.arp_announce=2"])?;
     // Locally generated packets leave a bridge or veth with their checksum

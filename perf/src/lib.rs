@@ -10,8 +10,26 @@ pub mod lab;
 pub mod pcap;
 pub mod probe;
 
-/// The median of a non-empty set of figures (sorts them).
+/// The median of a non-empty set of figures (sorts them); of an even
+/// count, the mean of the two middle ones (not the upper one, which would
+/// report the better of two rounds).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    let mid = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        return (v[mid - 1] + v[mid]) / 2.0;
+    }
+    v[mid]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [2.0, 1.0]), 1.5);
+        assert_eq!(median(&mut [5.0]), 5.0);
+    }
 }

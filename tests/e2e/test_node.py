@@ -90,6 +90,34 @@ def test_sigterm_stops_cleanly_and_start_restores_service():
     assert not os.path.exists("/run/herd-lab")
 
 
+def test_the_tap_offers_offloads_and_the_virtio_user_backend_needs_vhost_net():
+    """Herd's own TAP announces TSO and checksum offload to the kernel; the
+    virtio-user backend runs where the kernel has vhost-net and is refused
+    with a clear error where it has none."""
+    up(nodes=1)
+    try:
+        features = ns_run("herd-s1", "ethtool", "-k", "herd0").stdout
+        assert "tcp-segmentation-offload: on" in features, features
+        assert status("s1")["tap"] == "herd0 (TSO, checksum offload)"
+        lab("stop", "s1")
+        cfg = "/run/herd-lab/s1.toml"
+        text = open(cfg).read()
+        open(cfg, "w").write(text.replace("[tap]\n", '[tap]\nbackend = "virtio-user"\n', 1))
+        started = lab("start", "s1", check=False)
+        if os.path.exists("/dev/vhost-net"):
+            assert started.returncode == 0, started.stderr
+            wait_for(lambda: probe("http", sources=20, conns=20)["ok"] == 20, 20,
+                     "the virtio-user node to serve")
+            assert status("s1")["tap"] == "virtio_user0"
+        else:
+            # `herd-lab start` waits for the node and shows its log's end.
+            assert started.returncode != 0
+            assert 'tap.backend = "virtio-user" needs /dev/vhost-net' in started.stderr, \
+                started.stderr
+    finally:
+        down()
+
+
 def test_up_after_a_crashed_run_cleans_up_first():
     up(nodes=2)
     lab("kill", "s2")  # leaves a stale lab behind
