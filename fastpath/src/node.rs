@@ -666,7 +666,8 @@ impl Worker {
         let mut generation = 0;
         let mut upkeep = FlowUpkeep::new();
         let mut from_tap = FromTap::new();
-        let mut tap_skips = 0u32;
+        let mut tap_found = false;
+        let mut polls_since_read = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             let mut c = BurstCounts {
                 polls: 1,
@@ -784,11 +785,15 @@ impl Worker {
                     KernelPort::Port(p) => c.tx_failed += p.tx_burst(q, &mut to_tap) as u64,
                 }
             }
-            // Under a full NIC burst the kernel's queue is read every
-            // fourth poll: an empty read is a system call.
-            tap_skips = if n == BURST { tap_skips + 1 } else { 0 };
+            // An empty read of the kernel's queue is a system call (on
+            // Herd's TAP): read it when this poll gave the kernel frames
+            // (its answers are often queued at once), when the last read
+            // found some, and otherwise every fourth poll (under a full NIC
+            // burst, only then).
+            let gave = c.accepted + c.to_kernel > 0 && n < BURST;
+            let due = gave || tap_found || polls_since_read >= 3;
             let k = match &self.kernel {
-                _ if !tap_skips.is_multiple_of(4) => 0,
+                _ if !due => 0,
                 KernelPort::Tap(tap) => from_tap.receive(
                     tap.queue(q),
                     &self.pool,
@@ -815,6 +820,12 @@ impl Worker {
                     k
                 }
             };
+            if due {
+                tap_found = k > 0;
+                polls_since_read = 0;
+            } else {
+                polls_since_read += 1;
+            }
             c.from_kernel += k as u64;
             c.tx_failed += self.nic.tx_burst(q, &mut to_nic) as u64;
             // With a NIC that wakes a waiting lcore, only traffic that
