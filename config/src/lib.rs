@@ -313,6 +313,11 @@ pub struct Tap {
     /// On by default; off makes the kernel segment and sum itself.
     #[serde(default = "default_true")]
     pub offloads: bool,
+    /// Merge consecutive TCP segments of a flow, taken from the NIC in one
+    /// burst, into one large segment for the kernel (GRO), each verified
+    /// first. On by default; needs `offloads`.
+    #[serde(default = "default_true")]
+    pub gro: bool,
     /// What carries the exception path: Herd's own TAP (`tap`, the
     /// default) or DPDK's virtio-user over the kernel's vhost-net
     /// (`virtio-user`), whose kernel thread then does the kernel's part
@@ -348,6 +353,7 @@ impl Default for Tap {
             routes: Vec::new(),
             configure_kernel: true,
             offloads: true,
+            gro: true,
             backend: TapBackend::Tap,
             vdev: None,
         }

@@ -52,6 +52,7 @@ fn defaults_fill_optional_sections() {
     assert_eq!(c.tap.name, "herd0");
     assert!(c.tap.configure_kernel);
     assert!(c.tap.offloads);
+    assert!(c.tap.gro);
     assert_eq!(c.tap.backend, TapBackend::Tap);
     assert_eq!(c.polling.max_sleep_us, 1500);
     assert_eq!(c.control.socket, PathBuf::from("/run/herd/herd.sock"));

@@ -60,8 +60,10 @@ counters!(
     // The kernel's TAP (Herd's own): large TCP segments the kernel handed
     // over and the fastpath cut into frames; frames lost between the
     // kernel and the fastpath (a failed read or write, a frame whose
-    // offload could not be done, no mbuf).
+    // offload could not be done, no mbuf); frames from the NIC merged
+    // into large segments for the kernel (GRO).
     kernel_segments,
+    kernel_merged,
     kernel_frames_lost,
     polls,
     idle_sleeps,

@@ -8,6 +8,7 @@ use crate::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Ve
 use crate::dpdk::tap::{self, PacketTx, Tap, TapQueue, Waker};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
 use crate::flows::FlowTracker;
+use crate::offload::gro::{self, Merger};
 use crate::offload::{self, Segmenter, VnetHdr, F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN};
 use crate::poll::{Backoff, Idle, IdlePolicy};
 use crate::reply;
@@ -537,6 +538,7 @@ impl RunningNode {
                 nic_wakes: nic_sockets.get(q).is_some(),
                 wakers,
                 packet_tx: packet_txs[q].take(),
+                gro: config.tap.offloads && config.tap.gro,
                 vip_macs4: classifier
                     .vips4
                     .iter()
@@ -648,6 +650,8 @@ struct Worker {
     nic_wakes: bool,
     /// An `af_packet` port's way out for large segments, whole.
     packet_tx: Option<PacketTx>,
+    /// Merge the NIC's TCP segments before the TAP (`tap.gro`).
+    gro: bool,
     vip_macs4: Vec<(std::net::Ipv4Addr, [u8; 6])>,
     vip_macs6: Vec<(std::net::Ipv6Addr, [u8; 6])>,
 }
@@ -666,6 +670,7 @@ impl Worker {
         let mut generation = 0;
         let mut upkeep = FlowUpkeep::new();
         let mut from_tap = FromTap::new();
+        let mut merger = Merger::<Mbuf>::default();
         let mut tap_found = false;
         let mut polls_since_read = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
@@ -774,11 +779,30 @@ impl Worker {
                 dpdk::free_bulk(&mut dropped);
                 match &self.kernel {
                     KernelPort::Tap(tap) => {
-                        for m in to_tap.drain(..) {
-                            // No offload announced: the kernel verifies
-                            // every checksum itself.
-                            if tap.queue(q).write(&[0; VNET_HDR_LEN], m.data()).is_err() {
-                                c.kernel_frames_lost += 1;
+                        let queue = tap.queue(q);
+                        let mut write = |hdr: &VnetHdr, parts: &[&[u8]]| {
+                            let written = match parts {
+                                [frame] => queue.write(&hdr.to_bytes(), frame),
+                                _ => {
+                                    c.kernel_merged += parts.len() as u64;
+                                    queue.write_gathered(&hdr.to_bytes(), parts)
+                                }
+                            };
+                            if written.is_err() {
+                                c.kernel_frames_lost += parts.len() as u64;
+                            }
+                        };
+                        if self.gro && tap.offloads() {
+                            // Segments of a flow merged (GRO), verified
+                            // first; the rest unflagged: the kernel
+                            // verifies every checksum it was not told of.
+                            for m in to_tap.drain(..) {
+                                merger.push(m, &mut write);
+                            }
+                            merger.flush(&mut write);
+                        } else {
+                            for m in to_tap.drain(..) {
+                                write(&VnetHdr::default(), &[m.data()]);
                             }
                         }
                     }
@@ -857,6 +881,19 @@ impl Worker {
             }
             self.counters[usize::from(q)].add(&c);
         }
+    }
+}
+
+// A run of the merger is one gathered TAP write.
+const _: () = assert!(gro::MAX_SEGMENTS <= tap::MAX_PARTS);
+
+/// The merger holds the NIC's frames for the kernel as mbufs.
+impl gro::Frame for Mbuf {
+    fn bytes(&self) -> &[u8] {
+        self.data()
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.data_mut()
     }
 }
 

@@ -257,5 +257,7 @@ impl<'a> Segmenter<'a> {
     }
 }
 
+pub mod gro;
+
 #[cfg(test)]
 mod tests;

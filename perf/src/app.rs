@@ -3,7 +3,9 @@
 //! - HTTP on TCP 80: `GET` returns the node name as the body;
 //!   `GET /download/<bytes>/<ms>` sends `<bytes>` bytes spread evenly over
 //!   `<ms>` milliseconds (a download in progress), the node's name in the
-//!   `X-Node` header.
+//!   `X-Node` header; `PUT` or `POST /upload` with a `Content-Length`
+//!   body answers `<name> <bytes> <sha256 hex>` of what arrived (an
+//!   upload checked end to end).
 //! - Line echo on TCP 7000: each line comes back as `<name> <line>`
 //!   (long-lived connections).
 //! - Datagram echo on UDP 9000: each datagram comes back as `<name> <data>`.
@@ -90,10 +92,18 @@ fn http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
         }
         got.extend_from_slice(&buf[..n]);
     }
-    let request = String::from_utf8_lossy(&got);
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(got.len(), |i| i + 4);
+    let request = String::from_utf8_lossy(&got[..head_end]).into_owned();
     let path = request.split_whitespace().nth(1).unwrap_or("/");
     if let Some((bytes, ms)) = download_request(path) {
         return download(s, name, bytes, ms);
+    }
+    if path == "/upload" {
+        let length = content_length(&request).unwrap_or(0);
+        return upload(s, name, &got[head_end..], length);
     }
     let body = format!("{name}\n");
     write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
@@ -127,6 +137,38 @@ fn download(mut s: TcpStream, name: &str, bytes: u64, ms: u64) -> std::io::Resul
     s.flush()
 }
 
+/// The `Content-Length` of a request head, if it has one.
+fn content_length(head: &str) -> Option<u64> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+/// Reads an upload's `length` bytes (`first` already read) and answers
+/// with their count and SHA-256.
+fn upload(mut s: TcpStream, name: &str, first: &[u8], length: u64) -> std::io::Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(first);
+    let mut got = first.len() as u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    while got < length {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        got += n as u64;
+    }
+    let digest: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let body = format!("{name} {got} {digest}\n");
+    write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    s.flush()
+}
+
 fn echo(s: TcpStream, name: &str) -> std::io::Result<()> {
     // Long-lived: no read timeout; the client closes.
     let mut w = s.try_clone()?;
@@ -153,7 +195,14 @@ fn udp_echo(s: UdpSocket, name: Arc<str>) {
 
 #[cfg(test)]
 mod tests {
-    use super::download_request;
+    use super::{content_length, download_request};
+
+    #[test]
+    fn an_upload_has_its_length_from_the_head() {
+        let head = "PUT /upload HTTP/1.1\r\nHost: x\r\ncontent-length: 1234\r\n\r\n";
+        assert_eq!(content_length(head), Some(1234));
+        assert_eq!(content_length("GET / HTTP/1.1\r\n\r\n"), None);
+    }
 
     #[test]
     fn download_paths_are_parsed_and_bounded() {

@@ -34,13 +34,15 @@
 //! more workers could only take turns, and one worker per node keeps the
 //! servers alike in every setup (a 3-node farm on 2 CPUs would otherwise
 //! run 6 workers). `/` returns the node's name; `/bulk` sends a 100 MiB
-//! file with `sendfile`.
+//! file with `sendfile`; `PUT /upload/bulk` receives the same file (DAV,
+//! into the node's directory on tmpfs).
 //!
 //! Clients, in the client namespace, each for `--seconds`: keep-alive
 //! `wrk -t1 -c50`, new connections `ab -c 20` (HTTP/1.0, one connection
 //! per request), one connection `wrk -t1 -c1 --latency` (req/s and the
-//! median latency) and bulk `curl` of `/bulk` (repeated within the time,
-//! median Gbit/s). Before them, 30 single curls check that every request
+//! median latency), bulk `curl` of `/bulk` and upload `curl -T` to
+//! `/upload/bulk` (each repeated within the time, median Gbit/s). Before
+//! them, 30 single curls check that every request
 //! gets exactly one answer and each node serves only its share: each
 //! answer names its node, and each node's kernel counted as many passive
 //! TCP opens as answers named it.
@@ -205,16 +207,18 @@ struct Figures {
     c1: Run,
     c1_p50_us: f64,
     bulk: Run,
+    upload: Run,
 }
 
 impl Figures {
     /// The runs of the CPU table, with their column titles.
-    fn runs(&self) -> [(&'static str, &Run); 4] {
+    fn runs(&self) -> [(&'static str, &Run); 5] {
         [
             ("keepalive", &self.keepalive),
             ("newconn", &self.newconn),
             ("1 conn", &self.c1),
             ("bulk /MB", &self.bulk),
+            ("upload /MB", &self.upload),
         ]
     }
 }
@@ -226,6 +230,7 @@ struct Summary {
     keepalive_ratio: f64,
     newconn_ratio: f64,
     bulk_ratio: f64,
+    upload_ratio: f64,
     c1_p50_extra_us: f64,
     c1_ratio: f64,
 }
@@ -260,6 +265,7 @@ impl Cell {
             keepalive_ratio: m(&|h, n| h.keepalive.value / n.keepalive.value),
             newconn_ratio: m(&|h, n| h.newconn.value / n.newconn.value),
             bulk_ratio: m(&|h, n| h.bulk.value / n.bulk.value),
+            upload_ratio: m(&|h, n| h.upload.value / n.upload.value),
             c1_p50_extra_us: m(&|h, n| h.c1_p50_us - n.c1_p50_us),
             c1_ratio: m(&|h, n| h.c1.value / n.c1.value),
         }
@@ -539,7 +545,8 @@ fn measure(
     };
     let c1_p50_us = w.p50_us.context("wrk printed no latency distribution")?;
 
-    let bulk = bulk(o, &procs, pin)?;
+    let bulk = transfer(o, &procs, pin, Transfer::Download, dir)?;
+    let upload = transfer(o, &procs, pin, Transfer::Upload, dir)?;
     let tcp1 = tcp_counters(nodes)?;
     let (retrans, rsts) = (tcp1.0 - tcp0.0, tcp1.1 - tcp0.1);
     if retrans > 0 || rsts > 0 {
@@ -556,6 +563,7 @@ fn measure(
         c1,
         c1_p50_us,
         bulk,
+        upload,
     })
 }
 
@@ -598,45 +606,58 @@ fn check_pinning(nginx: &[u32], herd: &[u32]) -> Result<()> {
     Ok(())
 }
 
-/// Repeated bulk downloads for `--seconds` (at least 3): the median
+/// A bulk transfer's direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transfer {
+    /// `GET /bulk`: nginx sends the file (`sendfile`).
+    Download,
+    /// `PUT /upload/bulk` of the same file: nginx receives it (DAV, into
+    /// its node's directory on tmpfs).
+    Upload,
+}
+
+/// Repeated bulk transfers for `--seconds` (at least 3): the median
 /// Gbit/s, and the CPU of them all per MB (10^6 bytes).
-fn bulk(o: &Options, procs: &Procs, pin: bool) -> Result<Run> {
-    let url = format!("http://{VIP4}/bulk");
+fn transfer(o: &Options, procs: &Procs, pin: bool, way: Transfer, dir: &Path) -> Result<Run> {
+    let (url, what) = match way {
+        Transfer::Download => (format!("http://{VIP4}/bulk"), "download"),
+        Transfer::Upload => (format!("http://{VIP4}/upload/bulk"), "upload"),
+    };
+    let file = dir.join("bulk").display().to_string();
+    let write_out = match way {
+        Transfer::Download => "%{speed_download} %{size_download} %{http_code}",
+        Transfer::Upload => "%{speed_upload} %{size_upload} %{http_code}",
+    };
+    let mut args = vec!["curl", "-s", "-S", "-m", "30", "-w", write_out];
+    match way {
+        Transfer::Download => args.extend(["-o", "/dev/null"]),
+        // No `Expect: 100-continue` round trip before the body.
+        Transfer::Upload => args.extend(["-o", "/dev/null", "-H", "Expect:", "-T", &file]),
+    }
+    args.push(&url);
     let start = Instant::now();
     let before = procs.sample()?;
     let mut speeds = Vec::new();
     let mut bytes = 0.0;
     while speeds.len() < 3 || (start.elapsed().as_secs() < o.seconds && speeds.len() < 50) {
-        let (status, out, err) = client_status(
-            pin,
-            &[
-                "curl",
-                "-s",
-                "-S",
-                "-o",
-                "/dev/null",
-                "-m",
-                "30",
-                "-w",
-                "%{speed_download} %{size_download} %{http_code}",
-                &url,
-            ],
-            40,
-        )?;
-        let status = status.context("curl of /bulk did not finish within 40 s")?;
+        let (status, out, err) = client_status(pin, &args, 40)?;
+        let status = status.with_context(|| format!("curl {what} did not finish within 40 s"))?;
         // curl prints its -w line on its own timeout too (exit 28).
         let (speed, size, code) = parse_curl(&out)
-            .with_context(|| format!("curl of /bulk failed ({status}): {}", err.trim()))?;
+            .with_context(|| format!("curl {what} failed ({status}): {}", err.trim()))?;
         if status.code() == Some(28) {
-            bail!(
-                "bulk download stalled: {size} of {BULK_BYTES} bytes in 30 s ({speed:.0} bytes/s)"
-            );
+            bail!("bulk {what} stalled: {size} of {BULK_BYTES} bytes in 30 s ({speed:.0} bytes/s)");
         }
         if !status.success() {
-            bail!("curl of /bulk failed ({status}): {}", err.trim());
+            bail!("curl {what} failed ({status}): {}", err.trim());
         }
-        if code != 200 || size != BULK_BYTES {
-            bail!("bulk download: HTTP {code}, {size} bytes (expected 200, {BULK_BYTES})");
+        // A PUT creates the file (201), then replaces it (204).
+        let ok = match way {
+            Transfer::Download => code == 200,
+            Transfer::Upload => code == 201 || code == 204,
+        };
+        if !ok || size != BULK_BYTES {
+            bail!("bulk {what}: HTTP {code}, {size} bytes (expected {BULK_BYTES})");
         }
         speeds.push(speed * 8.0 / 1e9);
         bytes += size as f64;
@@ -859,6 +880,8 @@ fn nginx_conf(name: &str, dir: &Path, root: &Path) -> String {
     format!(
         r#"# herd-bench serve, node {name}
 daemon off;
+# Workers as root: a PUT writes into the bench's directory.
+user root;
 master_process on;
 worker_processes 1;
 pid {d}/nginx.pid;
@@ -884,6 +907,13 @@ http {{
             return 200 "{name}\n";
         }}
         location = /bulk {{
+        }}
+        location /upload/ {{
+            root {d};
+            dav_methods PUT;
+            create_full_put_path on;
+            client_max_body_size 0;
+            client_body_buffer_size 1m;
         }}
     }}
 }}
@@ -1426,7 +1456,7 @@ fn report(cell: &Cell) -> String {
     };
     let s = cell.summary();
     type Row<'a> = (&'a str, &'a dyn Fn(&Figures) -> f64, usize, String);
-    let rows: [Row; 5] = [
+    let rows: [Row; 6] = [
         (
             "keep-alive req/s (wrk -c50)",
             &|f| f.keepalive.value,
@@ -1457,6 +1487,12 @@ fn report(cell: &Cell) -> String {
             2,
             format!("{:.3}", s.bulk_ratio),
         ),
+        (
+            "upload Gbit/s (curl -T)",
+            &|f| f.upload.value,
+            2,
+            format!("{:.3}", s.upload_ratio),
+        ),
     ];
     out += &format!(
         "{:<32} {:>10} {:>10} {:>10} {:>14}\n",
@@ -1471,11 +1507,12 @@ fn report(cell: &Cell) -> String {
     }
     out += "herd/nftables per round (20 # = 1.0):\n";
     type Ratio<'a> = (&'a str, &'a dyn Fn(&Figures, &Figures) -> f64);
-    let charts: [Ratio; 4] = [
+    let charts: [Ratio; 5] = [
         ("keepalive", &|h, n| h.keepalive.value / n.keepalive.value),
         ("newconn", &|h, n| h.newconn.value / n.newconn.value),
         ("1 conn", &|h, n| h.c1.value / n.c1.value),
         ("bulk", &|h, n| h.bulk.value / n.bulk.value),
+        ("upload", &|h, n| h.upload.value / n.upload.value),
     ];
     for (name, f) in charts {
         for (i, r) in cell.per_round(f).iter().enumerate() {
@@ -1499,7 +1536,7 @@ fn report(cell: &Cell) -> String {
                 continue;
             }
             out += &format!("  {label:<16}");
-            for col in 0..4 {
+            for col in 0..figs[0].runs().len() {
                 let mut v: Vec<f64> = figs
                     .iter()
                     .map(|f| {
@@ -1536,8 +1573,8 @@ fn result_line(driver: &str, base: &str, cells: &[(String, Summary)]) -> String 
         .chain(cells.iter().filter(|(p, _)| !p.is_empty()))
     {
         line += &format!(
-            " {p}keepalive_ratio={:.3} {p}newconn_ratio={:.3} {p}bulk_ratio={:.3} {p}c1_p50_extra_us={:.1} {p}c1_ratio={:.3}",
-            s.keepalive_ratio, s.newconn_ratio, s.bulk_ratio, s.c1_p50_extra_us, s.c1_ratio
+            " {p}keepalive_ratio={:.3} {p}newconn_ratio={:.3} {p}bulk_ratio={:.3} {p}upload_ratio={:.3} {p}c1_p50_extra_us={:.1} {p}c1_ratio={:.3}",
+            s.keepalive_ratio, s.newconn_ratio, s.bulk_ratio, s.upload_ratio, s.c1_p50_extra_us, s.c1_ratio
         );
     }
     line + &format!(" base={base}")
@@ -1754,6 +1791,8 @@ Total:          0    3   2.0      2      34
             "root /run/herd-bench-serve;",
             "return 200 \"s2\\n\";",
             "location = /bulk {",
+            "user root;",
+            "dav_methods PUT;",
         ] {
             assert!(c.contains(line), "{line} missing from\n{c}");
         }
@@ -1787,6 +1826,7 @@ Total:          0    3   2.0      2      34
             keepalive_ratio: 0.91234,
             newconn_ratio: 0.95,
             bulk_ratio: 0.5,
+            upload_ratio: 0.75,
             c1_p50_extra_us: 12.34,
             c1_ratio: 0.8,
         };
@@ -1796,7 +1836,7 @@ Total:          0    3   2.0      2      34
         };
         assert_eq!(
             result_line("af_packet", "equal/n1", &[("n3_".into(), n3), (String::new(), s)]),
-            "RESULT serve driver=af_packet keepalive_ratio=0.912 newconn_ratio=0.950 bulk_ratio=0.500 c1_p50_extra_us=12.3 c1_ratio=0.800 n3_keepalive_ratio=1.000 n3_newconn_ratio=0.950 n3_bulk_ratio=0.500 n3_c1_p50_extra_us=12.3 n3_c1_ratio=0.800 base=equal/n1"
+            "RESULT serve driver=af_packet keepalive_ratio=0.912 newconn_ratio=0.950 bulk_ratio=0.500 upload_ratio=0.750 c1_p50_extra_us=12.3 c1_ratio=0.800 n3_keepalive_ratio=1.000 n3_newconn_ratio=0.950 n3_bulk_ratio=0.500 n3_upload_ratio=0.750 n3_c1_p50_extra_us=12.3 n3_c1_ratio=0.800 base=equal/n1"
         );
     }
 
@@ -1818,6 +1858,10 @@ Total:          0    3   2.0      2      34
             },
             c1_p50_us: p50,
             bulk: Run {
+                value: v,
+                ..Run::default()
+            },
+            upload: Run {
                 value: v,
                 ..Run::default()
             },

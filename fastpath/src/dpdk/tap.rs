@@ -190,11 +190,44 @@ impl TapQueue {
         write_parts(self.fd.as_raw_fd(), [hdr, frame, &[]])
     }
 
+    /// Writes one frame made of `parts` (a merged segment's headers and
+    /// payloads, at most [`MAX_PARTS`]) behind `hdr`, with one `writev`.
+    #[inline]
+    pub fn write_gathered(&self, hdr: &[u8; VNET_HDR_LEN], parts: &[&[u8]]) -> io::Result<()> {
+        if parts.len() > MAX_PARTS {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut iov = [empty; MAX_PARTS + 1];
+        for (v, p) in iov
+            .iter_mut()
+            .zip(std::iter::once(&hdr[..]).chain(parts.iter().copied()))
+        {
+            *v = libc::iovec {
+                iov_base: p.as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            };
+        }
+        // SAFETY: the first `parts.len() + 1` iovecs describe buffers we
+        // borrow for the call; the kernel only reads them.
+        let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), parts.len() as i32 + 1) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// The queue's descriptor, to wait on.
     pub fn waker(&self) -> Waker {
         Waker(self.fd.as_raw_fd())
     }
 }
+
+/// Pieces of one frame written with [`TapQueue::write_gathered`] at most.
+pub const MAX_PARTS: usize = 64;
 
 /// One `writev` of `parts` (a header and a frame in up to two pieces).
 #[inline]
