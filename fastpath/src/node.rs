@@ -209,11 +209,12 @@ pub fn virtio_user_args(config: &Config, mac: [u8; 6]) -> String {
     )
 }
 
-/// The packet socket that sends large segments whole on an `af_packet`
-/// port whose TAP has offloads (other ports cut them in the fastpath).
+/// The packet socket that sends large segments whole on an `af_packet` or
+/// `af_xdp` port (the kernel keeps the interface, and its TSO, in both)
+/// whose TAP has offloads; other ports cut them in the fastpath.
 fn packet_tx(config: &Config) -> Result<Option<PacketTx>, NodeError> {
     match (config.port.driver, &config.port.interface, &config.tap.vdev) {
-        (Driver::AfPacket, Some(i), None) if config.tap.offloads => {
+        (Driver::AfPacket | Driver::AfXdp, Some(i), None) if config.tap.offloads => {
             PacketTx::open(tap::interface_index(i))
                 .map(Some)
                 .map_err(|e| NodeError::Other(format!("a packet socket on {i}: {e}")))
@@ -495,7 +496,12 @@ impl RunningNode {
                 let found =
                     tap::port_sockets(tap::interface_index(i), config.port.driver == Driver::AfXdp);
                 if found.len() == usize::from(queues) {
-                    if packet_txs.iter().any(Option::is_some) {
+                    // An af_packet socket also sees what the node sends
+                    // through the packet socket; an XDP socket sees only
+                    // what arrives.
+                    if config.port.driver == Driver::AfPacket
+                        && packet_txs.iter().any(Option::is_some)
+                    {
                         for s in &found {
                             if let Err(e) = tap::ignore_outgoing(*s) {
                                 tracing::warn!("the NIC's socket sees what Herd sends: {e}");
