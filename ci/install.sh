@@ -4,7 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-    libdpdk-dev dpdk dpdk-dev libclang-dev clang pkg-config \
+    libdpdk-dev dpdk dpdk-dev libclang-dev clang libbpf-dev pkg-config \
     iproute2 nftables ethtool iputils-ping procps coreutils \
     python3 python3-pytest python3-scapy python3-xxhash \
     nginx-light wrk apache2-utils curl

@@ -275,6 +275,13 @@ pub struct Port {
     pub rx_descriptors: u16,
     #[serde(default = "default_descriptors")]
     pub tx_descriptors: u16,
+    /// With `af_xdp`: an XDP program on the port decides the common frame
+    /// in the driver (owned bucket → the kernel's stack, another node's →
+    /// drop, the rest → the fastpath). Unset: on where the kernel allows
+    /// it (Herd says so in its log where it does not); `true`: required
+    /// (a start fails with the kernel's reason); `false`: off.
+    #[serde(default)]
+    pub xdp_prefilter: Option<bool>,
 }
 
 fn default_queues() -> u16 {
@@ -637,6 +644,12 @@ impl Config {
                     ));
                 }
             }
+        }
+        if port.xdp_prefilter == Some(true) && port.driver != Driver::AfXdp {
+            return Err(invalid(
+                "port.xdp_prefilter",
+                "needs driver \"af_xdp\" (the XDP program runs on a kernel-owned NIC)",
+            ));
         }
         if !(1..=16).contains(&port.queues) {
             return Err(invalid(

@@ -212,6 +212,33 @@ fn driver_needs_its_device() {
 }
 
 #[test]
+fn the_xdp_prefilter_is_for_af_xdp_only() {
+    assert_eq!(Config::from_toml(EXAMPLE).unwrap().port.xdp_prefilter, None);
+    let e = err_of(&with(|t| {
+        table(t, "port").insert("xdp_prefilter".into(), true.into());
+    }));
+    assert!(
+        e.starts_with("port.xdp_prefilter:") && e.contains("af_xdp"),
+        "{e}"
+    );
+    let on = with(|t| {
+        table(t, "port").insert("driver".into(), "af_xdp".into());
+        table(t, "port").insert("xdp_prefilter".into(), true.into());
+    });
+    assert_eq!(
+        Config::from_toml(&on).unwrap().port.xdp_prefilter,
+        Some(true)
+    );
+    let off = with(|t| {
+        table(t, "port").insert("xdp_prefilter".into(), false.into());
+    });
+    assert_eq!(
+        Config::from_toml(&off).unwrap().port.xdp_prefilter,
+        Some(false)
+    );
+}
+
+#[test]
 fn out_of_range_numbers_are_named() {
     let e = err_of(&with(|t| {
         table(t, "port").insert("queues".into(), 0.into());

@@ -15,6 +15,9 @@
 #include <rte_pause.h>
 #include <rte_version.h>
 #include <rte_bus_vdev.h>
+/* libbpf (Debian's libbpf-dev): the XDP pre-filter's maps and tests. */
+#include <bpf/libbpf.h>
+#include <bpf/bpf.h>
 
 uint16_t herd_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t herd_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

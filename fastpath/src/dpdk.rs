@@ -2,6 +2,7 @@
 //! lcore launch, and ([`tap`]) the kernel's TAP that the fastpath opens
 //! itself. Every `unsafe` block of Herd outside `dpdk-sys` is here.
 
+pub mod bpf;
 pub mod tap;
 
 use dpdk_sys as sys;

@@ -13,6 +13,7 @@ pub mod flows;
 pub mod hash;
 
 pub mod poll;
+pub mod prefilter;
 pub mod reply;
 
 pub mod node;

@@ -11,9 +11,10 @@ use crate::flows::FlowTracker;
 use crate::offload::gro::{self, Merger};
 use crate::offload::{self, Segmenter, VnetHdr, F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN};
 use crate::poll::{Backoff, Idle, IdlePolicy};
+use crate::prefilter;
 use crate::reply;
 use crate::setup::KernelSetup;
-use crate::table::{BucketTable, Move, TablePublisher, TableReader};
+use crate::table::{BucketTable, Mirror, Move, TablePublisher, TableReader};
 use config::{Config, Driver, TapBackend};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -87,7 +88,8 @@ pub fn classifier(config: &Config, own_mac: [u8; 6]) -> Classifier {
 }
 
 /// The EAL arguments a config asks for.
-pub fn eal_args(config: &Config) -> Vec<String> {
+/// `xdp_prog`: the XDP pre-filter's object file for an `af_xdp` port.
+pub fn eal_args(config: &Config, xdp_prog: Option<&std::path::Path>) -> Vec<String> {
     let d = &config.dpdk;
     let mut args: Vec<String> = Vec::new();
     // The main lcore runs the control plane; lcores 1..=queues poll. All
@@ -123,9 +125,13 @@ pub fn eal_args(config: &Config) -> Vec<String> {
         Driver::AfXdp => {
             let iface = config.port.interface.as_deref().unwrap_or_default();
             args.push("--no-pci".into());
-            args.push(format!(
+            let mut vdev = format!(
                 "--vdev=net_af_xdp0,iface={iface},start_queue=0,queue_count={q},busy_budget=0"
-            ));
+            );
+            if let Some(p) = xdp_prog {
+                vdev += &format!(",xdp_prog={}", p.display());
+            }
+            args.push(vdev);
         }
         Driver::Pci => {
             args.push(format!(
@@ -223,6 +229,80 @@ fn packet_tx(config: &Config) -> Result<Option<PacketTx>, NodeError> {
     }
 }
 
+/// The XDP pre-filter's object written where the af_xdp PMD loads it
+/// from (`xdp_prog=`), when the config wants the pre-filter and the kernel
+/// accepts the program (checked by loading it here first: the EAL cannot
+/// be started twice). Unset `port.xdp_prefilter`: off, with a log line,
+/// where the kernel refuses it; `true`: the kernel's refusal fails the
+/// start.
+fn prefilter_object(config: &Config) -> Result<Option<std::path::PathBuf>, NodeError> {
+    if config.port.driver != Driver::AfXdp || config.port.xdp_prefilter == Some(false) {
+        return Ok(None);
+    }
+    let required = config.port.xdp_prefilter == Some(true);
+    if let Some(nic) = &config.port.interface {
+        match crate::setup::detach_stale_xdp(nic, prefilter::PROGRAM) {
+            Ok(true) => tracing::warn!("detached the XDP pre-filter a crashed run left on {nic}"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("could not check {nic} for a stale XDP program: {e}"),
+        }
+    }
+    let checked = dpdk::bpf::Object::load(prefilter::OBJECT).and_then(|probe| {
+        drop(probe);
+        let name = format!(
+            "herd-xdp-prefilter-{}.o",
+            config
+                .dpdk
+                .file_prefix
+                .clone()
+                .unwrap_or_else(|| std::process::id().to_string())
+        );
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, prefilter::OBJECT)?;
+        Ok(path)
+    });
+    match checked {
+        Ok(path) => Ok(Some(path)),
+        Err(e) if required => Err(NodeError::Other(format!(
+            "port.xdp_prefilter = true, but the kernel does not accept the XDP program: {e}"
+        ))),
+        Err(e) => {
+            tracing::warn!("no XDP pre-filter (the kernel does not accept the program: {e}); the fastpath decides every frame");
+            Ok(None)
+        }
+    }
+}
+
+/// A file removed when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The maps of the pre-filter the PMD loaded, configured for `classifier`.
+fn prefilter_maps(classifier: &Classifier) -> std::io::Result<prefilter::Maps> {
+    let maps = prefilter::Maps::in_process()?;
+    maps.configure(classifier)?;
+    Ok(maps)
+}
+
+/// Gives each published table to the pre-filter. If its maps cannot take
+/// one, the pre-filter leaves every frame to the fastpath rather than
+/// decide by an old table.
+fn mirror_to(maps: Arc<prefilter::Maps>) -> Mirror {
+    Arc::new(move |table: &BucketTable| {
+        if let Err(e) = maps.publish(table) {
+            tracing::error!("the XDP pre-filter could not take table {}: {e}; it now leaves every frame to the fastpath", table.generation());
+            if let Err(e) = maps.defer_all() {
+                tracing::error!("the XDP pre-filter could not be set aside either: {e}");
+            }
+        }
+    })
+}
+
 /// What `herd status` shows of a node.
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeStatus {
@@ -254,6 +334,17 @@ pub struct NodeStatus {
     /// DPDK port.
     pub tap: String,
     pub tap_stats: PortStats,
+    /// What the XDP pre-filter decided in the driver (af_xdp), if it runs.
+    pub xdp_prefilter: Option<PrefilterCounts>,
+}
+
+/// Frames the XDP pre-filter passed to the kernel (owned buckets),
+/// dropped (other nodes' buckets) and left to the fastpath.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PrefilterCounts {
+    pub passed: u64,
+    pub dropped: u64,
+    pub to_fastpath: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -338,6 +429,7 @@ pub struct StatusReader {
     switches: Arc<[TableSwitch]>,
     flow_gauges: Arc<[FlowGauges]>,
     publisher: TablePublisher,
+    prefilter: Option<Arc<prefilter::Maps>>,
 }
 
 impl StatusReader {
@@ -375,6 +467,17 @@ impl StatusReader {
             arp_responder: table.is_arp_responder(),
             tap: self.kernel.describe(),
             tap_stats: self.kernel.stats(&totals),
+            xdp_prefilter: self.prefilter.as_ref().map(|m| match m.counts() {
+                Ok([passed, dropped, to_fastpath]) => PrefilterCounts {
+                    passed,
+                    dropped,
+                    to_fastpath,
+                },
+                Err(e) => {
+                    tracing::warn!("the XDP pre-filter's counters: {e}");
+                    PrefilterCounts::default()
+                }
+            }),
             totals,
             lcores,
             nic_stats: self.nic.stats(),
@@ -396,7 +499,11 @@ impl RunningNode {
     /// Starts the node with bucket table `table`: EAL, ports, kernel
     /// side, lcores.
     pub fn start(config: Config, table: BucketTable) -> Result<RunningNode, NodeError> {
-        let eal = Eal::init(&eal_args(&config))?;
+        let xdp_prog = prefilter_object(&config)?;
+        // The PMD loads the program from the file when its queues are set
+        // up; the file goes when this start ends, however it ends.
+        let _xdp_file = xdp_prog.clone().map(RemoveOnDrop);
+        let eal = Eal::init(&eal_args(&config, xdp_prog.as_deref()))?;
         let workers = eal.worker_lcores();
         let queues = config.port.queues;
         if workers.len() < usize::from(queues) {
@@ -466,6 +573,9 @@ impl RunningNode {
                     (config.port.driver, &config.port.interface)
                 {
                     kernel.silence_nic(nic_if, config.port.driver == Driver::AfPacket)?;
+                    if xdp_prog.is_some() {
+                        kernel.host_passed_frames(nic_if, &mac_string(&nic_mac))?;
+                    }
                 }
                 kernel.configure_tap(&config.tap, &config.farm.vips)
             })();
@@ -485,10 +595,21 @@ impl RunningNode {
             (0..queues).map(|_| LcoreCounters::default()).collect();
         let switches: Arc<[TableSwitch]> = (0..queues).map(|_| TableSwitch::default()).collect();
         let flow_gauges: Arc<[FlowGauges]> = (0..queues).map(|_| FlowGauges::default()).collect();
-        let publisher = TablePublisher::new(table);
+        let classifier = Arc::new(classifier(&config, nic_mac));
+        let prefilter = match &xdp_prog {
+            Some(_) => {
+                Some(Arc::new(prefilter_maps(&classifier).map_err(|e| {
+                    NodeError::Other(format!("the XDP pre-filter: {e}"))
+                })?))
+            }
+            None => None,
+        };
+        let publisher = match &prefilter {
+            Some(maps) => TablePublisher::with_mirror(table, mirror_to(Arc::clone(maps))),
+            None => TablePublisher::new(table),
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let nic = Arc::new(nic);
-        let classifier = Arc::new(classifier(&config, nic_mac));
         let policy = IdlePolicy::from_config(&config.polling);
         let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
         let nic_sockets = match (config.port.driver, &config.port.interface) {
@@ -579,6 +700,7 @@ impl RunningNode {
                 switches,
                 flow_gauges,
                 publisher,
+                prefilter,
             },
             stop,
             kernel,

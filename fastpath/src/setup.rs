@@ -56,6 +56,28 @@ fn sysctl(path: &str, value: &str) -> Result<(), SetupError> {
     })
 }
 
+/// Detaches an XDP program named `program` that a crashed run left on
+/// `nic` (a program attached through netlink outlives its process; the
+/// PMD refuses to attach over it). Returns whether one was there.
+pub fn detach_stale_xdp(nic: &str, program: &str) -> Result<bool, SetupError> {
+    let out = Command::new("ip")
+        .args(["link", "show", "dev", nic])
+        .output()
+        .map_err(|e| SetupError {
+            command: format!("ip link show dev {nic}"),
+            reason: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ours = text
+        .split("prog/xdp")
+        .skip(1)
+        .any(|rest| rest.split_whitespace().skip_while(|w| *w != "name").nth(1) == Some(program));
+    if ours {
+        run(&["ip", "link", "set", "dev", nic, "xdp", "off"])?;
+    }
+    Ok(ours)
+}
+
 impl KernelSetup {
     fn step(&mut self, doit: &[&str], undo: &[&str]) -> Result<(), SetupError> {
         run(doit)?;
@@ -63,6 +85,30 @@ impl KernelSetup {
             self.undo.push(undo.iter().map(|s| s.to_string()).collect());
         }
         Ok(())
+    }
+
+    /// An nftables netdev table `<prefix>_<nic>` (replacing a stale one,
+    /// removed by `undo`) with an ingress chain on `nic` of `policy`;
+    /// returns the table's name.
+    fn ingress_chain(
+        &mut self,
+        prefix: &str,
+        nic: &str,
+        policy: &str,
+    ) -> Result<String, SetupError> {
+        let table = format!(
+            "{prefix}_{}",
+            nic.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        let _ = run(&["nft", "delete", "table", "netdev", &table]);
+        self.step(
+            &["nft", "add", "table", "netdev", &table],
+            &["nft", "delete", "table", "netdev", &table],
+        )?;
+        let chain =
+            format!("{{ type filter hook ingress device \"{nic}\" priority 0; policy {policy}; }}");
+        run(&["nft", "add", "chain", "netdev", &table, "ingress", &chain])?;
+        Ok(table)
     }
 
     /// Silences the NIC's kernel interface `nic` (see the module doc).
@@ -76,20 +122,24 @@ impl KernelSetup {
         if ingress_drop {
             // nftables' netdev ingress hook runs after AF_PACKET taps, so
             // the fastpath still receives what the kernel is kept from.
-            let table = format!(
-                "herd_{}",
-                nic.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-            );
-            let _ = run(&["nft", "delete", "table", "netdev", &table]);
-            self.step(
-                &["nft", "add", "table", "netdev", &table],
-                &["nft", "delete", "table", "netdev", &table],
-            )?;
-            let chain =
-                format!("{{ type filter hook ingress device \"{nic}\" priority 0; policy drop; }}");
-            run(&["nft", "add", "chain", "netdev", &table, "ingress", &chain])?;
+            self.ingress_chain("herd", nic, "drop")?;
         }
         Ok(())
+    }
+
+    /// Lets the kernel take the frames the XDP pre-filter passed on `nic`
+    /// (rewritten to the NIC's MAC `mac`). A veth's native XDP keeps the
+    /// packet type it had before the program rewrote the MAC (the VIP's:
+    /// "another host's"), and IPv4 drops such packets; an nftables netdev
+    /// ingress rule marks them as the host's, as a NIC driver would after
+    /// its XDP program. Everything else on `nic` goes to the fastpath, so
+    /// only passed frames meet the rule.
+    pub fn host_passed_frames(&mut self, nic: &str, mac: &str) -> Result<(), SetupError> {
+        let table = self.ingress_chain("herd_xdp", nic, "accept")?;
+        run(&[
+            "nft", "add", "rule", "netdev", &table, "ingress", "ether", "daddr", mac, "meta",
+            "pkttype", "set", "host",
+        ])
     }
 
     /// Brings the TAP up with the node's addresses and routes, and puts the

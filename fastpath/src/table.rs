@@ -165,23 +165,43 @@ fn bitset(n_buckets: u32, buckets: impl IntoIterator<Item = u32>) -> Box<[u64]> 
     bits
 }
 
+/// A second reader of every published table that is not an lcore: the
+/// XDP pre-filter's maps, given each table right after the lcores.
+pub type Mirror = Arc<dyn Fn(&BucketTable) + Send + Sync>;
+
 /// The writer's side: publishes new tables.
 #[derive(Clone)]
 pub struct TablePublisher {
     slot: Arc<ArcSwap<BucketTable>>,
+    mirror: Option<Mirror>,
 }
 
 impl TablePublisher {
     pub fn new(initial: BucketTable) -> Self {
         TablePublisher {
             slot: Arc::new(ArcSwap::from_pointee(initial)),
+            mirror: None,
+        }
+    }
+
+    /// A publisher that also gives every table, the initial one first,
+    /// to `mirror`.
+    pub fn with_mirror(initial: BucketTable, mirror: Mirror) -> Self {
+        mirror(&initial);
+        TablePublisher {
+            mirror: Some(mirror),
+            ..TablePublisher::new(initial)
         }
     }
 
     /// Makes `table` the one every reader sees from its next `current()`.
     pub fn publish(&self, mut table: BucketTable) {
         table.published_at = Some(Instant::now());
-        self.slot.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.slot.store(Arc::clone(&table));
+        if let Some(m) = &self.mirror {
+            m(&table);
+        }
     }
 
     pub fn load(&self) -> Arc<BucketTable> {
@@ -235,6 +255,20 @@ mod tests {
         let now = reader.current();
         assert_eq!(now.generation(), 2);
         assert!(now.owns(1) && !now.owns(0) && !now.is_arp_responder());
+    }
+
+    #[test]
+    fn a_mirror_is_given_every_table_after_the_readers() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let publisher = TablePublisher::with_mirror(
+            BucketTable::new(1, 8, [0], true),
+            Arc::new(move |t: &BucketTable| record.lock().unwrap().push(t.generation())),
+        );
+        let mut reader = publisher.reader();
+        publisher.clone().publish(BucketTable::new(2, 8, [1], true));
+        assert_eq!(reader.current().generation(), 2);
+        assert_eq!(*seen.lock().unwrap(), vec![1, 2]);
     }
 
     #[test]

@@ -627,6 +627,44 @@ fn fast_candidates() -> Vec<Vec<u8>> {
     out
 }
 
+/// `f` with bytes `flips` (position modulo the length, value), then cut
+/// short at `cut` when it falls around the headers' end (< 60), then
+/// padded with `extend` zeros.
+fn mutated(mut f: Vec<u8>, flips: &[(usize, u8)], cut: usize, extend: usize) -> Vec<u8> {
+    for &(at, v) in flips {
+        let n = f.len();
+        f[at % n] = v;
+    }
+    if cut < 60 {
+        f.truncate(cut);
+    }
+    f.extend(std::iter::repeat_n(0, extend));
+    f
+}
+
+/// Another IPv4 VIP of the farm.
+fn second_vip4() -> Vip<Ipv4Addr> {
+    Vip {
+        address: Ipv4Addr::new(198, 18, 0, 101),
+        mac: [0x02, 0x48, 198, 18, 0, 101],
+    }
+}
+
+/// A table owning every `modulus`-th bucket; with `moves`, buckets 1 and 2
+/// modulo 7 moving in and out.
+fn table_of(modulus: u32, moves: bool) -> BucketTable {
+    let table = BucketTable::new(1, N, (0..N).filter(|b| b % modulus == 0), true);
+    if moves {
+        table.with_moves(
+            (0..N).filter(|b| b % 7 == 1),
+            (0..N).filter(|b| b % 7 == 2),
+            None,
+        )
+    } else {
+        table
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(20_000))]
 
@@ -646,7 +684,7 @@ proptest! {
     ) {
         let mut c = classifier();
         if second_vip {
-            c.vips4.push(Vip { address: Ipv4Addr::new(198, 18, 0, 101), mac: [0x02, 0x48, 198, 18, 0, 101] });
+            c.vips4.push(second_vip4());
         }
         let mut f = fast_candidates()[which].clone();
         if multicast {
@@ -664,20 +702,8 @@ proptest! {
         if second_vip {
             c.vips6.push(Vip { address: "2001:2::101".parse().unwrap(), mac: [0x02, 0x86, 0, 0, 1, 1] });
         }
-        for (at, v) in flips {
-            let n = f.len();
-            f[at % n] = v;
-        }
-        // Cut short around the headers' end, or kept whole and padded.
-        if cut < 60 {
-            f.truncate(cut);
-        }
-        f.extend(std::iter::repeat_n(0, extend));
-        let owned = (0..N).filter(|b| b % modulus == 0);
-        let mut table = BucketTable::new(1, N, owned, true);
-        if moves {
-            table = table.with_moves((0..N).filter(|b| b % 7 == 1), (0..N).filter(|b| b % 7 == 2), None);
-        }
+        let f = mutated(f, &flips, cut, extend);
+        let table = table_of(modulus, moves);
         prop_assert_eq!(c.classify(&f, &table), c.classify_general(&f, &table));
     }
 }
@@ -739,4 +765,128 @@ fn moving_buckets_are_decided_flow_by_flow_from_the_tcp_flags() {
     // Without the tracker, a bucket out is kept and one in is left.
     assert_eq!(c.classify(&tcp_segment(1002, SYN), &out), Verdict::Accept);
     assert_eq!(c.classify(&tcp_segment(1002, SYN), &inn), NOT_OWNED);
+}
+
+// --- The XDP pre-filter, run in the kernel (BPF_PROG_TEST_RUN, as root) ---
+
+mod xdp {
+    use super::*;
+    use fastpath::dpdk::bpf::Object;
+    use fastpath::prefilter::{Maps, XdpVerdict, OBJECT, PROGRAM};
+
+    /// The program loaded with `c`'s configuration.
+    fn loaded(c: &Classifier) -> (Object, Maps) {
+        let object = Object::load(OBJECT).expect("the XDP pre-filter loads (run as root)");
+        let maps = Maps::of(&object).expect("its maps");
+        maps.configure(c).expect("configured");
+        (object, maps)
+    }
+
+    /// What the program must do with a frame the fastpath decides as
+    /// `verdict`: pass what it accepts, drop what another node owns, and
+    /// leave the rest to the fastpath. Where the program is unsure it may
+    /// always leave a frame to the fastpath.
+    fn agrees(xdp: XdpVerdict, verdict: &Verdict) -> bool {
+        match xdp {
+            XdpVerdict::Pass => *verdict == Verdict::Accept,
+            XdpVerdict::Drop => *verdict == NOT_OWNED,
+            XdpVerdict::ToDpdk => true,
+            XdpVerdict::Other(_) => false,
+        }
+    }
+
+    #[test]
+    fn owned_buckets_pass_with_the_nic_mac_others_drop_the_rest_go_to_dpdk() {
+        let c = classifier();
+        let (object, maps) = loaded(&c);
+        let f = &fast_candidates()[0]; // TCP 80 to the VIP: a rule
+        for (table, want) in [(all(), XdpVerdict::Pass), (none(), XdpVerdict::Drop)] {
+            maps.publish(&table).unwrap();
+            let (code, out) = object.run_xdp(PROGRAM, f).unwrap();
+            assert_eq!(XdpVerdict::from_code(code), want);
+            if want == XdpVerdict::Pass {
+                assert_eq!(out[..6], OWN, "the destination MAC is the NIC's");
+                assert_eq!(out[6..], f[6..]);
+            }
+        }
+        // No rule (TCP 22), IPv6, a moving bucket: the fastpath's.
+        maps.publish(&all()).unwrap();
+        for f in [&fast_candidates()[3], &fast_candidates()[5]] {
+            let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
+            assert_eq!(XdpVerdict::from_code(code), XdpVerdict::ToDpdk);
+        }
+        let moving = BucketTable::new(1, N, std::iter::empty(), true).with_moves(
+            0..N,
+            std::iter::empty(),
+            None,
+        );
+        maps.publish(&moving).unwrap();
+        let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
+        assert_eq!(XdpVerdict::from_code(code), XdpVerdict::ToDpdk);
+        let [passed, dropped, to_dpdk] = maps.counts().unwrap();
+        assert_eq!((passed, dropped, to_dpdk), (1, 1, 3));
+    }
+
+    #[test]
+    fn the_program_hashes_as_herd_hash_v1() {
+        // One bucket owned at a time: the program passes exactly the
+        // frames whose bucket (by the Rust hash) is that one.
+        let c = classifier();
+        let (object, maps) = loaded(&c);
+        let n = 7;
+        for f in fast_candidates().iter().take(3) {
+            let owner = (0..n)
+                .find(|b| c.classify(f, &BucketTable::new(1, n, [*b], true)) == Verdict::Accept)
+                .expect("some bucket owns the frame");
+            for b in 0..n {
+                maps.publish(&BucketTable::new(1, n, [b], true)).unwrap();
+                let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
+                let want = if b == owner {
+                    XdpVerdict::Pass
+                } else {
+                    XdpVerdict::Drop
+                };
+                assert_eq!(XdpVerdict::from_code(code), want, "bucket {b}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+
+        /// The program's verdict agrees with the fastpath's decision,
+        /// whatever the header bytes, the length, the table and the VIPs.
+        #[test]
+        fn the_prefilter_agrees_with_the_decision(
+            which in 0usize..10,
+            flips in proptest::collection::vec((0usize..60, any::<u8>()), 0..3),
+            cut in 0usize..80,
+            extend in 0usize..4,
+            modulus in 1u32..5,
+            moves in any::<bool>(),
+            second_vip in any::<bool>(),
+            ip_len in proptest::option::of(0u16..80),
+        ) {
+            let mut c = classifier();
+            if second_vip {
+                c.vips4.push(second_vip4());
+            }
+            let (object, maps) = loaded(&c);
+            let mut f = fast_candidates()[which].clone();
+            // The IPv4 total length near the headers' end (the edge the
+            // fast path checks).
+            if let (Some(len), true) = (ip_len, which < 5) {
+                f[16..18].copy_from_slice(&len.to_be_bytes());
+            }
+            let f = mutated(f, &flips, cut, extend);
+            let table = table_of(modulus, moves);
+            maps.publish(&table).unwrap();
+            // The kernel refuses a test run on less than an Ethernet header.
+            prop_assume!(f.len() >= 14);
+            let (code, _) = object.run_xdp(PROGRAM, &f).unwrap();
+            let verdict = c.classify(&f, &table);
+            prop_assert!(agrees(XdpVerdict::from_code(code), &verdict),
+                "xdp {:?}, fastpath {:?}", XdpVerdict::from_code(code), verdict);
+        }
+    }
 }

@@ -343,6 +343,15 @@ pub fn render_status(v: &serde_json::Value) -> String {
             out += &format!("  {k:<24}{}\n", val.as_u64().unwrap_or(0));
         }
     }
+    if let Some(x) = v["xdp_prefilter"].as_object() {
+        out += "XDP pre-filter (decided in the driver):\n";
+        for k in ["passed", "dropped", "to_fastpath"] {
+            out += &format!(
+                "  {k:<24}{}\n",
+                x.get(k).and_then(|c| c.as_u64()).unwrap_or(0)
+            );
+        }
+    }
     if let Some(nodes) = v["membership"]["nodes"].as_array() {
         out += &format!(
             "membership view {}  failovers {}:\n",

@@ -166,6 +166,12 @@ fn metrics(node: &Node) -> Result<String> {
         "Fastpath packet counters, all lcores",
         packets.clone(),
     );
+    let xdp = Family::<Labels, Counter>::default();
+    reg.register(
+        "xdp_prefilter_packets",
+        "Frames the XDP pre-filter decided in the driver (af_xdp): passed to the kernel, dropped, left to the fastpath",
+        xdp.clone(),
+    );
     let checker = Family::<Labels, Gauge>::default();
     reg.register(
         "checker_up",
@@ -231,6 +237,12 @@ fn metrics(node: &Node) -> Result<String> {
         for (k, v) in t {
             packets
                 .get_or_create(&labels(&[("counter", k)]))
+                .inc_by(v.as_u64().unwrap_or(0));
+        }
+    }
+    if let Some(x) = st["xdp_prefilter"].as_object() {
+        for (k, v) in x {
+            xdp.get_or_create(&labels(&[("verdict", k)]))
                 .inc_by(v.as_u64().unwrap_or(0));
         }
     }

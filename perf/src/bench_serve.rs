@@ -689,6 +689,14 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, driver: &str) -> Result<()
         lab::stop_app(n)?;
     }
     if setup == Setup::Herd {
+        // With af_xdp the XDP pre-filter hands the node's own flows to its
+        // kernel on eth0: that receive work goes where the kernel nodes'
+        // does (the lcore's CPU), like theirs.
+        if driver == "af_xdp" && layout == Layout::Equal {
+            for n in 1..=nodes {
+                steer_rps(&node_ns(n))?;
+            }
+        }
         return Ok(());
     }
     let mac = mac_string(config::vip_mac(

@@ -34,10 +34,11 @@ def affected_gaps(report, threshold_ms=50):
     return sorted(f["max_gap_ms"] for f in report if f["max_gap_ms"] > threshold_ms)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def farm():
-    up(nodes=3, ownership="membership")
-    yield
+# af_xdp runs with its XDP pre-filter (on by default).
+@pytest.fixture(scope="module", autouse=True, params=["af_packet", "af_xdp"])
+def farm(request):
+    up(nodes=3, ownership="membership", driver=request.param)
+    yield request.param
     down()
 
 
@@ -112,8 +113,8 @@ def test_ten_percent_heartbeat_loss_for_60_seconds_causes_no_failover():
     assert {n: membership(n)["counters"]["view_changes"] for n in NODES} == views
 
 
-def test_partition_with_a_witness_leaves_one_side_serving():
-    up(nodes=3, ownership="membership", split_brain="witness")
+def test_partition_with_a_witness_leaves_one_side_serving(farm):
+    up(nodes=3, ownership="membership", split_brain="witness", driver=farm)
     wait_for(converged, 10, "the farm to converge")
     # Cut s1 off from s2 and s3 (heartbeats) and from the witness (the
     # client, 198.18.0.2, pinged).
@@ -133,8 +134,8 @@ def test_partition_with_a_witness_leaves_one_side_serving():
     wait_for(converged, 10, "the farm to heal")
 
 
-def test_a_peer_heard_on_either_of_two_networks_stays_alive():
-    up(nodes=3, ownership="membership", heartbeat_networks=2)
+def test_a_peer_heard_on_either_of_two_networks_stays_alive(farm):
+    up(nodes=3, ownership="membership", heartbeat_networks=2, driver=farm)
     wait_for(converged, 10, "the farm to converge")
     for n in NODES:
         ages = [x["heartbeat_age_ms"] for x in membership(n)["nodes"] if not x["self"]]

@@ -47,11 +47,21 @@ def test_af_xdp_driver():
         # then a full probe.
         wait_for(lambda: probe("udp", sources=50, conns=50, timeout_ms=500)["ok"] == 50, 20,
                  "the af_xdp farm to serve every flow")
+        before = {n: status(n)["xdp_prefilter"] for n in ("s1", "s2")}
         report = probe("http", sources=50, conns=200)
         assert report["ok"] == 200 and set(report["by_node"]) == {"s1", "s2"}
         for r in report["results"]:
             assert r["node"] == owner(bucket(r["source"], r["sport"]), 2)
         assert l2probe("arp", VIP4)["replies"][0]["hwsrc"] == "02:48:c6:12:00:64"
+        # The XDP pre-filter decided the VIP's frames in the driver: each
+        # frame one node passed to its kernel, the other dropped; ARP went
+        # to the fastpath (which answered it above).
+        after = {n: status(n)["xdp_prefilter"] for n in ("s1", "s2")}
+        d = {n: {k: after[n][k] - before[n][k] for k in after[n]} for n in after}
+        assert d["s1"]["passed"] > 0 and d["s2"]["passed"] > 0, d
+        assert d["s1"]["passed"] == d["s2"]["dropped"], d
+        assert d["s2"]["passed"] == d["s1"]["dropped"], d
+        assert d["s1"]["to_fastpath"] > 0 or d["s2"]["to_fastpath"] > 0, d
     finally:
         down()
 

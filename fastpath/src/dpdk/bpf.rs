@@ -1,0 +1,271 @@
+//! BPF objects and maps through the system libbpf: the XDP pre-filter's
+//! maps (found among the process's descriptors once DPDK's af_xdp PMD has
+//! loaded the program) and, in tests, loading the program and running it
+//! on a frame (`BPF_PROG_TEST_RUN`).
+
+use dpdk_sys as sys;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// A BPF map this process holds a descriptor of.
+#[derive(Debug)]
+pub struct Map {
+    fd: OwnedFd,
+}
+
+fn check(rc: i32) -> io::Result<()> {
+    if rc < 0 {
+        // libbpf 1.x returns -errno.
+        return Err(io::Error::from_raw_os_error(-rc));
+    }
+    Ok(())
+}
+
+impl Map {
+    /// A new `BPF_MAP_TYPE_ARRAY` of `entries` u32 values (all zero), to
+    /// go into a map of maps whose template has `BPF_F_INNER_MAP` (the
+    /// flag lets its inner maps differ in size; the flags must match).
+    pub fn new_inner_u32_array(name: &str, entries: u32) -> io::Result<Map> {
+        let name = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let opts = sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<sys::bpf_map_create_opts>(),
+            map_flags: sys::BPF_F_INNER_MAP,
+            ..Default::default()
+        };
+        // SAFETY: `name` is a valid C string and `opts` a valid options
+        // struct for the call. The returned descriptor (or -errno) is ours
+        // alone.
+        let fd = unsafe {
+            sys::bpf_map_create(
+                sys::bpf_map_type_BPF_MAP_TYPE_ARRAY,
+                name.as_ptr(),
+                4,
+                4,
+                entries,
+                &opts,
+            )
+        };
+        check(fd)?;
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(Map {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Sets `key` to `value` (their sizes must be the map's).
+    pub fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
+        let info = self.info()?;
+        if key.len() != info.key_size as usize || value.len() != info.value_size as usize {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        // SAFETY: key and value are readable for the map's key and value
+        // sizes (checked above); the kernel copies them.
+        check(unsafe {
+            sys::bpf_map_update_elem(
+                self.fd.as_raw_fd(),
+                key.as_ptr().cast(),
+                value.as_ptr().cast(),
+                0,
+            )
+        })
+    }
+
+    /// Puts map `inner`'s descriptor at `slot` of this map of maps.
+    pub fn set_inner(&self, slot: u32, inner: &Map) -> io::Result<()> {
+        let fd = inner.fd.as_raw_fd() as u32;
+        self.update(&slot.to_ne_bytes(), &fd.to_ne_bytes())
+    }
+
+    /// The sum over CPUs of a per-CPU u64 array's entry `key`.
+    pub fn percpu_u64_sum(&self, key: u32) -> io::Result<u64> {
+        let cpus = libbpf_possible_cpus()?;
+        let mut values = vec![0u64; cpus];
+        // SAFETY: a per-CPU map's lookup writes one value (8 bytes, the
+        // map's value size rounded to 8) per possible CPU: `values` has
+        // room for exactly that.
+        check(unsafe {
+            sys::bpf_map_lookup_elem(
+                self.fd.as_raw_fd(),
+                (&key as *const u32).cast(),
+                values.as_mut_ptr().cast(),
+            )
+        })?;
+        Ok(values.iter().sum())
+    }
+
+    fn info(&self) -> io::Result<sys::bpf_map_info> {
+        map_info(self.fd.as_fd())
+    }
+
+    /// The map with `name` among this process's descriptors (a map DPDK's
+    /// PMD created when it loaded the pre-filter), as a new descriptor.
+    pub fn find_in_process(name: &str) -> io::Result<Option<Map>> {
+        for entry in std::fs::read_dir("/proc/self/fd")? {
+            let Some(fd) = entry?
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<RawFd>().ok())
+            else {
+                continue;
+            };
+            let is_map = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .map(|l| l.to_string_lossy() == "anon_inode:bpf-map")
+                .unwrap_or(false);
+            if !is_map {
+                continue;
+            }
+            // SAFETY: the descriptor is open (we just read its link) and
+            // stays open while borrowed here: only its owner closes it.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+            let Ok(info) = map_info(borrowed) else {
+                continue;
+            };
+            if c_name(&info.name) == name {
+                return Ok(Some(Map {
+                    fd: borrowed.try_clone_to_owned()?,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn map_info(fd: BorrowedFd<'_>) -> io::Result<sys::bpf_map_info> {
+    let mut info = sys::bpf_map_info {
+        type_: 0,
+        id: 0,
+        key_size: 0,
+        value_size: 0,
+        max_entries: 0,
+        map_flags: 0,
+        name: [0; 16],
+        ifindex: 0,
+        btf_vmlinux_value_type_id: 0,
+        netns_dev: 0,
+        netns_ino: 0,
+        btf_id: 0,
+        btf_key_type_id: 0,
+        btf_value_type_id: 0,
+        _bitfield_align_1: [],
+        _bitfield_1: sys::bpf_map_info::new_bitfield_1(),
+        map_extra: 0,
+    };
+    let mut len = std::mem::size_of::<sys::bpf_map_info>() as u32;
+    // SAFETY: `info` is a writable bpf_map_info of `len` bytes; the kernel
+    // writes at most `len` bytes and fails on a descriptor that is not a
+    // BPF object.
+    check(unsafe {
+        sys::bpf_obj_get_info_by_fd(
+            fd.as_raw_fd(),
+            (&mut info as *mut sys::bpf_map_info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info)
+}
+
+fn c_name(name: &[std::os::raw::c_char; 16]) -> String {
+    name.iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8 as char)
+        .collect()
+}
+
+/// The number of possible CPUs (the per-CPU maps' value count).
+fn libbpf_possible_cpus() -> io::Result<usize> {
+    // /sys/devices/system/cpu/possible: "0-N" or a list.
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    let mut n = 0;
+    for part in text.trim().split(',') {
+        let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+        let (lo, hi): (usize, usize) = (
+            lo.parse().map_err(|_| io::ErrorKind::InvalidData)?,
+            hi.parse().map_err(|_| io::ErrorKind::InvalidData)?,
+        );
+        n = n.max(hi + 1).max(lo + 1);
+    }
+    Ok(n)
+}
+
+/// A BPF object loaded into the kernel (tests: the pre-filter run on
+/// frames with `BPF_PROG_TEST_RUN`).
+pub struct Object {
+    obj: *mut sys::bpf_object,
+}
+
+impl Object {
+    /// Opens and loads the ELF object `elf`.
+    pub fn load(elf: &[u8]) -> io::Result<Object> {
+        // SAFETY: libbpf copies the buffer (open_mem) before returning;
+        // null options are its defaults. On failure it returns null and
+        // sets errno.
+        let obj =
+            unsafe { sys::bpf_object__open_mem(elf.as_ptr().cast(), elf.len(), std::ptr::null()) };
+        if obj.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let object = Object { obj };
+        // SAFETY: `obj` is a valid object that was opened and not loaded.
+        check(unsafe { sys::bpf_object__load(object.obj) })?;
+        Ok(object)
+    }
+
+    /// A new descriptor of the object's map `name`.
+    pub fn map(&self, name: &str) -> io::Result<Map> {
+        let c = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: `self.obj` is a loaded object; the returned descriptor
+        // stays the object's, so it is duplicated below.
+        let fd = unsafe { sys::bpf_object__find_map_fd_by_name(self.obj, c.as_ptr()) };
+        check(fd)?;
+        // SAFETY: the object keeps `fd` open while `self` lives.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        Ok(Map {
+            fd: borrowed.try_clone_to_owned()?,
+        })
+    }
+
+    /// Runs XDP program `program` once on `frame`: its return code (an
+    /// `XDP_*` action) and the frame as it left the program.
+    pub fn run_xdp(&self, program: &str, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+        let c = CString::new(program).map_err(|_| io::ErrorKind::InvalidInput)?;
+        // SAFETY: `self.obj` is a loaded object; a null program is handled.
+        let prog = unsafe { sys::bpf_object__find_program_by_name(self.obj, c.as_ptr()) };
+        if prog.is_null() {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        // SAFETY: `prog` belongs to the loaded object.
+        let fd = unsafe { sys::bpf_program__fd(prog) };
+        check(fd)?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = sys::bpf_test_run_opts {
+            sz: std::mem::size_of::<sys::bpf_test_run_opts>(),
+            data_in: frame.as_ptr().cast(),
+            data_out: out.as_mut_ptr().cast(),
+            data_size_in: frame.len() as u32,
+            data_size_out: out.len() as u32,
+            ctx_in: std::ptr::null(),
+            ctx_out: std::ptr::null_mut(),
+            ctx_size_in: 0,
+            ctx_size_out: 0,
+            retval: 0,
+            repeat: 1,
+            duration: 0,
+            flags: 0,
+            cpu: 0,
+            batch_size: 0,
+        };
+        // SAFETY: data_in is readable for data_size_in bytes, data_out
+        // writable for data_size_out bytes, both for the call's duration.
+        check(unsafe { sys::bpf_prog_test_run_opts(fd, &mut opts) })?;
+        out.truncate(opts.data_size_out as usize);
+        Ok((opts.retval, out))
+    }
+}
+
+impl Drop for Object {
+    fn drop(&mut self) {
+        // SAFETY: `obj` came from bpf_object__open_mem and is closed once.
+        unsafe { sys::bpf_object__close(self.obj) }
+    }
+}
