@@ -225,9 +225,18 @@ impl Object {
         })
     }
 
-    /// Runs XDP program `program` once on `frame`: its return code (an
-    /// `XDP_*` action) and the frame as it left the program.
-    pub fn run_xdp(&self, program: &str, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+    /// Attaches XDP program `program` to interface `ifindex` (in this
+    /// process's network namespace) until the returned guard is dropped.
+    pub fn attach_xdp(&self, program: &str, ifindex: u32) -> io::Result<XdpAttachment> {
+        let fd = self.program_fd(program)?;
+        // SAFETY: `fd` is the loaded program's descriptor; null options
+        // are libbpf's defaults. No flags: the driver's native mode where
+        // it has one, generic otherwise.
+        check(unsafe { sys::bpf_xdp_attach(ifindex as i32, fd, 0, std::ptr::null()) })?;
+        Ok(XdpAttachment { ifindex })
+    }
+
+    fn program_fd(&self, program: &str) -> io::Result<RawFd> {
         let c = CString::new(program).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: `self.obj` is a loaded object; a null program is handled.
         let prog = unsafe { sys::bpf_object__find_program_by_name(self.obj, c.as_ptr()) };
@@ -237,6 +246,13 @@ impl Object {
         // SAFETY: `prog` belongs to the loaded object.
         let fd = unsafe { sys::bpf_program__fd(prog) };
         check(fd)?;
+        Ok(fd)
+    }
+
+    /// Runs XDP program `program` once on `frame`: its return code (an
+    /// `XDP_*` action) and the frame as it left the program.
+    pub fn run_xdp(&self, program: &str, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+        let fd = self.program_fd(program)?;
         let mut out = vec![0u8; frame.len() + 256];
         let mut opts = sys::bpf_test_run_opts {
             sz: std::mem::size_of::<sys::bpf_test_run_opts>(),
@@ -260,6 +276,19 @@ impl Object {
         check(unsafe { sys::bpf_prog_test_run_opts(fd, &mut opts) })?;
         out.truncate(opts.data_size_out as usize);
         Ok((opts.retval, out))
+    }
+}
+
+/// An XDP program attached to an interface; detached when dropped.
+pub struct XdpAttachment {
+    ifindex: u32,
+}
+
+impl Drop for XdpAttachment {
+    fn drop(&mut self) {
+        // SAFETY: detaching by interface index takes no pointer but the
+        // (null) options.
+        let _ = unsafe { sys::bpf_xdp_detach(self.ifindex as i32, 0, std::ptr::null()) };
     }
 }
 
