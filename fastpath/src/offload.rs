@@ -116,12 +116,11 @@ pub fn complete_checksum(frame: &mut [u8], hdr: &VnetHdr) -> Result<(), OffloadE
     Ok(())
 }
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
+use crate::wire::{ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, IPPROTO_TCP};
+
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
+const TCP_ACK: u8 = 0x10;
 const TCP_CWR: u8 = 0x80;
 
 /// A large TCP segment from the kernel and how it is cut: frame `i` of
@@ -167,14 +166,14 @@ impl<'a> Segmenter<'a> {
             (true, ETHERTYPE_IPV4) => {
                 let vihl = *frame.get(l3).ok_or(bad)?;
                 let ihl = usize::from(vihl & 0x0f) * 4;
-                if vihl >> 4 != 4 || ihl < 20 || frame.get(l3 + 9) != Some(&6) {
+                if vihl >> 4 != 4 || ihl < 20 || frame.get(l3 + 9) != Some(&IPPROTO_TCP) {
                     return Err(bad);
                 }
                 l3 + ihl
             }
             // The kernel's TSO frames carry no IPv6 extension headers
             // before TCP: next header must be TCP.
-            (false, ETHERTYPE_IPV6) if frame.get(l3 + 6) == Some(&6) => l3 + 40,
+            (false, ETHERTYPE_IPV6) if frame.get(l3 + 6) == Some(&IPPROTO_TCP) => l3 + 40,
             _ => return Err(bad),
         };
         let tcp_len = usize::from(*frame.get(l4 + 12).ok_or(bad)? >> 4) * 4;

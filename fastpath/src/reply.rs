@@ -1,6 +1,7 @@
 //! ARP replies and neighbor advertisements for the VIPs, written in place
 //! over the request that asked for them.
 
+use crate::offload::{fold, sum_be};
 use crate::wire::{self, MacAddr};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -90,20 +91,9 @@ pub fn ndp_advert_in_place(
 /// The ICMPv6 checksum over the pseudo-header and `msg` (whose checksum
 /// field must be zero).
 pub fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], msg: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut add = |bytes: &[u8]| {
-        for pair in bytes.chunks(2) {
-            let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-            sum += u32::from(word);
-        }
-    };
-    add(src);
-    add(dst);
-    add(&(msg.len() as u32).to_be_bytes());
-    add(&[0, 0, 0, wire::IPPROTO_ICMPV6]);
-    add(msg);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let mut sum = sum_be(src, 0);
+    sum = sum_be(dst, sum);
+    sum = sum_be(&(msg.len() as u32).to_be_bytes(), sum);
+    sum = sum_be(&[0, 0, 0, wire::IPPROTO_ICMPV6], sum);
+    !fold(sum_be(msg, sum))
 }
