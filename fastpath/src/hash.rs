@@ -211,28 +211,28 @@ mod tests {
         }
     }
 
+    /// XXH3 (the library) over a key's bytes: `tag`, the client, the port.
+    fn xxh3_of_key(tag: u8, client: &[u8], port: Option<u16>) -> u64 {
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(client);
+        if let Some(p) = port {
+            bytes.extend_from_slice(&p.to_be_bytes());
+        }
+        xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, HASH_SEED)
+    }
+
     proptest::proptest! {
         /// The IPv4 key hashed in registers equals XXH3 over its bytes.
         #[test]
         fn ipv4_keys_hash_as_xxh3_of_their_bytes(client in proptest::prelude::any::<[u8; 4]>(), port in proptest::option::of(proptest::prelude::any::<u16>())) {
-            let mut bytes = vec![4u8];
-            bytes.extend_from_slice(&client);
-            if let Some(p) = port {
-                bytes.extend_from_slice(&p.to_be_bytes());
-            }
-            let expected = xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, HASH_SEED);
+            let expected = xxh3_of_key(4, &client, port);
             proptest::prop_assert_eq!(FlowKey::V4 { client, port }.hash(), expected);
         }
 
         /// The IPv6 key hashed in registers equals XXH3 over its bytes.
         #[test]
         fn ipv6_keys_hash_as_xxh3_of_their_bytes(client in proptest::prelude::any::<[u8; 16]>(), port in proptest::option::of(proptest::prelude::any::<u16>())) {
-            let mut bytes = vec![6u8];
-            bytes.extend_from_slice(&client);
-            if let Some(p) = port {
-                bytes.extend_from_slice(&p.to_be_bytes());
-            }
-            let expected = xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, HASH_SEED);
+            let expected = xxh3_of_key(6, &client, port);
             proptest::prop_assert_eq!(FlowKey::V6 { client, port }.hash(), expected);
         }
     }

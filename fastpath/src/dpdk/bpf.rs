@@ -12,6 +12,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 #[derive(Debug)]
 pub struct Map {
     fd: OwnedFd,
+    /// The map's key and value sizes, read once: every update is checked
+    /// against them (a table publication makes thousands).
+    key_size: usize,
+    value_size: usize,
 }
 
 fn check(rc: i32) -> io::Result<()> {
@@ -48,15 +52,21 @@ impl Map {
         };
         check(fd)?;
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Map::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn from_fd(fd: OwnedFd) -> io::Result<Map> {
+        let info = map_info(fd.as_fd())?;
         Ok(Map {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd,
+            key_size: info.key_size as usize,
+            value_size: info.value_size as usize,
         })
     }
 
     /// Sets `key` to `value` (their sizes must be the map's).
     pub fn update(&self, key: &[u8], value: &[u8]) -> io::Result<()> {
-        let info = self.info()?;
-        if key.len() != info.key_size as usize || value.len() != info.value_size as usize {
+        if key.len() != self.key_size || value.len() != self.value_size {
             return Err(io::ErrorKind::InvalidInput.into());
         }
         // SAFETY: key and value are readable for the map's key and value
@@ -94,10 +104,6 @@ impl Map {
         Ok(values.iter().sum())
     }
 
-    fn info(&self) -> io::Result<sys::bpf_map_info> {
-        map_info(self.fd.as_fd())
-    }
-
     /// The map with `name` among this process's descriptors (a map DPDK's
     /// PMD created when it loaded the pre-filter), as a new descriptor.
     pub fn find_in_process(name: &str) -> io::Result<Option<Map>> {
@@ -122,9 +128,7 @@ impl Map {
                 continue;
             };
             if c_name(&info.name) == name {
-                return Ok(Some(Map {
-                    fd: borrowed.try_clone_to_owned()?,
-                }));
+                return Map::from_fd(borrowed.try_clone_to_owned()?).map(Some);
             }
         }
         Ok(None)
@@ -220,9 +224,7 @@ impl Object {
         check(fd)?;
         // SAFETY: the object keeps `fd` open while `self` lives.
         let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-        Ok(Map {
-            fd: borrowed.try_clone_to_owned()?,
-        })
+        Map::from_fd(borrowed.try_clone_to_owned()?)
     }
 
     /// Attaches XDP program `program` to interface `ifindex` (in this
