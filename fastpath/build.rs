@@ -1,12 +1,15 @@
-//! Compiles the XDP pre-filter (`bpf/prefilter.c`) with Debian's clang for
-//! the BPF target; the object is embedded in the binary
-//! (`fastpath::prefilter::OBJECT`).
+//! Compiles Herd's BPF programs with Debian's clang for the BPF target:
+//! the XDP pre-filter (`bpf/prefilter.c`) and the TAP's direct egress
+//! (`bpf/egress.c`); the objects are embedded in the binary
+//! (`fastpath::prefilter::OBJECT`, `fastpath::egress::OBJECT`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-changed=bpf/prefilter.c");
+    for program in ["prefilter", "egress"] {
+        println!("cargo:rerun-if-changed=bpf/{program}.c");
+    }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     // <linux/types.h> includes <asm/types.h>, which Debian keeps under the
     // host's multiarch directory.
@@ -18,12 +21,14 @@ fn main() {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "x86_64-linux-gnu".into());
-    let status = Command::new("clang")
-        .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-I/usr/include/{multiarch}"))
-        .args(["-c", "bpf/prefilter.c", "-o"])
-        .arg(out.join("prefilter.o"))
-        .status()
-        .expect("clang runs (Debian's clang and libbpf-dev build the XDP pre-filter)");
-    assert!(status.success(), "clang could not compile bpf/prefilter.c");
+    for program in ["prefilter", "egress"] {
+        let status = Command::new("clang")
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-I/usr/include/{multiarch}"))
+            .args(["-c", &format!("bpf/{program}.c"), "-o"])
+            .arg(out.join(format!("{program}.o")))
+            .status()
+            .expect("clang runs (Debian's clang and libbpf-dev build Herd's BPF programs)");
+        assert!(status.success(), "clang could not compile bpf/{program}.c");
+    }
 }

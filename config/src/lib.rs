@@ -334,6 +334,15 @@ pub struct Tap {
     /// Replace the TAP by another DPDK vdev (benchmarks only).
     #[serde(default)]
     pub vdev: Option<String>,
+    /// What the kernel sends on the TAP leaves through the NIC's own
+    /// kernel interface directly (a tc program on the TAP redirects it),
+    /// with that interface's offloads, instead of through an lcore. Only
+    /// where the kernel keeps the NIC: unset, on with `af_xdp` where the
+    /// kernel allows it (Herd says so in its log where it does not);
+    /// `true`: required (`af_xdp` or `af_packet`; a start fails with the
+    /// kernel's reason); `false`: off.
+    #[serde(default)]
+    pub direct_egress: Option<bool>,
 }
 
 /// See [`Tap::backend`].
@@ -363,6 +372,7 @@ impl Default for Tap {
             gro: true,
             backend: TapBackend::Tap,
             vdev: None,
+            direct_egress: None,
         }
     }
 }
@@ -680,6 +690,15 @@ impl Config {
                 "tap.backend",
                 "\"virtio-user\" and tap.vdev both name the exception path: set one",
             ));
+        }
+        if self.tap.direct_egress == Some(true) {
+            let kernel_keeps_nic = matches!(self.port.driver, Driver::AfXdp | Driver::AfPacket);
+            if !kernel_keeps_nic || self.tap.backend != TapBackend::Tap || self.tap.vdev.is_some() {
+                return Err(invalid(
+                    "tap.direct_egress",
+                    "needs Herd's own TAP (no tap.vdev, backend \"tap\") and a NIC the kernel keeps (driver \"af_xdp\" or \"af_packet\")",
+                ));
+            }
         }
         for (i, a) in self.tap.addresses.iter().enumerate() {
             parse_prefix(a).map_err(|e| invalid(format!("tap.addresses[{i}]"), e))?;

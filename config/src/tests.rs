@@ -212,6 +212,45 @@ fn driver_needs_its_device() {
 }
 
 #[test]
+fn direct_egress_needs_a_nic_the_kernel_keeps() {
+    assert_eq!(Config::from_toml(EXAMPLE).unwrap().tap.direct_egress, None);
+    for driver in ["af_xdp", "af_packet"] {
+        let on = with(|t| {
+            table(t, "port").insert("driver".into(), driver.into());
+            table(t, "tap").insert("direct_egress".into(), true.into());
+        });
+        assert_eq!(
+            Config::from_toml(&on).unwrap().tap.direct_egress,
+            Some(true)
+        );
+    }
+    let pci = with(|t| {
+        table(t, "port").insert("driver".into(), "pci".into());
+        table(t, "port").insert("pci".into(), "0000:03:00.0".into());
+        table(t, "tap").insert("direct_egress".into(), true.into());
+    });
+    let e = err_of(&pci);
+    assert!(
+        e.starts_with("tap.direct_egress:") && e.contains("af_xdp"),
+        "{e}"
+    );
+    let virtio = with(|t| {
+        table(t, "tap").insert("direct_egress".into(), true.into());
+        table(t, "tap").insert("backend".into(), "virtio-user".into());
+    });
+    assert!(err_of(&virtio).starts_with("tap.direct_egress:"));
+    let off = with(|t| {
+        table(t, "port").insert("driver".into(), "pci".into());
+        table(t, "port").insert("pci".into(), "0000:03:00.0".into());
+        table(t, "tap").insert("direct_egress".into(), false.into());
+    });
+    assert_eq!(
+        Config::from_toml(&off).unwrap().tap.direct_egress,
+        Some(false)
+    );
+}
+
+#[test]
 fn the_xdp_prefilter_is_for_af_xdp_only() {
     assert_eq!(Config::from_toml(EXAMPLE).unwrap().port.xdp_prefilter, None);
     let e = err_of(&with(|t| {

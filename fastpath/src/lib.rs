@@ -9,6 +9,7 @@
 pub mod counters;
 pub mod decision;
 pub mod dpdk;
+pub mod egress;
 pub mod flows;
 pub mod hash;
 

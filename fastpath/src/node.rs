@@ -7,6 +7,7 @@ use crate::counters::{
 use crate::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
 use crate::dpdk::tap::{self, PacketTx, Tap, TapQueue, Waker};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
+use crate::egress::DirectEgress;
 use crate::flows::FlowTracker;
 use crate::offload::gro::{self, Merger};
 use crate::offload::{self, Segmenter, VnetHdr, F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN};
@@ -273,6 +274,45 @@ fn prefilter_object(config: &Config) -> Result<Option<std::path::PathBuf>, NodeE
     }
 }
 
+/// The TAP's direct egress (`tap.direct_egress`, see [`crate::egress`])
+/// when the config wants it and the port has a kernel interface to send
+/// through. Unset: on with `af_xdp`, with a log line where the kernel
+/// refuses it; `true`: the kernel's refusal fails the start.
+fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
+    let nic = match (config.port.driver, &config.port.interface) {
+        (Driver::AfXdp | Driver::AfPacket, Some(nic))
+            if config.tap.vdev.is_none() && config.tap.backend == TapBackend::Tap =>
+        {
+            nic
+        }
+        _ => return Ok(None),
+    };
+    let wanted = config
+        .tap
+        .direct_egress
+        .unwrap_or(config.port.driver == Driver::AfXdp);
+    if !wanted {
+        return Ok(None);
+    }
+    match DirectEgress::attach(
+        tap::interface_index(&config.tap.name),
+        tap::interface_index(nic),
+    ) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if config.tap.direct_egress == Some(true) => Err(NodeError::Other(format!(
+            "tap.direct_egress = true, but the kernel does not take the tc program on {}: {e}",
+            config.tap.name
+        ))),
+        Err(e) => {
+            tracing::warn!(
+                "no direct egress (the kernel does not take the tc program on {}: {e}); what the kernel sends goes through the fastpath",
+                config.tap.name
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// A file removed when dropped.
 struct RemoveOnDrop(std::path::PathBuf);
 
@@ -336,6 +376,9 @@ pub struct NodeStatus {
     pub tap_stats: PortStats,
     /// What the XDP pre-filter decided in the driver (af_xdp), if it runs.
     pub xdp_prefilter: Option<PrefilterCounts>,
+    /// Frames the kernel sent straight out of the NIC's interface (the
+    /// TAP's direct egress; a large segment counts once), if it runs.
+    pub direct_egress: Option<u64>,
 }
 
 /// Frames the XDP pre-filter passed to the kernel (owned buckets),
@@ -430,6 +473,7 @@ pub struct StatusReader {
     flow_gauges: Arc<[FlowGauges]>,
     publisher: TablePublisher,
     prefilter: Option<Arc<prefilter::Maps>>,
+    direct_egress: Option<Arc<DirectEgress>>,
 }
 
 impl StatusReader {
@@ -477,6 +521,12 @@ impl StatusReader {
                     tracing::warn!("the XDP pre-filter's counters: {e}");
                     PrefilterCounts::default()
                 }
+            }),
+            direct_egress: self.direct_egress.as_ref().map(|d| {
+                d.frames().unwrap_or_else(|e| {
+                    tracing::warn!("the direct egress's counter: {e}");
+                    0
+                })
             }),
             totals,
             lcores,
@@ -558,14 +608,31 @@ impl RunningNode {
             }
         };
 
-        let mut packet_txs: Vec<Option<PacketTx>> =
-            match (0..queues).map(|_| packet_tx(&config)).collect() {
-                Ok(p) => p,
+        // Before the TAP comes up: from its first frame, what the kernel
+        // sends leaves through the NIC's interface.
+        let direct_egress = match &kernel_port {
+            KernelPort::Tap(_) => match direct_egress(&config) {
+                Ok(d) => d.map(Arc::new),
                 Err(e) => {
                     nic.close();
                     return Err(e);
                 }
-            };
+            },
+            KernelPort::Port(_) => None,
+        };
+        let mut packet_txs: Vec<Option<PacketTx>> = match (0..queues)
+            .map(|_| match direct_egress {
+                Some(_) => Ok(None),
+                None => packet_tx(&config),
+            })
+            .collect()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                nic.close();
+                return Err(e);
+            }
+        };
         let mut kernel = KernelSetup::default();
         if config.tap.configure_kernel && config.tap.vdev.is_none() {
             let result = (|| {
@@ -618,10 +685,10 @@ impl RunningNode {
                     tap::port_sockets(tap::interface_index(i), config.port.driver == Driver::AfXdp);
                 if found.len() == usize::from(queues) {
                     // An af_packet socket also sees what the node sends
-                    // through the packet socket; an XDP socket sees only
-                    // what arrives.
+                    // through the packet socket or the direct egress; an
+                    // XDP socket sees only what arrives.
                     if config.port.driver == Driver::AfPacket
-                        && packet_txs.iter().any(Option::is_some)
+                        && (packet_txs.iter().any(Option::is_some) || direct_egress.is_some())
                     {
                         for s in &found {
                             if let Err(e) = tap::ignore_outgoing(*s) {
@@ -643,7 +710,9 @@ impl RunningNode {
         };
         for (q, &lcore) in lcores.iter().enumerate() {
             let mut wakers: Vec<Waker> = nic_sockets.get(q).copied().into_iter().collect();
-            if let KernelPort::Tap(t) = &kernel_port {
+            // With the direct egress, nothing waits in the TAP's queues.
+            let kernel_reads = direct_egress.is_none();
+            if let (KernelPort::Tap(t), true) = (&kernel_port, kernel_reads) {
                 wakers.push(t.queue(q as u16).waker());
             }
             let worker = Worker {
@@ -665,6 +734,7 @@ impl RunningNode {
                 nic_wakes: nic_sockets.get(q).is_some(),
                 wakers,
                 packet_tx: packet_txs[q].take(),
+                kernel_reads,
                 gro: config.tap.offloads && config.tap.gro,
                 vip_macs4: classifier
                     .vips4
@@ -701,6 +771,7 @@ impl RunningNode {
                 flow_gauges,
                 publisher,
                 prefilter,
+                direct_egress,
             },
             stop,
             kernel,
@@ -778,6 +849,9 @@ struct Worker {
     nic_wakes: bool,
     /// An `af_packet` port's way out for large segments, whole.
     packet_tx: Option<PacketTx>,
+    /// Whether the kernel's frames come through this lcore (not when the
+    /// TAP's direct egress sends them).
+    kernel_reads: bool,
     /// Merge the NIC's TCP segments before the TAP (`tap.gro`).
     gro: bool,
     vip_macs4: Vec<(std::net::Ipv4Addr, [u8; 6])>,
@@ -943,7 +1017,7 @@ impl Worker {
             // found some, and otherwise every fourth poll (under a full NIC
             // burst, only then).
             let gave = c.accepted + c.to_kernel > 0 && n < BURST;
-            let due = gave || tap_found || polls_since_read >= 3;
+            let due = self.kernel_reads && (gave || tap_found || polls_since_read >= 3);
             let k = match &self.kernel {
                 _ if !due => 0,
                 KernelPort::Tap(tap) => from_tap.receive(

@@ -352,6 +352,12 @@ pub fn render_status(v: &serde_json::Value) -> String {
             );
         }
     }
+    if let Some(n) = v["direct_egress"].as_u64() {
+        out += &format!(
+            "direct egress (the kernel's frames out of the NIC's interface, no lcore):\n  {:<24}{n}\n",
+            "frames"
+        );
+    }
     if let Some(nodes) = v["membership"]["nodes"].as_array() {
         out += &format!(
             "membership view {}  failovers {}:\n",

@@ -172,6 +172,15 @@ fn metrics(node: &Node) -> Result<String> {
         "Frames the XDP pre-filter decided in the driver (af_xdp): passed to the kernel, dropped, left to the fastpath",
         xdp.clone(),
     );
+    let direct_egress = Counter::<u64>::default();
+    let direct_egress_on = st["direct_egress"].as_u64();
+    if direct_egress_on.is_some() {
+        reg.register(
+            "direct_egress_frames",
+            "Frames the node's kernel sent straight out of the NIC's interface (the TAP's direct egress; a large segment counts once)",
+            direct_egress.clone(),
+        );
+    }
     let checker = Family::<Labels, Gauge>::default();
     reg.register(
         "checker_up",
@@ -239,6 +248,9 @@ fn metrics(node: &Node) -> Result<String> {
                 .get_or_create(&labels(&[("counter", k)]))
                 .inc_by(v.as_u64().unwrap_or(0));
         }
+    }
+    if let Some(n) = direct_egress_on {
+        direct_egress.inc_by(n);
     }
     if let Some(x) = st["xdp_prefilter"].as_object() {
         for (k, v) in x {

@@ -50,11 +50,16 @@
 //! Layouts: `as-they-come` (no pinning; herd's lcores float over all CPUs)
 //! and `equal`: nginx and the clients on CPU 0; Herd's lcores on CPU 1
 //! (`dpdk.cpus`); the kernel nodes' receive work on CPU 1 by RPS (checked:
-//! CPU 1 must receive RPS IPIs during the keep-alive run). Herd's nodes get
-//! no RPS: their receive work is the lcore's (the kernel's copy into the
-//! af_packet ring stays with the sender, as a NIC's DMA would be; with RPS
-//! to CPU 1 as well, new connections measured 0.81 instead of 0.89: the
-//! IPI costs more than the copy).
+//! CPU 1 must receive RPS IPIs during the keep-alive run). Herd's
+//! `af_packet` nodes get no RPS: their receive work is the lcore's (the
+//! kernel's copy into the af_packet ring stays with the sender, as a NIC's
+//! DMA would be; with RPS to CPU 1 as well, new connections measured 0.81
+//! instead of 0.89: the IPI costs more than the copy). Herd's `af_xdp`
+//! nodes hand their own flows to the kernel on `eth0` (the XDP pre-filter)
+//! and send through it (the TAP's direct egress): `eth0` gets GRO, as a
+//! NIC has, and on equal CPUs RPS to CPU 1 like the kernel nodes, and its
+//! NAPI (the veth's driver work, with the XDP program) threaded on CPU 1,
+//! where a NIC's interrupt would be steered.
 //!
 //! CPU time (`/proc`, clock ticks) around each client run: nginx (master
 //! and workers), the client (this process's reaped children's time), herd
@@ -690,11 +695,21 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, driver: &str) -> Result<()
     }
     if setup == Setup::Herd {
         // With af_xdp the XDP pre-filter hands the node's own flows to its
-        // kernel on eth0: that receive work goes where the kernel nodes'
-        // does (the lcore's CPU), like theirs.
-        if driver == "af_xdp" && layout == Layout::Equal {
+        // kernel on eth0, and the TAP's direct egress sends its replies
+        // out of eth0: eth0 is set up as a NIC's kernel interface would
+        // be. GRO on (a NIC's default; a veth's is off). On equal CPUs,
+        // the receive work goes where the kernel nodes' does (CPU 1): the
+        // stack's by RPS, like theirs, and the driver's (the veth's NAPI,
+        // which runs the XDP program) by threaded NAPI pinned there, as a
+        // NIC's interrupt would be; the kernel nodes' veth has no NAPI (no
+        // XDP, no GRO) and does its driver work in the sender's context.
+        if driver == "af_xdp" {
             for n in 1..=nodes {
-                steer_rps(&node_ns(n))?;
+                in_ns(&node_ns(n), &["ethtool", "-K", "eth0", "gro", "on"])?;
+                if layout == Layout::Equal {
+                    steer_rps(&node_ns(n))?;
+                    steer_napi(&node_ns(n))?;
+                }
             }
         }
         return Ok(());
@@ -830,6 +845,35 @@ fn steer_rps(ns: &str) -> Result<()> {
     let mask = in_ns_output(ns, &["cat", file])?;
     if u64::from_str_radix(&mask.trim().replace(',', ""), 16).ok() != Some(2) {
         bail!("{ns}: rps_cpus reads {:?} after writing 2", mask.trim());
+    }
+    Ok(())
+}
+
+/// Threaded NAPI on eth0 of `ns` (a veth: it has NAPI while an XDP
+/// program is attached), its threads on CPU 1, checked.
+fn steer_napi(ns: &str) -> Result<()> {
+    let file = "/sys/class/net/eth0/threaded";
+    in_ns(ns, &["sh", "-c", &format!("echo 1 > {file}")])?;
+    if in_ns_output(ns, &["cat", file])?.trim() != "1" {
+        bail!("{ns}: eth0's NAPI is not threaded (no XDP program on it?)");
+    }
+    // Every node's thread is named after its eth0: all go to CPU 1.
+    let pids = Command::new("pgrep").arg("^napi/eth0-").output()?;
+    let pids: Vec<String> = String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if pids.is_empty() {
+        bail!("{ns}: no NAPI thread of eth0");
+    }
+    for pid in &pids {
+        let out = Command::new("taskset").args(["-p", "2", pid]).output()?;
+        if !out.status.success() {
+            bail!(
+                "taskset -p 2 {pid}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
     }
     Ok(())
 }

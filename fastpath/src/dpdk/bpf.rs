@@ -251,9 +251,53 @@ impl Object {
         Ok(fd)
     }
 
+    /// Attaches tc program `program` (direct action) to the egress of
+    /// interface `ifindex` (in this process's network namespace), creating
+    /// its `clsact` qdisc, until the returned guard is dropped.
+    pub fn attach_tc_egress(&self, program: &str, ifindex: u32) -> io::Result<TcAttachment> {
+        let fd = self.program_fd(program)?;
+        let mut hook = sys::bpf_tc_hook {
+            sz: TC_HOOK_SIZE,
+            ifindex: ifindex as i32,
+            attach_point: sys::bpf_tc_attach_point_BPF_TC_EGRESS,
+            ..Default::default()
+        };
+        // SAFETY: `hook` is a valid, sized hook description read during
+        // the call only.
+        let rc = unsafe { sys::bpf_tc_hook_create(&mut hook) };
+        // An existing clsact qdisc (another tool's filters) is shared.
+        if rc != -libc_eexist() {
+            check(rc)?;
+        }
+        let mut opts = sys::bpf_tc_opts {
+            sz: TC_OPTS_SIZE,
+            prog_fd: fd,
+            ..Default::default()
+        };
+        // SAFETY: `hook` and `opts` are valid, sized structs; libbpf
+        // writes the filter's handle, priority and program id into
+        // `opts`.
+        check(unsafe { sys::bpf_tc_attach(&hook, &mut opts) })?;
+        Ok(TcAttachment {
+            hook,
+            handle: opts.handle,
+            priority: opts.priority,
+        })
+    }
+
     /// Runs XDP program `program` once on `frame`: its return code (an
     /// `XDP_*` action) and the frame as it left the program.
     pub fn run_xdp(&self, program: &str, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+        self.test_run(program, frame)
+    }
+
+    /// Runs tc program `program` once on `frame`: its return code (a
+    /// `TC_ACT_*` action) and the frame as it left the program.
+    pub fn run_tc(&self, program: &str, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
+        self.test_run(program, frame)
+    }
+
+    fn test_run(&self, program: &str, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
         let fd = self.program_fd(program)?;
         let mut out = vec![0u8; frame.len() + 256];
         let mut opts = sys::bpf_test_run_opts {
@@ -278,6 +322,44 @@ impl Object {
         check(unsafe { sys::bpf_prog_test_run_opts(fd, &mut opts) })?;
         out.truncate(opts.data_size_out as usize);
         Ok((opts.retval, out))
+    }
+}
+
+// libbpf's option structs end in padding that it requires to be zero
+// when `sz` covers it, and Rust leaves padding undefined: `sz` stops at
+// the end of the last field instead (libbpf reads only what `sz` covers).
+const TC_HOOK_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_hook, parent) + 4;
+const TC_OPTS_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_opts, priority) + 4;
+
+/// `EEXIST`, as libbpf returns it negated.
+fn libc_eexist() -> i32 {
+    io::Error::from(io::ErrorKind::AlreadyExists)
+        .raw_os_error()
+        .unwrap_or(17)
+}
+
+/// A tc program attached to an interface's egress; detached when dropped
+/// (the `clsact` qdisc stays: other filters may share it). If the
+/// interface went first (a TAP closes with its last descriptor), its
+/// filters went with it.
+pub struct TcAttachment {
+    hook: sys::bpf_tc_hook,
+    handle: u32,
+    priority: u32,
+}
+
+impl Drop for TcAttachment {
+    fn drop(&mut self) {
+        let opts = sys::bpf_tc_opts {
+            sz: TC_OPTS_SIZE,
+            handle: self.handle,
+            priority: self.priority,
+            ..Default::default()
+        };
+        // SAFETY: `hook` and `opts` are valid, sized structs read during
+        // the call only; detaching names the filter by handle and
+        // priority, as libbpf requires.
+        let _ = unsafe { sys::bpf_tc_detach(&self.hook, &opts) };
     }
 }
 
