@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 mod health;
 mod ranges;
+pub mod reload;
+pub mod state;
 pub use health::{Checker, CheckerAction, CheckerKind, Health, HttpUrl, Scripts};
 pub use ranges::BucketRanges;
 
@@ -103,11 +105,20 @@ impl Default for Continuity {
     }
 }
 
-/// Which of the farm's nodes this one is.
+/// Which of the farm's nodes this one is, and where it keeps what must
+/// survive a restart.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeIdentity {
     pub id: u16,
+    /// Where the node keeps its state across restarts (the weight set with
+    /// `herd weight`; see [`state::NodeState`]).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/herd")
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -517,6 +528,12 @@ impl Config {
         let farm = &self.farm;
         if farm.name.trim().is_empty() {
             return Err(invalid("farm.name", "must not be empty"));
+        }
+        if !self.node.state_dir.is_absolute() {
+            return Err(invalid(
+                "node.state_dir",
+                format!("{:?} is not an absolute path", self.node.state_dir),
+            ));
         }
         if !(1..=1 << 20).contains(&farm.buckets) {
             return Err(invalid(

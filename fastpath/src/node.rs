@@ -19,8 +19,8 @@ use crate::table::{BucketTable, Mirror, Move, TablePublisher, TableReader};
 use config::{Config, Driver, TapBackend};
 use serde::Serialize;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -313,6 +313,32 @@ fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
     }
 }
 
+/// The classifier the lcores decide with, replaced whole by a reload. An
+/// lcore compares the generation once per poll (one atomic load) and takes
+/// the new classifier when it changed.
+pub struct Classifiers {
+    current: arc_swap::ArcSwap<Classifier>,
+    generation: AtomicU64,
+}
+
+impl Classifiers {
+    fn new(c: Arc<Classifier>) -> Classifiers {
+        Classifiers {
+            current: arc_swap::ArcSwap::new(c),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Classifier> {
+        self.current.load_full()
+    }
+
+    fn replace(&self, c: Arc<Classifier>) {
+        self.current.store(c);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
 /// A file removed when dropped.
 struct RemoveOnDrop(std::path::PathBuf);
 
@@ -379,6 +405,8 @@ pub struct NodeStatus {
     /// Frames the kernel sent straight out of the NIC's interface (the
     /// TAP's direct egress; a large segment counts once), if it runs.
     pub direct_egress: Option<u64>,
+    /// The VIPs the fastpath serves now (a reload may change them).
+    pub vips: Vec<IpAddr>,
 }
 
 /// Frames the XDP pre-filter passed to the kernel (owned buckets),
@@ -474,6 +502,7 @@ pub struct StatusReader {
     publisher: TablePublisher,
     prefilter: Option<Arc<prefilter::Maps>>,
     direct_egress: Option<Arc<DirectEgress>>,
+    classifiers: Arc<Classifiers>,
 }
 
 impl StatusReader {
@@ -522,6 +551,14 @@ impl StatusReader {
                     PrefilterCounts::default()
                 }
             }),
+            vips: {
+                let c = self.classifiers.current();
+                c.vips4
+                    .iter()
+                    .map(|v| IpAddr::V4(v.address))
+                    .chain(c.vips6.iter().map(|v| IpAddr::V6(v.address)))
+                    .collect()
+            },
             direct_egress: self.direct_egress.as_ref().map(|d| {
                 d.frames().unwrap_or_else(|e| {
                     tracing::warn!("the direct egress's counter: {e}");
@@ -541,7 +578,7 @@ pub struct RunningNode {
     /// The ports, counters and table, as the status reads them.
     parts: StatusReader,
     stop: Arc<AtomicBool>,
-    kernel: KernelSetup,
+    kernel: Mutex<KernelSetup>,
     _pool: Arc<Mempool>,
 }
 
@@ -663,6 +700,7 @@ impl RunningNode {
         let switches: Arc<[TableSwitch]> = (0..queues).map(|_| TableSwitch::default()).collect();
         let flow_gauges: Arc<[FlowGauges]> = (0..queues).map(|_| FlowGauges::default()).collect();
         let classifier = Arc::new(classifier(&config, nic_mac));
+        let classifiers = Arc::new(Classifiers::new(Arc::clone(&classifier)));
         let prefilter = match &xdp_prog {
             Some(_) => {
                 Some(Arc::new(prefilter_maps(&classifier).map_err(|e| {
@@ -721,6 +759,8 @@ impl RunningNode {
                 kernel: kernel_port.clone(),
                 pool: Arc::clone(&pool),
                 classifier: Arc::clone(&classifier),
+                classifiers: Arc::clone(&classifiers),
+                classifier_generation: 0,
                 table: publisher.reader(),
                 counters: Arc::clone(&counters),
                 switches: Arc::clone(&switches),
@@ -736,16 +776,8 @@ impl RunningNode {
                 packet_tx: packet_txs[q].take(),
                 kernel_reads,
                 gro: config.tap.offloads && config.tap.gro,
-                vip_macs4: classifier
-                    .vips4
-                    .iter()
-                    .map(|v| (v.address, v.mac))
-                    .collect(),
-                vip_macs6: classifier
-                    .vips6
-                    .iter()
-                    .map(|v| (v.address, v.mac))
-                    .collect(),
+                vip_macs4: Vec::new(),
+                vip_macs6: Vec::new(),
             };
             eal.launch(lcore, move || worker.run())?;
         }
@@ -772,15 +804,58 @@ impl RunningNode {
                 publisher,
                 prefilter,
                 direct_egress,
+                classifiers: Arc::clone(&classifiers),
             },
             stop,
-            kernel,
+            kernel: Mutex::new(kernel),
             _pool: pool,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.parts.config
+    }
+
+    /// Applies the VIPs and rules of `config` to the running node (a
+    /// reload; the caller checked that nothing else changed), without
+    /// breaking a connection: new VIPs reach the kernel first; the XDP
+    /// pre-filter leaves every frame to the fastpath while the lcores take
+    /// the new classifier and its maps change; removed VIPs leave the
+    /// kernel last.
+    pub fn reconfigure(&self, config: &Config) -> Result<(), NodeError> {
+        let old = self.parts.classifiers.current();
+        let new = Arc::new(classifier(config, self.parts.nic_mac));
+        let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let sets_kernel = config.tap.configure_kernel && config.tap.vdev.is_none();
+        let has = |c: &Classifier, a: &IpAddr| match a {
+            IpAddr::V4(a) => c.vips4.iter().any(|v| v.address == *a),
+            IpAddr::V6(a) => c.vips6.iter().any(|v| v.address == *a),
+        };
+        if sets_kernel {
+            for vip in config.farm.vips.iter().filter(|a| !has(&old, a)) {
+                kernel.add_vip(*vip)?;
+            }
+        }
+        let swap = || self.parts.classifiers.replace(Arc::clone(&new));
+        match &self.parts.prefilter {
+            Some(maps) => maps
+                .reconfigure(&old, &new, swap, || self.parts.publisher.load())
+                .map_err(|e| NodeError::Other(format!("the XDP pre-filter's maps: {e}")))?,
+            None => swap(),
+        }
+        if sets_kernel {
+            let removed: Vec<IpAddr> = old
+                .vips4
+                .iter()
+                .map(|v| IpAddr::V4(v.address))
+                .chain(old.vips6.iter().map(|v| IpAddr::V6(v.address)))
+                .filter(|a| !has(&new, a))
+                .collect();
+            for vip in removed {
+                kernel.remove_vip(vip)?;
+            }
+        }
+        Ok(())
     }
 
     /// A function that reads the NIC's link through DPDK (for the
@@ -809,7 +884,10 @@ impl RunningNode {
     pub fn shutdown(mut self) {
         self.stop.store(true, Ordering::Release);
         self.eal.wait_workers();
-        self.kernel.undo();
+        self.kernel
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .undo();
         let RunningNode { eal, parts, .. } = self;
         let StatusReader { nic, kernel, .. } = parts;
         let ports = match kernel {
@@ -835,6 +913,9 @@ struct Worker {
     kernel: KernelPort,
     pool: Arc<Mempool>,
     classifier: Arc<Classifier>,
+    /// Where a reload puts a new classifier, and the generation of ours.
+    classifiers: Arc<Classifiers>,
+    classifier_generation: u64,
     table: TableReader,
     counters: Arc<[LcoreCounters]>,
     switches: Arc<[TableSwitch]>,
@@ -859,6 +940,24 @@ struct Worker {
 }
 
 impl Worker {
+    /// Takes the newest classifier (a reload changed the VIPs or rules).
+    fn take_classifier(&mut self) {
+        self.classifier_generation = self.classifiers.generation.load(Ordering::Acquire);
+        self.classifier = self.classifiers.current();
+        self.vip_macs4 = self
+            .classifier
+            .vips4
+            .iter()
+            .map(|v| (v.address, v.mac))
+            .collect();
+        self.vip_macs6 = self
+            .classifier
+            .vips6
+            .iter()
+            .map(|v| (v.address, v.mac))
+            .collect();
+    }
+
     fn run(mut self) {
         dpdk::set_timer_slack_ns(1_000);
         let q = self.queue;
@@ -875,7 +974,11 @@ impl Worker {
         let mut merger = Merger::<Mbuf>::default();
         let mut tap_found = false;
         let mut polls_since_read = 0u32;
+        self.take_classifier();
         while !self.stop.load(Ordering::Relaxed) {
+            if self.classifiers.generation.load(Ordering::Acquire) != self.classifier_generation {
+                self.take_classifier();
+            }
             let mut c = BurstCounts {
                 polls: 1,
                 ..Default::default()

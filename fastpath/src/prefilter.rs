@@ -15,6 +15,7 @@ use crate::dpdk::bpf::{Map, Object};
 use crate::table::BucketTable;
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 use std::io;
+use std::sync::Mutex;
 
 /// The compiled program (an ELF object for the BPF target).
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prefilter.o"));
@@ -101,6 +102,9 @@ pub struct Maps {
     own_mac: Map,
     table: Map,
     counts: Map,
+    /// Held while a table is written or the VIPs and rules change, so that
+    /// a publication never lands in the middle of a reconfiguration.
+    writing: Mutex<()>,
 }
 
 const NAMES: [&str; 6] = [
@@ -121,6 +125,7 @@ impl Maps {
             own_mac: find(NAMES[3])?,
             table: find(NAMES[4])?,
             counts: find(NAMES[5])?,
+            writing: Mutex::new(()),
         })
     }
 
@@ -141,8 +146,7 @@ impl Maps {
         })
     }
 
-    /// Writes what is fixed for the node's life: VIPs, their MACs, rules,
-    /// the NIC's MAC.
+    /// Writes the VIPs, their MACs, the rules and the NIC's MAC.
     pub fn configure(&self, classifier: &Classifier) -> io::Result<()> {
         for vip in &classifier.vips4 {
             self.vips4.update(
@@ -163,10 +167,74 @@ impl Maps {
         )
     }
 
+    /// Replaces the VIPs and rules of `old` by those of `new` (a reload).
+    /// Meanwhile the program leaves every frame to the fastpath, and
+    /// `during` runs (the lcores take the new classifier); then the table
+    /// `current` returns is published again.
+    pub fn reconfigure(
+        &self,
+        old: &Classifier,
+        new: &Classifier,
+        during: impl FnOnce(),
+        current: impl FnOnce() -> std::sync::Arc<BucketTable>,
+    ) -> io::Result<()> {
+        let _writing = self.lock();
+        self.write_table(None)?;
+        during();
+        for vip in &old.vips4 {
+            if !new.vips4.iter().any(|v| v.address == vip.address) {
+                self.vips4
+                    .delete(&u32::from_le_bytes(vip.address.octets()).to_ne_bytes())?;
+            }
+        }
+        let macs = |c: &Classifier| -> Vec<[u8; 6]> {
+            c.vips4
+                .iter()
+                .map(|v| v.mac)
+                .chain(c.vips6.iter().map(|v| v.mac))
+                .collect()
+        };
+        let new_macs = macs(new);
+        for mac in macs(old) {
+            if !new_macs.contains(&mac) {
+                self.vip_macs.delete(&mac_key(mac).to_ne_bytes())?;
+            }
+        }
+        let new_rules = rule_entries(&new.rules);
+        for (key, _) in rule_entries(&old.rules) {
+            if !new_rules.iter().any(|(k, _)| *k == key) {
+                self.rules.delete(&key.to_ne_bytes())?;
+            }
+        }
+        self.configure(new)?;
+        self.write_table(Some(&current()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Publishes `table`: a new inner map, filled, then swapped in whole
     /// (a packet reads either the old table or the new one, never a mix;
     /// the kernel frees the old one when no program uses it).
     pub fn publish(&self, table: &BucketTable) -> io::Result<()> {
+        let _writing = self.lock();
+        self.write_table(Some(table))
+    }
+
+    /// Makes the program leave every frame to the fastpath (a table of
+    /// no buckets).
+    pub fn defer_all(&self) -> io::Result<()> {
+        let _writing = self.lock();
+        self.write_table(None)
+    }
+
+    /// `table`, or none: every frame to the fastpath.
+    fn write_table(&self, table: Option<&BucketTable>) -> io::Result<()> {
+        let Some(table) = table else {
+            let inner = Map::new_inner_u32_array("herd_buckets", 1)?;
+            return self.table.set_inner(0, &inner);
+        };
         let entries = table_entries(table);
         let inner = Map::new_inner_u32_array("herd_buckets", entries.len() as u32)?;
         for (i, v) in entries.iter().enumerate() {
@@ -174,13 +242,6 @@ impl Maps {
                 inner.update(&(i as u32).to_ne_bytes(), &v.to_ne_bytes())?;
             }
         }
-        self.table.set_inner(0, &inner)
-    }
-
-    /// Makes the program leave every frame to the fastpath (a table of
-    /// no buckets).
-    pub fn defer_all(&self) -> io::Result<()> {
-        let inner = Map::new_inner_u32_array("herd_buckets", 1)?;
         self.table.set_inner(0, &inner)
     }
 

@@ -25,6 +25,13 @@ pub struct SetupError {
     pub reason: String,
 }
 
+fn lo_address(vip: IpAddr) -> String {
+    match vip {
+        IpAddr::V4(a) => format!("{a}/32"),
+        IpAddr::V6(a) => format!("{a}/128"),
+    }
+}
+
 /// What was done, to be undone in reverse order.
 #[derive(Debug, Default)]
 pub struct KernelSetup {
@@ -168,18 +175,32 @@ impl KernelSetup {
             ])?;
         }
         for vip in vips {
-            let addr = match vip {
-                IpAddr::V4(a) => format!("{a}/32"),
-                IpAddr::V6(a) => format!("{a}/128"),
-            };
-            let _ = run(&["ip", "addr", "del", &addr, "dev", "lo"]);
-            self.step(
-                &["ip", "addr", "add", &addr, "dev", "lo", "nodad"],
-                &["ip", "addr", "del", &addr, "dev", "lo"],
-            )?;
+            self.add_vip(*vip)?;
         }
         run(&["ip", "link", "set", "dev", "lo", "up"])?;
         Ok(())
+    }
+
+    /// Puts `vip` on loopback (replacing a stale one), to be removed by
+    /// `undo` or [`KernelSetup::remove_vip`].
+    pub fn add_vip(&mut self, vip: IpAddr) -> Result<(), SetupError> {
+        let addr = lo_address(vip);
+        let _ = run(&["ip", "addr", "del", &addr, "dev", "lo"]);
+        self.step(
+            &["ip", "addr", "add", &addr, "dev", "lo", "nodad"],
+            &["ip", "addr", "del", &addr, "dev", "lo"],
+        )
+    }
+
+    /// Takes `vip` off loopback (a reload removed it).
+    pub fn remove_vip(&mut self, vip: IpAddr) -> Result<(), SetupError> {
+        let addr = lo_address(vip);
+        let undo: Vec<String> = ["ip", "addr", "del", &addr, "dev", "lo"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        self.undo.retain(|u| *u != undo);
+        run(&["ip", "addr", "del", &addr, "dev", "lo"])
     }
 
     /// Undoes everything, newest first; failures are logged, not fatal.

@@ -24,6 +24,8 @@ pub struct Node {
     pub membership: Option<MembershipHandle>,
     pub health: Health,
     pub names: Arc<BTreeMap<u16, String>>,
+    /// Where `herd reload` asks the task that owns the running config.
+    pub reload: tokio::sync::mpsc::Sender<crate::reload::Request>,
 }
 
 impl Node {
@@ -38,6 +40,8 @@ impl Node {
         v["health"] = serde_json::to_value(self.health.snapshot()).unwrap_or_default();
         if let Some(m) = &self.membership {
             v["membership"] = crate::farm::status_json(&m.shared, &self.names);
+            v["membership"]["weight_source"] = serde_json::json!(m.weights.source());
+            v["membership"]["weight_file"] = serde_json::json!(m.weights.path());
             v["membership"]["moves"] = m.moves.status();
         }
         v
@@ -65,25 +69,39 @@ impl Node {
     }
 
     /// `herd weight N`: the farm rebalances to the new weight, keeping
-    /// connections where they are.
+    /// connections where they are; the weight is kept first (it survives
+    /// a restart). `herd weight config`: back to the config's weight.
     fn set_weight(&self, arg: &str) -> serde_json::Value {
         let Some(m) = &self.membership else {
             return serde_json::json!({ "error": "weights change at run time only with membership ownership" });
         };
-        match arg.trim().parse::<u32>() {
-            Ok(w) => {
-                let old = m.shared.change(|mach, now| {
-                    let old = mach.weight();
-                    mach.set_weight(now, w);
-                    old
-                });
-                tracing::info!(from = old, to = w, "weight changed by the operator");
-                serde_json::json!({ "ok": true, "weight": w, "was": old })
+        let wanted = match arg.trim() {
+            "config" => None,
+            n => match n.parse::<u32>() {
+                Ok(w) => Some(w),
+                Err(_) => {
+                    return serde_json::json!({
+                        "error": format!("weight {arg:?}: expected an integer 0..=4294967295 or \"config\"")
+                    })
+                }
+            },
+        };
+        let w = match m.weights.keep(wanted) {
+            Ok(w) => w,
+            Err(e) => {
+                return serde_json::json!({
+                    "error": format!("the weight could not be kept across restarts, so it is unchanged: {e}")
+                })
             }
-            Err(_) => serde_json::json!({
-                "error": format!("weight {arg:?}: expected an integer 0..=4294967295")
-            }),
-        }
+        };
+        let old = m.shared.change(|mach, now| {
+            let old = mach.weight();
+            mach.set_weight(now, w);
+            old
+        });
+        let source = m.weights.source();
+        tracing::info!(from = old, to = w, ?source, file = %m.weights.path().display(), "weight changed by the operator");
+        serde_json::json!({ "ok": true, "weight": w, "was": old, "source": source })
     }
 
     /// `herd drain` with membership: new flows go elsewhere at once; the
@@ -160,6 +178,17 @@ impl Node {
                 } else {
                     Command::Restart
                 }
+            }
+            "reload" => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if self.reload.send(tx).await.is_err() {
+                    return serde_json::json!({ "error": "the node is stopping" });
+                }
+                return match rx.await {
+                    Ok(o) if o.ok => serde_json::json!({ "ok": true, "applied": o.message }),
+                    Ok(o) => serde_json::json!({ "error": o.message }),
+                    Err(_) => serde_json::json!({ "error": "the node is stopping" }),
+                };
             }
             "stop" => Command::Stop,
             "drain" => match &self.membership {
@@ -281,6 +310,10 @@ pub fn render_status(v: &serde_json::Value) -> String {
         s("nic"),
         s("nic_mac")
     );
+    if let Some(vips) = v["vips"].as_array() {
+        let vips: Vec<&str> = vips.iter().filter_map(|a| a.as_str()).collect();
+        out += &format!("VIPs {}\n", vips.join(", "));
+    }
     let h = &v["health"];
     out += &format!(
         "state {} ({})  {}{}\n",
@@ -387,6 +420,22 @@ pub fn render_status(v: &serde_json::Value) -> String {
                 n.get("heartbeat_age_ms")
                     .map_or("-".to_string(), |a| a.to_string())
             );
+        }
+        match v["membership"]["weight_source"].as_str() {
+            Some("runtime") => {
+                out += &format!(
+                    "  this node's weight {}: set at run time, kept in {} (`herd weight config` goes back to the config's)\n",
+                    v["membership"]["weight"],
+                    v["membership"]["weight_file"].as_str().unwrap_or("?")
+                )
+            }
+            Some(_) => {
+                out += &format!(
+                    "  this node's weight {}: from the config\n",
+                    v["membership"]["weight"]
+                )
+            }
+            None => {}
         }
     }
     if let Some(lc) = v["lcores"].as_array() {

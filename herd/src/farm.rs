@@ -3,6 +3,7 @@
 
 use crate::census;
 use anyhow::{Context, Result};
+use config::state::{NodeState, WeightSource};
 use config::{Config, Ownership};
 use fastpath::decision::{Affinity, RuleTable};
 use fastpath::flows::{FlowId, FlowSet};
@@ -14,17 +15,88 @@ use membership::machine::{Hold, Machine, Settings, SplitBrain};
 use membership::wire::Key;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct Farm {
     config: Config,
+    weights: Arc<WeightStore>,
+}
+
+/// This node's weight as the operator set it (`herd weight`), kept under
+/// `node.state_dir` so that it survives a restart.
+pub struct WeightStore {
+    path: PathBuf,
+    /// The config's weight (a reload may change it).
+    configured: AtomicU32,
+    kept: Mutex<NodeState>,
+}
+
+impl WeightStore {
+    /// Reads the node's state file (a damaged one is an error naming it).
+    pub fn load(config: &Config) -> Result<WeightStore> {
+        let path = NodeState::path(config);
+        let kept = NodeState::load(&path)?;
+        if let Some(w) = kept.weight {
+            tracing::info!(weight = w, file = %path.display(), "weight set at run time before the restart");
+        }
+        Ok(WeightStore {
+            path,
+            configured: AtomicU32::new(config.this_node().weight),
+            kept: Mutex::new(kept),
+        })
+    }
+
+    /// The weight the node runs with now.
+    pub fn current(&self) -> u32 {
+        self.lock().weight.unwrap_or(self.configured())
+    }
+
+    fn configured(&self) -> u32 {
+        self.configured.load(Ordering::Relaxed)
+    }
+
+    /// A reload changed the config's weight: returns the weight to run
+    /// with (a weight set at run time stays).
+    pub fn set_configured(&self, weight: u32) -> u32 {
+        self.configured.store(weight, Ordering::Relaxed);
+        self.current()
+    }
+
+    pub fn source(&self) -> WeightSource {
+        match self.lock().weight {
+            Some(_) => WeightSource::Runtime,
+            None => WeightSource::Config,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps `weight` (none: back to the config's, the file removed) and
+    /// returns the weight to run with. Nothing changes if it cannot be
+    /// kept: a weight that would not survive a restart is refused.
+    pub fn keep(&self, weight: Option<u32>) -> Result<u32, config::state::StateError> {
+        let mut kept = self.lock();
+        let next = NodeState { weight };
+        next.save(&self.path)?;
+        *kept = next;
+        Ok(weight.unwrap_or(self.configured()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Farm {
     pub fn new(config: &Config) -> Result<Farm> {
         Ok(Farm {
             config: config.clone(),
+            weights: Arc::new(WeightStore::load(config)?),
         })
     }
 
@@ -83,7 +155,11 @@ impl Farm {
                 .iter()
                 .map(|n| Member {
                     id: n.id,
-                    weight: n.weight,
+                    weight: if n.id == c.node.id {
+                        self.weights.current()
+                    } else {
+                        n.weight
+                    },
                 })
                 .collect(),
             me: c.node.id,
@@ -133,7 +209,11 @@ impl Farm {
                 tracing::error!("membership stopped: {e}");
             }
         });
-        Ok(Some(MembershipHandle { shared, moves }))
+        Ok(Some(MembershipHandle {
+            shared,
+            moves,
+            weights: Arc::clone(&self.weights),
+        }))
     }
 }
 
@@ -142,6 +222,8 @@ impl Farm {
 pub struct MembershipHandle {
     pub shared: Arc<Shared>,
     pub moves: Arc<Moves>,
+    /// This node's weight as kept across restarts.
+    pub weights: Arc<WeightStore>,
 }
 
 /// Publishes the machine's buckets to the fastpath, with the old owner's
@@ -150,8 +232,9 @@ pub struct MembershipHandle {
 pub struct Moves {
     publisher: TablePublisher,
     n_buckets: u32,
-    vips: Vec<IpAddr>,
-    rules: RuleTable,
+    /// The VIPs and rules the census reads connections by (a reload may
+    /// change them).
+    served: Mutex<Arc<Served>>,
     state: Mutex<MovesState>,
     wake: tokio::sync::Notify,
 }
@@ -171,6 +254,21 @@ struct MovesState {
     released_empty: u64,
 }
 
+/// What the census reads the kernel's connections by.
+struct Served {
+    vips: Vec<IpAddr>,
+    rules: RuleTable,
+}
+
+impl Served {
+    fn of(c: &Config) -> Served {
+        Served {
+            vips: c.farm.vips.clone(),
+            rules: fastpath::node::classifier(c, [0; 6]).rules,
+        }
+    }
+}
+
 /// How often the kernel's connections are read while buckets move out.
 const CENSUS_EVERY: Duration = Duration::from_millis(100);
 /// Before reading the seed, the lcores switch to the table that stops
@@ -182,8 +280,7 @@ impl Moves {
         Moves {
             publisher,
             n_buckets: c.farm.buckets,
-            vips: c.farm.vips.clone(),
-            rules: fastpath::node::classifier(c, [0; 6]).rules,
+            served: Mutex::new(Arc::new(Served::of(c))),
             state: Mutex::new(MovesState {
                 generation: 1,
                 ..Default::default()
@@ -194,6 +291,15 @@ impl Moves {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, MovesState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The VIPs and rules of a reloaded config.
+    pub fn set_served(&self, c: &Config) {
+        *self.served.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Served::of(c));
+    }
+
+    fn served(&self) -> Arc<Served> {
+        Arc::clone(&self.served.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Publishes the machine's table (called with the machine locked). New
@@ -218,8 +324,8 @@ impl Moves {
     }
 
     /// The bucket a kernel connection falls in, by its rule's affinity.
-    fn bucket_of(&self, c: &census::Connection) -> Option<u32> {
-        let port = match self.rules.lookup(fastpath::wire::IPPROTO_TCP, c.vip_port)? {
+    fn bucket_of(&self, rules: &RuleTable, c: &census::Connection) -> Option<u32> {
+        let port = match rules.lookup(fastpath::wire::IPPROTO_TCP, c.vip_port)? {
             Affinity::ClientIp => None,
             Affinity::ClientIpPort => Some(c.client_port),
         };
@@ -246,7 +352,8 @@ impl Moves {
             if out.is_empty() {
                 continue;
             }
-            let vips = self.vips.clone();
+            let served = self.served();
+            let vips = served.vips.clone();
             let conns = match tokio::task::spawn_blocking(move || census::read(&vips)).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -258,7 +365,9 @@ impl Moves {
             let mut per_bucket: BTreeMap<u32, u64> = BTreeMap::new();
             let mut seed = FlowSet::new();
             for c in &conns {
-                let Some(b) = self.bucket_of(c) else { continue };
+                let Some(b) = self.bucket_of(&served.rules, c) else {
+                    continue;
+                };
                 if out.binary_search(&b).is_ok() {
                     *per_bucket.entry(b).or_default() += 1;
                     seed.insert(FlowId::new(c.client, c.client_port, c.vip_port, 6));

@@ -5,6 +5,7 @@ mod census;
 mod control;
 mod farm;
 mod http;
+mod reload;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -80,6 +81,14 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Read the config file again and apply what can change at run time
+    /// (VIPs, rules, this node's weight) without breaking a connection;
+    /// anything else is refused by key and nothing changes (SIGHUP does
+    /// the same).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print the node's state (ready, transient or draining); the exit
     /// code says it: 0 STOP, 1 WAIT, 2 UP (3: the node cannot be asked).
     State {
@@ -87,10 +96,12 @@ enum Command {
         target: Target,
     },
     /// Change this node's weight at run time (membership farms): buckets
-    /// move the way they do on a join, keeping connections. Not saved:
-    /// a restarted node has its configured weight again.
+    /// move the way they do on a join, keeping connections. Kept under
+    /// `node.state_dir`: a restarted node keeps it. `config`: back to the
+    /// config file's weight.
     Weight {
-        weight: u32,
+        #[arg(value_parser = parse_weight)]
+        weight: String,
         #[command(flatten)]
         target: Target,
     },
@@ -140,6 +151,7 @@ fn main() -> ExitCode {
         Command::Stop { target } => operate(&target, "stop"),
         Command::Restart { target } => operate(&target, "restart"),
         Command::Drain { target } => operate(&target, "drain"),
+        Command::Reload { target } => reload(&target),
         Command::Weight { weight, target } => operate(&target, &format!("weight {weight}")),
         Command::Checker { what, target } => operate(
             &target,
@@ -157,6 +169,17 @@ fn main() -> ExitCode {
             eprintln!("herd: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A weight (0..=4294967295) or `config`.
+fn parse_weight(arg: &str) -> Result<String, String> {
+    if arg == "config" || arg.parse::<u32>().is_ok() {
+        Ok(arg.to_string())
+    } else {
+        Err(format!(
+            "{arg:?} is not a weight: an integer 0..=4294967295, or \"config\""
+        ))
     }
 }
 
@@ -188,6 +211,9 @@ fn run(path: &std::path::Path) -> Result<()> {
     let served = rt.block_on(async {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        // SIGHUP reloads the config (as service managers send it).
+        let mut hup = signal(SignalKind::hangup())?;
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<reload::Request>(4);
         let membership = farm.start(node.publisher())?;
         let health = health::driver::spawn(
             &config,
@@ -208,6 +234,7 @@ fn run(path: &std::path::Path) -> Result<()> {
             membership,
             health: health.clone(),
             names: Arc::new(names),
+            reload: reload_tx,
         };
         let listener = control::bind(&socket)?;
         tokio::spawn(control::serve(listener, ctl.clone()));
@@ -215,9 +242,26 @@ fn run(path: &std::path::Path) -> Result<()> {
             let l = http::bind(addr).await?;
             tokio::spawn(http::serve(l, ctl.clone()));
         }
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        let mut running = config.clone();
+        loop {
+            tokio::select! {
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM: stopping");
+                    break;
+                }
+                _ = int.recv() => {
+                    tracing::info!("SIGINT: stopping");
+                    break;
+                }
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading {}", path.display());
+                    reload::reload(path, &mut running, &node, ctl.membership.as_ref());
+                }
+                Some(reply) = reload_rx.recv() => {
+                    let outcome = reload::reload(path, &mut running, &node, ctl.membership.as_ref());
+                    let _ = reply.send(outcome);
+                }
+            }
         }
         stop_cleanly(&health, &config).await;
         anyhow::Ok(())
@@ -283,6 +327,18 @@ fn operate(target: &Target, what: &str) -> Result<()> {
         None => println!("{what}: done"),
     }
     Ok(())
+}
+
+fn reload(target: &Target) -> Result<()> {
+    let v = ask(target, "reload")?;
+    match (v["applied"].as_str(), v["error"].as_str()) {
+        (Some(applied), _) => {
+            println!("reload: {applied}");
+            Ok(())
+        }
+        (None, Some(e)) => anyhow::bail!("reload: {e}"),
+        _ => anyhow::bail!("reload: unexpected answer {v}"),
+    }
 }
 
 fn status(json: bool, target: &Target) -> Result<()> {

@@ -185,6 +185,7 @@ pub fn node_config(spec: &LabSpec, n: u32) -> String {
         r#"# herd-lab node {name}
 [node]
 id = {n}
+state_dir = "{state_dir}"
 
 [farm]
 name = "lab"
@@ -236,6 +237,7 @@ http = "{ip4}:{HTTP_PORT}"
         ip4 = node_ip4(n),
         ip6 = node_ip6(n),
         sock = state(&format!("{}.sock", node_name(n))).display(),
+        state_dir = STATE_DIR,
         extra = spec.extra,
         cpus = spec
             .cpus

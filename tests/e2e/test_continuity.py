@@ -5,6 +5,7 @@ some."""
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -170,6 +171,140 @@ def test_a_weight_change_breaks_no_connection_and_moves_the_share(farm):
     herd("s3", "weight", "1")
     wait_for(lambda: settled(nodes, nodes) and status("s3")["owned_buckets"] < 1500, 15,
              "weight 1 again")
+
+
+def test_a_weight_set_at_run_time_survives_a_restart(farm):
+    """`herd weight` is kept under `node.state_dir`: a restarted node comes
+    back with it, takes its share by it and says where it came from;
+    `herd weight config` goes back to the config's weight for good."""
+    nodes = farm_now()
+    assert len(nodes) == 3 and "s3" in nodes, nodes
+    bad = run(HERD, "weight", "heavy", "--socket", "/run/herd-lab/s3.sock", check=False)
+    assert bad.returncode != 0 and "not a weight" in bad.stderr, bad.stderr
+    herd("s3", "weight", "3")
+    m = status("s3")["membership"]
+    assert m["weight"] == 3 and m["weight_source"] == "runtime", m
+    kept = m["weight_file"]
+    with open(kept) as f:
+        assert "weight = 3" in f.read()
+
+    def restart_s3():
+        lab("stop", "s3")
+        lab("start", "s3")
+        wait_for(lambda: settled(nodes, nodes), 20, "s3 back in the farm")
+    restart_s3()
+    m = status("s3")["membership"]
+    assert m["weight"] == 3 and m["weight_source"] == "runtime", m
+    # 3 of 5 weight units: 2458 of 4096 buckets.
+    assert 2300 < status("s3")["owned_buckets"] < 2600, status("s3")["owned_buckets"]
+    assert f"set at run time, kept in {kept}" in herd("s3", "status").stdout
+
+    herd("s3", "weight", "config")
+    wait_for(lambda: settled(nodes, nodes) and status("s3")["membership"]["weight"] == 1, 15,
+             "the config's weight again")
+    assert status("s3")["membership"]["weight_source"] == "config"
+    assert not os.path.exists(kept)
+    restart_s3()
+    m = status("s3")["membership"]
+    assert m["weight"] == 1 and m["weight_source"] == "config", m
+    assert "from the config" in herd("s3", "status").stdout
+
+
+def farm_now():
+    """The nodes running now (the module's tests start and stop some),
+    once they agree."""
+    view = tuple(f"s{i}" for i in status("s1")["membership"]["view"])
+    wait_for(lambda: settled(view, view), 20, f"{view} to settle")
+    return view
+
+
+def config_of(node):
+    return f"/run/herd-lab/{node}.toml"
+
+
+class NodeServers:
+    """A second HTTP server on port 8080 in each node (Python's), whose
+    index names the node."""
+
+    def __init__(self, nodes):
+        self.dirs = [tempfile.mkdtemp(prefix=f"herd-{n}-") for n in nodes]
+        for n, d in zip(nodes, self.dirs):
+            Path(d, "index.html").write_text(f"{n}\n")
+        self.procs = [subprocess.Popen(["ip", "netns", "exec", f"herd-{n}", PY, "-m", "http.server", "8080",
+                                        "--bind", "0.0.0.0", "--directory", d],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      for n, d in zip(nodes, self.dirs)]
+
+    def close(self):
+        for p in self.procs:
+            p.kill()
+            p.wait(timeout=10)
+        for d in self.dirs:
+            Path(d, "index.html").unlink()
+            os.rmdir(d)
+
+
+def test_a_vip_and_a_rule_added_by_reload_under_traffic_break_no_connection(farm):
+    """`herd reload` (and SIGHUP) applies a new VIP and a new rule to a
+    running farm: long-lived connections keep going, the new VIP and port
+    are served by one node each; a bad file, and a key that cannot change
+    at run time, change nothing; taking them out again works the same way."""
+    nodes = farm_now()
+    originals = {n: Path(config_of(n)).read_text() for n in ("s1", "s2", "s3", "s4")}
+    servers = NodeServers(nodes)
+    hold = Hold(first_source=8000)
+    try:
+        before = probe("http", port=8080, sources=10, conns=10, timeout_ms=300)
+        assert before["ok"] == 0, "port 8080 has no rule yet"
+
+        def added(text):
+            assert 'vips = ["198.18.0.100", ' in text and "\n[port]\n" in text
+            return (text.replace('vips = ["198.18.0.100", ', 'vips = ["198.18.0.100", "198.18.0.101", ')
+                    .replace("\n[port]\n", '\n[[rules]]\nprotocol = "tcp"\nport = 8080\n'
+                             'affinity = "client-ip-port"\n\n[port]\n'))
+        for n, text in originals.items():
+            Path(config_of(n)).write_text(added(text))
+        out = herd("s1", "reload").stdout
+        assert "VIPs added: 198.18.0.101" in out and "rules added: tcp 8080" in out, out
+        for n in nodes[1:]:
+            os.kill(int(Path(f"/run/herd-lab/{n}.herd.pid").read_text()), signal.SIGHUP)
+        wait_for(lambda: all("198.18.0.101" in status(n)["vips"] for n in nodes), 10,
+                 "every node to take the new VIP")
+        report = probe("http", vip="198.18.0.101", sources=50, conns=100)
+        assert report["ok"] == 100, [r for r in report["results"] if r["error"]][:3]
+        report = probe("http", port=8080, sources=50, conns=100)
+        assert report["ok"] == 100, [r for r in report["results"] if r["error"]][:3]
+        assert set(report["by_node"]) == set(nodes), report["by_node"]
+
+        # A damaged file: refused, nothing changes.
+        Path(config_of("s1")).write_text("[farm\n")
+        bad = run(HERD, "reload", "--socket", "/run/herd-lab/s1.sock", check=False)
+        assert bad.returncode != 0 and "keeps the config it runs" in bad.stderr, bad.stderr
+        # A key that cannot change at run time: refused by name.
+        Path(config_of("s1")).write_text(added(originals["s1"]).replace("buckets = 4096", "buckets = 2048"))
+        bad = run(HERD, "reload", "--socket", "/run/herd-lab/s1.sock", check=False)
+        assert bad.returncode != 0 and "farm.buckets: cannot change at run time" in bad.stderr, bad.stderr
+        assert "198.18.0.101" in status("s1")["vips"]
+        assert "VIPs 198.18.0.100, 198.18.0.101" in herd("s1", "status").stdout
+
+        # Out again.
+        for n, text in originals.items():
+            Path(config_of(n)).write_text(text)
+        for n in nodes:
+            out = herd(n, "reload").stdout
+            assert "VIPs removed: 198.18.0.101" in out and "rules removed: tcp 8080" in out, out
+        assert probe("http", port=8080, sources=10, conns=10, timeout_ms=300)["ok"] == 0
+        assert probe("http", sources=50, conns=100)["ok"] == 100
+        report = hold.stop()
+        hold = None
+        assert broken(report) == [], broken(report)[:3]
+    finally:
+        if hold is not None:
+            hold.stop()
+        servers.close()
+        for n, text in originals.items():
+            Path(config_of(n)).write_text(text)
+    wait_for(lambda: settled(nodes, nodes), 10, "the farm as it was")
 
 
 def test_a_weight_change_overtaking_a_join_breaks_no_connection(farm):

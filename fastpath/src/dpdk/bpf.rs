@@ -81,6 +81,20 @@ impl Map {
         })
     }
 
+    /// Removes `key` (its size must be the map's); a key not there is no
+    /// error.
+    pub fn delete(&self, key: &[u8]) -> io::Result<()> {
+        if key.len() != self.key_size {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        // SAFETY: key is readable for the map's key size (checked above);
+        // the kernel copies it.
+        match check(unsafe { sys::bpf_map_delete_elem(self.fd.as_raw_fd(), key.as_ptr().cast()) }) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
     /// Puts map `inner`'s descriptor at `slot` of this map of maps.
     pub fn set_inner(&self, slot: u32, inner: &Map) -> io::Result<()> {
         let fd = inner.fd.as_raw_fd() as u32;

@@ -1,0 +1,102 @@
+//! `herd reload` and SIGHUP: the config file read again and what may
+//! change at run time applied (`config::reload` decides what; this module
+//! applies it): the VIPs and rules to the fastpath, the XDP pre-filter and
+//! the kernel, and to the census of moving buckets; this node's weight to
+//! the membership. On any error the node keeps the config it runs.
+
+use crate::farm::MembershipHandle;
+use config::reload::{plan, Changes};
+use config::Config;
+use fastpath::node::RunningNode;
+use std::path::Path;
+
+/// What a reload did, as the control socket and the log say it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// A request to the task that owns the running config.
+pub type Request = tokio::sync::oneshot::Sender<Outcome>;
+
+/// Reads `path` and applies it to the node running `running`, which it
+/// then replaces.
+pub fn reload(
+    path: &Path,
+    running: &mut Config,
+    node: &RunningNode,
+    membership: Option<&MembershipHandle>,
+) -> Outcome {
+    let refuse = |message: String| {
+        tracing::error!("reload: {message}");
+        Outcome { ok: false, message }
+    };
+    let new = match Config::from_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            return refuse(format!(
+                "{}: {e}; the node keeps the config it runs",
+                path.display()
+            ))
+        }
+    };
+    let changes = match plan(running, &new) {
+        Ok(c) => c,
+        Err(r) => return refuse(format!("refused, nothing changed: {r}")),
+    };
+    if changes.is_empty() {
+        tracing::info!("reload: nothing changed");
+        return Outcome {
+            ok: true,
+            message: changes.to_string(),
+        };
+    }
+    if let Err(message) = apply(&changes, running, &new, node, membership) {
+        return refuse(message);
+    }
+    *running = new;
+    let mut message = changes.to_string();
+    if let (Some((_, w)), Some(m)) = (changes.weight, membership) {
+        if m.weights.current() != w {
+            message += &format!(
+                " (the weight {} set at run time stays: `herd weight config` takes the config's)",
+                m.weights.current()
+            );
+        }
+    }
+    tracing::info!("reload: {message}");
+    Outcome { ok: true, message }
+}
+
+fn apply(
+    changes: &Changes,
+    running: &Config,
+    new: &Config,
+    node: &RunningNode,
+    membership: Option<&MembershipHandle>,
+) -> Result<(), String> {
+    let farm_changed = !(changes.vips_added.is_empty()
+        && changes.vips_removed.is_empty()
+        && changes.rules_added.is_empty()
+        && changes.rules_removed.is_empty());
+    if farm_changed {
+        if let Err(e) = node.reconfigure(new) {
+            // Back to what ran, as far as it goes.
+            if let Err(back) = node.reconfigure(running) {
+                tracing::error!("reload: going back to the running config failed too: {back}");
+            }
+            return Err(format!(
+                "could not apply the VIPs and rules ({e}); the node keeps the config it runs"
+            ));
+        }
+        if let Some(m) = membership {
+            m.moves.set_served(new);
+        }
+    }
+    if let (Some((_, w)), Some(m)) = (changes.weight, membership) {
+        let now = m.weights.set_configured(w);
+        m.shared.change(|mach, t| mach.set_weight(t, now));
+    }
+    Ok(())
+}
