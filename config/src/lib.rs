@@ -187,11 +187,25 @@ pub struct Membership {
     /// authenticated with it.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// A keyring instead of `key_file`, for a key rotation: heartbeats are
+    /// sent with the first key and accepted with any (see the README).
+    #[serde(default)]
+    pub key_files: Vec<PathBuf>,
     #[serde(default)]
     pub split_brain: SplitBrain,
     /// The address the `witness` policy pings.
     #[serde(default)]
     pub witness: Option<IpAddr>,
+}
+
+impl Membership {
+    /// The key files, the sending key first (`key_file`, or `key_files`).
+    pub fn key_paths(&self) -> Vec<&Path> {
+        match &self.key_file {
+            Some(k) => vec![k.as_path()],
+            None => self.key_files.iter().map(PathBuf::as_path).collect(),
+        }
+    }
 }
 
 fn default_period_ms() -> u32 {
@@ -207,6 +221,7 @@ impl Default for Membership {
             period_ms: default_period_ms(),
             dead_after_ms: default_dead_after_ms(),
             key_file: None,
+            key_files: Vec::new(),
             split_brain: SplitBrain::default(),
             witness: None,
         }
@@ -802,27 +817,47 @@ impl Config {
                 ),
             ));
         }
-        let Some(path) = &m.key_file else {
-            return Err(invalid(
-                "membership.key_file",
-                "missing: membership needs the farm's shared key file",
-            ));
+        match (&m.key_file, m.key_files.is_empty()) {
+            (None, true) => {
+                return Err(invalid(
+                    "membership.key_file",
+                    "missing: membership needs the farm's shared key file",
+                ))
+            }
+            (Some(_), false) => {
+                return Err(invalid(
+                    "membership.key_files",
+                    "set key_file or key_files, not both",
+                ))
+            }
+            _ => {}
+        }
+        let key = if m.key_file.is_some() {
+            "membership.key_file".to_string()
+        } else {
+            "membership.key_files".to_string()
         };
-        let key = std::fs::read(path).map_err(|e| {
-            invalid(
-                "membership.key_file",
-                format!("cannot read {}: {e}", path.display()),
-            )
-        })?;
-        if key.len() < 16 {
-            return Err(invalid(
-                "membership.key_file",
-                format!(
-                    "{} holds {} bytes; a key has at least 16",
-                    path.display(),
-                    key.len()
-                ),
-            ));
+        if m.key_files.len() > 8 {
+            return Err(invalid(&key, "at most 8 keys"));
+        }
+        for (i, path) in m.key_paths().iter().enumerate() {
+            let key = if m.key_file.is_some() {
+                key.clone()
+            } else {
+                format!("{key}[{i}]")
+            };
+            let bytes = std::fs::read(path)
+                .map_err(|e| invalid(&key, format!("cannot read {}: {e}", path.display())))?;
+            if bytes.len() < 16 {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{} holds {} bytes; a key has at least 16",
+                        path.display(),
+                        bytes.len()
+                    ),
+                ));
+            }
         }
         if m.split_brain == SplitBrain::Witness && m.witness.is_none() {
             return Err(invalid(

@@ -1,7 +1,8 @@
 //! What a reload (`herd reload`, SIGHUP) may change in a running node,
 //! decided without IO from the running config and the new one: the VIPs,
-//! the rules and this node's weight change at run time, without breaking
-//! a connection; every other key needs a restart and is refused by name.
+//! the rules, this node's weight and the membership key files change at
+//! run time, without breaking a connection; every other key needs a
+//! restart and is refused by name.
 //! A rule whose affinity changes is refused too: its port's connections
 //! would hash to other nodes. A refused reload changes nothing.
 
@@ -105,6 +106,10 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
     let mut rest = new.clone();
     rest.farm.vips = running.farm.vips.clone();
     rest.rules = running.rules.clone();
+    // The membership keys change at run time too (a rotation); the caller
+    // reads the key files again whatever their paths.
+    rest.membership.key_file = running.membership.key_file.clone();
+    rest.membership.key_files = running.membership.key_files.clone();
     let running_weight = running.this_node().weight;
     let new_weight = if new.node.id == running.node.id {
         let w = new.this_node().weight;
@@ -296,6 +301,21 @@ mod tests {
         assert!(
             text.contains("farm.buckets: cannot change at run time"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_membership_key_files_change_at_run_time() {
+        let old = running();
+        let mut new = old.clone();
+        new.membership.key_file = None;
+        new.membership.key_files = vec!["/etc/herd/next.key".into(), "/etc/herd/farm.key".into()];
+        // Nothing for the plan: the caller reads the keys again.
+        assert!(plan(&old, &new).unwrap().is_empty());
+        new.membership.period_ms += 5;
+        assert_eq!(
+            keys(plan(&old, &new).unwrap_err()),
+            ["membership.period_ms"]
         );
     }
 

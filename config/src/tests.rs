@@ -380,6 +380,31 @@ fn membership_mode_is_validated() {
         e.starts_with("membership.key_file:") && e.contains("at least 16"),
         "{e}"
     );
+    // A keyring: key_files instead of key_file, each key checked by index.
+    let ring = |files: &[&std::path::Path], with_key_file: bool| {
+        let mut t: toml::Table = toml::from_str(&ok).unwrap();
+        let m = table(&mut t, "membership");
+        if !with_key_file {
+            m.remove("key_file");
+        }
+        let files: Vec<toml::Value> = files.iter().map(|f| f.to_str().unwrap().into()).collect();
+        m.insert("key_files".into(), toml::Value::Array(files));
+        toml::to_string(&t).unwrap()
+    };
+    let c = Config::from_toml(&ring(&[&key, &key], false)).unwrap();
+    assert_eq!(c.membership.key_paths(), vec![key.as_path(), key.as_path()]);
+    let e = err_of(&ring(&[&key, &short], false));
+    assert!(
+        e.starts_with("membership.key_files[1]:") && e.contains("at least 16"),
+        "{e}"
+    );
+    let e = err_of(&ring(&[&key], true));
+    assert!(
+        e.starts_with("membership.key_files:") && e.contains("not both"),
+        "{e}"
+    );
+    let e = err_of(&ring(&[], false));
+    assert!(e.starts_with("membership.key_file: missing"), "{e}");
     let mut t: toml::Table = toml::from_str(&ok).unwrap();
     nodes(&mut t)[1].as_table_mut().unwrap().remove("heartbeat");
     let e = err_of(&toml::to_string(&t).unwrap());

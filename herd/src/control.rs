@@ -420,6 +420,13 @@ pub fn render_status(v: &serde_json::Value) -> String {
                 n.get("heartbeat_age_ms")
                     .map_or("-".to_string(), |a| a.to_string())
             );
+            if let Some(r) = n["rejected"].as_object() {
+                out += &format!(
+                    "      heard {} ms ago but refused ({}): not trusted, so counted dead\n",
+                    r.get("age_ms").and_then(|a| a.as_u64()).unwrap_or(0),
+                    r.get("why").and_then(|w| w.as_str()).unwrap_or("?")
+                );
+            }
         }
         match v["membership"]["weight_source"].as_str() {
             Some("runtime") => {

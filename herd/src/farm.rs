@@ -11,8 +11,8 @@ use fastpath::hash::FlowKey;
 use fastpath::table::{BucketTable, TablePublisher};
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
-use membership::machine::{Hold, Machine, Settings, SplitBrain};
-use membership::wire::Key;
+use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain};
+use membership::wire::{Key, Keyring};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -140,14 +140,7 @@ impl Farm {
         if c.farm.ownership != Ownership::Membership {
             return Ok(None);
         }
-        let key_path = c
-            .membership
-            .key_file
-            .as_ref()
-            .context("membership.key_file")?;
-        let key_bytes =
-            std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
-        let key = Key::new(&key_bytes).context("membership.key_file: at least 16 bytes")?;
+        let keys = read_keyring(c)?;
         let settings = Settings {
             nodes: c
                 .farm
@@ -172,7 +165,7 @@ impl Farm {
                 config::SplitBrain::Majority => SplitBrain::Majority,
                 config::SplitBrain::Witness => SplitBrain::Witness,
             },
-            key,
+            keys,
             continuity: c.continuity.enabled,
             drain_timeout: Duration::from_millis(c.continuity.drain_timeout_ms),
         };
@@ -215,6 +208,20 @@ impl Farm {
             weights: Arc::clone(&self.weights),
         }))
     }
+}
+
+/// The membership keyring of a config: its key files read, the sending
+/// key first.
+pub fn read_keyring(c: &Config) -> Result<Keyring> {
+    let mut keys = Vec::new();
+    for path in c.membership.key_paths() {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        keys.push(
+            Key::new(&bytes)
+                .with_context(|| format!("{}: a key has at least 16 bytes", path.display()))?,
+        );
+    }
+    Keyring::new(keys).context("membership.key_file: no key")
 }
 
 /// The running membership: its machine and the state of its moves.
@@ -456,6 +463,13 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
                 "agrees": p.agrees,
                 "buckets": shares.get(&p.id).copied().unwrap_or(0),
                 "heartbeat_age_ms": p.ages.iter().map(|a| a.map(|d| d.as_millis() as u64)).collect::<Vec<_>>(),
+                "rejected": p.rejected.map(|(age, why)| serde_json::json!({
+                    "why": match why {
+                        Rejection::Authentication => "authentication".to_string(),
+                        Rejection::Version(v) => format!("protocol version {v}"),
+                    },
+                    "age_ms": age.as_millis() as u64,
+                })),
             }));
         }
         serde_json::json!({
@@ -467,6 +481,7 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
                 "received": counters.received,
                 "dropped_malformed": counters.dropped_malformed,
                 "dropped_unauthenticated": counters.dropped_unauthenticated,
+                "dropped_version": counters.dropped_version,
                 "dropped_replayed": counters.dropped_replayed,
                 "dropped_unknown_sender": counters.dropped_unknown_sender,
                 "view_changes": counters.views,

@@ -1,8 +1,9 @@
 //! `herd reload` and SIGHUP: the config file read again and what may
 //! change at run time applied (`config::reload` decides what; this module
 //! applies it): the VIPs and rules to the fastpath, the XDP pre-filter and
-//! the kernel, and to the census of moving buckets; this node's weight to
-//! the membership. On any error the node keeps the config it runs.
+//! the kernel, and to the census of moving buckets; this node's weight and
+//! the keyring (read again from its files) to the membership. On any error
+//! the node keeps the config it runs.
 
 use crate::farm::MembershipHandle;
 use config::reload::{plan, Changes};
@@ -45,7 +46,17 @@ pub fn reload(
         Ok(c) => c,
         Err(r) => return refuse(format!("refused, nothing changed: {r}")),
     };
-    if changes.is_empty() {
+    // The key files are read again whatever their paths: a rotation may
+    // rewrite a file in place.
+    let keys = match membership {
+        Some(m) => match crate::farm::read_keyring(&new) {
+            Ok(k) if k != m.shared.with(|mach| mach.keys().clone()) => Some(k),
+            Ok(_) => None,
+            Err(e) => return refuse(format!("{e:#}; the node keeps the config it runs")),
+        },
+        None => None,
+    };
+    if changes.is_empty() && keys.is_none() {
         tracing::info!("reload: nothing changed");
         return Outcome {
             ok: true,
@@ -55,8 +66,26 @@ pub fn reload(
     if let Err(message) = apply(&changes, running, &new, node, membership) {
         return refuse(message);
     }
+    let mut message = if changes.is_empty() {
+        String::new()
+    } else {
+        changes.to_string()
+    };
+    if let (Some(keys), Some(m)) = (keys, membership) {
+        let n = keys.len();
+        m.shared.change(|mach, _| mach.set_keys(keys));
+        if !message.is_empty() {
+            message += "; ";
+        }
+        message += &format!(
+            "membership keys: {n}, sending with {}",
+            new.membership
+                .key_paths()
+                .first()
+                .map_or("?".into(), |p| p.display().to_string())
+        );
+    }
     *running = new;
-    let mut message = changes.to_string();
     if let (Some((_, w)), Some(m)) = (changes.weight, membership) {
         if m.weights.current() != w {
             message += &format!(

@@ -44,6 +44,14 @@
 //!   and the assignment uses the announced weights of the view's members
 //!   (the configured weight for the others). Two nodes agree only when
 //!   their views *and* these weights match (the heartbeat's digest).
+//! - Keys: a node sends with the first key of its keyring and accepts any
+//!   (a rotation adds the new key everywhere, then sends with it, then
+//!   drops the old one: no heartbeat is refused on the way). A datagram
+//!   that fails authentication, or speaks another protocol version, is
+//!   never trusted: its sender stays dead as far as the buckets go, so
+//!   the split-brain policy decides (by default both sides serve). It is
+//!   never silent: the peer it claims to come from is reported as
+//!   rejected, with why, for [`REJECTION_SHOWN`].
 //!
 //! # Moves (SPEC §5, with `continuity`)
 //!
@@ -70,7 +78,7 @@
 //! moving it out, and every move ends.
 
 use crate::assign::{Member, Preferences};
-use crate::wire::{BucketSet, DecodeError, Heartbeat, Key};
+use crate::wire::{BucketSet, DecodeError, Heartbeat, Keyring, MAGIC};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -94,7 +102,7 @@ pub struct Settings {
     pub networks: usize,
     pub n_buckets: u32,
     pub split_brain: SplitBrain,
-    pub key: Key,
+    pub keys: Keyring,
     /// Keep connections when buckets move between live nodes.
     pub continuity: bool,
     /// The longest a bucket stays `Out`.
@@ -135,6 +143,8 @@ pub struct Counters {
     pub received: u64,
     pub dropped_malformed: u64,
     pub dropped_unauthenticated: u64,
+    /// Heartbeats of another protocol version.
+    pub dropped_version: u64,
     pub dropped_replayed: u64,
     pub dropped_unknown_sender: u64,
     pub views: u64,
@@ -162,7 +172,22 @@ struct Peer {
     digest: u64,
     moving_out: BucketSet,
     kept_in: BucketSet,
+    /// The last datagram claiming to come from this peer that was refused.
+    rejected: Option<(Duration, Rejection)>,
 }
+
+/// Why a datagram claiming to come from a peer was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Its HMAC matches no key of the keyring (another key).
+    Authentication,
+    /// Another protocol version (the byte it carries).
+    Version(u8),
+}
+
+/// How long a refused datagram keeps its claimed sender reported as
+/// rejected.
+pub const REJECTION_SHOWN: Duration = Duration::from_secs(2);
 
 /// What `status` shows of a peer.
 #[derive(Clone, Debug, PartialEq)]
@@ -177,6 +202,9 @@ pub struct PeerStatus {
     /// Age of the last heartbeat per network (`None`: never heard).
     pub ages: Vec<Option<Duration>>,
     pub agrees: bool,
+    /// A datagram claiming to come from it was refused within
+    /// [`REJECTION_SHOWN`]: how long ago, and why.
+    pub rejected: Option<(Duration, Rejection)>,
 }
 
 pub struct Machine {
@@ -276,6 +304,7 @@ impl Machine {
                 digest: 0,
                 moving_out: BucketSet::none(),
                 kept_in: BucketSet::none(),
+                rejected: None,
             })
             .collect();
         let n = settings.n_buckets as usize;
@@ -331,10 +360,16 @@ impl Machine {
 
     /// A datagram received on heartbeat network `network`.
     pub fn handle_datagram(&mut self, now: Duration, network: usize, bytes: &[u8]) {
-        let hb = match Heartbeat::decode(bytes, &self.s.key) {
+        let hb = match Heartbeat::decode(bytes, &self.s.keys) {
             Ok(hb) => hb,
             Err(DecodeError::Auth) => {
                 self.counters.dropped_unauthenticated += 1;
+                self.note_rejected(now, bytes, Rejection::Authentication);
+                return;
+            }
+            Err(DecodeError::Version) if bytes.len() > 5 && &bytes[..4] == MAGIC => {
+                self.counters.dropped_version += 1;
+                self.note_rejected(now, bytes, Rejection::Version(bytes[4]));
                 return;
             }
             Err(_) => {
@@ -411,7 +446,7 @@ impl Machine {
                     moving_out: moving_out.clone(),
                     kept_in: kept_in.clone(),
                 };
-                let bytes = hb.encode(&self.s.key);
+                let bytes = hb.encode(&self.s.keys);
                 for network in 0..self.s.networks {
                     self.transmits.push_back(Transmit {
                         network,
@@ -824,6 +859,26 @@ impl Machine {
         self.counters
     }
 
+    /// Reports the peer a refused datagram claims to come from (the claim
+    /// is not trusted: it only says where to look).
+    fn note_rejected(&mut self, now: Duration, bytes: &[u8], why: Rejection) {
+        let Some(id) = bytes.get(6..8).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            return;
+        };
+        if let Some(p) = self.peers.iter_mut().find(|p| p.id == id) {
+            p.rejected = Some((now, why));
+        }
+    }
+
+    /// Replaces the keyring (a key rotation step).
+    pub fn set_keys(&mut self, keys: Keyring) {
+        self.s.keys = keys;
+    }
+
+    pub fn keys(&self) -> &Keyring {
+        &self.s.keys
+    }
+
     pub fn peers(&self, now: Duration) -> Vec<PeerStatus> {
         self.peers
             .iter()
@@ -842,6 +897,10 @@ impl Machine {
                 agrees: p.view == self.view
                     && p.digest == self.digest
                     && p.acked >= self.view_sequence,
+                rejected: p
+                    .rejected
+                    .map(|(t, why)| (now.saturating_sub(t), why))
+                    .filter(|(age, _)| *age < REJECTION_SHOWN),
             })
             .collect()
     }

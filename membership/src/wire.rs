@@ -133,8 +133,39 @@ pub enum DecodeError {
 }
 
 /// The farm's shared key.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Key(Vec<u8>);
+
+/// The keys a node holds: it sends with the first and accepts a heartbeat
+/// authenticated with any (a key rotation: every node first accepts the
+/// new key, then sends with it, then drops the old one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyring(Vec<Key>);
+
+impl Keyring {
+    /// At least one key.
+    pub fn new(keys: Vec<Key>) -> Option<Keyring> {
+        (!keys.is_empty()).then_some(Keyring(keys))
+    }
+
+    pub fn sending(&self) -> &Key {
+        &self.0[0]
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<Key> for Keyring {
+    fn from(k: Key) -> Keyring {
+        Keyring(vec![k])
+    }
+}
 
 impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -257,7 +288,8 @@ fn decode_set(tail: &[u8]) -> Result<(BucketSet, usize), DecodeError> {
 }
 
 impl Heartbeat {
-    pub fn encode(&self, key: &Key) -> Vec<u8> {
+    pub fn encode(&self, keys: &Keyring) -> Vec<u8> {
+        let key = keys.sending();
         let mut out = Vec::with_capacity(MIN_LEN);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
@@ -281,7 +313,7 @@ impl Heartbeat {
     }
 
     /// Checks and decodes; nothing of an unauthenticated datagram is used.
-    pub fn decode(bytes: &[u8], key: &Key) -> Result<Heartbeat, DecodeError> {
+    pub fn decode(bytes: &[u8], keys: &Keyring) -> Result<Heartbeat, DecodeError> {
         if bytes.len() < MIN_LEN || bytes.len() > MIN_LEN + MAX_MOVING_BYTES {
             return Err(DecodeError::Length);
         }
@@ -292,10 +324,14 @@ impl Heartbeat {
             return Err(DecodeError::Version);
         }
         let body = bytes.len() - MAC_LEN;
-        let mut mac = key.mac();
-        mac.update(&bytes[..body]);
-        mac.verify_slice(&bytes[body..])
-            .map_err(|_| DecodeError::Auth)?;
+        let authentic = keys.0.iter().any(|key| {
+            let mut mac = key.mac();
+            mac.update(&bytes[..body]);
+            mac.verify_slice(&bytes[body..]).is_ok()
+        });
+        if !authentic {
+            return Err(DecodeError::Auth);
+        }
         let flags = bytes[36];
         let state = (flags >> 1) & 3;
         if state > STATE_UP || flags >> 4 != 0 {
@@ -332,6 +368,39 @@ mod tests {
         Key::new(b"0123456789abcdef-farm-key").unwrap()
     }
 
+    fn ring() -> Keyring {
+        Keyring::from(key())
+    }
+
+    #[test]
+    fn a_keyring_sends_with_its_first_key_and_accepts_any() {
+        let new = Key::new(b"the farm's next key, 32 bytes..").unwrap();
+        let stranger = Key::new(b"another farm's key entirely....").unwrap();
+        let old_first = Keyring::new(vec![key(), new.clone()]).unwrap();
+        let new_first = Keyring::new(vec![new.clone(), key()]).unwrap();
+        let new_only = Keyring::from(new.clone());
+        assert!(Keyring::new(Vec::new()).is_none());
+        // Sent with the old key: both rings of the rotation accept it, the
+        // new key alone does not.
+        let by_old = hb().encode(&old_first);
+        assert_eq!(by_old, hb().encode(&ring()));
+        assert_eq!(Heartbeat::decode(&by_old, &new_first), Ok(hb()));
+        assert_eq!(
+            Heartbeat::decode(&by_old, &new_only),
+            Err(DecodeError::Auth)
+        );
+        // Sent with the new key: accepted wherever the new key is held.
+        let by_new = hb().encode(&new_first);
+        assert_eq!(Heartbeat::decode(&by_new, &old_first), Ok(hb()));
+        assert_eq!(Heartbeat::decode(&by_new, &new_only), Ok(hb()));
+        assert_eq!(Heartbeat::decode(&by_new, &ring()), Err(DecodeError::Auth));
+        let by_stranger = hb().encode(&Keyring::from(stranger));
+        assert_eq!(
+            Heartbeat::decode(&by_stranger, &old_first),
+            Err(DecodeError::Auth)
+        );
+    }
+
     fn hb() -> Heartbeat {
         Heartbeat {
             sender: 3,
@@ -358,9 +427,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = hb().encode(&key());
+        let bytes = hb().encode(&ring());
         assert_eq!(bytes.len(), MIN_LEN);
-        assert_eq!(Heartbeat::decode(&bytes, &key()), Ok(hb()));
+        assert_eq!(Heartbeat::decode(&bytes, &ring()), Ok(hb()));
     }
 
     fn bits(n: u32, set: impl IntoIterator<Item = u32>) -> Vec<u64> {
@@ -375,9 +444,9 @@ mod tests {
     fn moving_out_sets_round_trip_in_the_smaller_form() {
         // A few runs: ranges.
         let few = hb_moving(BucketSet::Buckets(bits(4096, (10..20).chain([4095]))));
-        let bytes = few.encode(&key());
+        let bytes = few.encode(&ring());
         assert_eq!(bytes[TAG], 1);
-        let back = Heartbeat::decode(&bytes, &key()).unwrap();
+        let back = Heartbeat::decode(&bytes, &ring()).unwrap();
         for b in 0..4096 {
             assert_eq!(
                 back.moving_out.contains(b),
@@ -387,20 +456,20 @@ mod tests {
         }
         // Scattered: a bitmap.
         let scattered = hb_moving(BucketSet::Buckets(bits(4096, (0..4096).step_by(3))));
-        let bytes = scattered.encode(&key());
+        let bytes = scattered.encode(&ring());
         assert_eq!(bytes[TAG], 2);
-        assert_eq!(Heartbeat::decode(&bytes, &key()), Ok(scattered));
+        assert_eq!(Heartbeat::decode(&bytes, &ring()), Ok(scattered));
         // Too many buckets for a datagram: every bucket not its own.
         let huge = hb_moving(BucketSet::Buckets(bits(1 << 20, (0..1 << 20).step_by(2))));
-        let bytes = huge.encode(&key());
+        let bytes = huge.encode(&ring());
         assert_eq!(bytes[TAG], 3);
         assert_eq!(
-            Heartbeat::decode(&bytes, &key()).unwrap().moving_out,
+            Heartbeat::decode(&bytes, &ring()).unwrap().moving_out,
             BucketSet::AllElse
         );
         // An empty set is "none".
         let empty = hb_moving(BucketSet::Buckets(bits(4096, [])));
-        assert_eq!(empty.encode(&key()).len(), MIN_LEN);
+        assert_eq!(empty.encode(&ring()).len(), MIN_LEN);
     }
 
     #[test]
@@ -410,7 +479,7 @@ mod tests {
             kept_in: BucketSet::Buckets(bits(4096, [7, 300, 301])),
             ..hb()
         };
-        let back = Heartbeat::decode(&h.encode(&key()), &key()).unwrap();
+        let back = Heartbeat::decode(&h.encode(&ring()), &ring()).unwrap();
         for b in 0..4096 {
             assert_eq!(back.moving_out.contains(b), b < 100, "{b}");
             assert_eq!(back.kept_in.contains(b), [7, 300, 301].contains(&b), "{b}");
@@ -422,9 +491,9 @@ mod tests {
             kept_in: BucketSet::Buckets(bits(11_136, [1])),
             ..hb()
         };
-        let bytes = big.encode(&key());
+        let bytes = big.encode(&ring());
         assert!(bytes.len() <= MIN_LEN + MAX_MOVING_BYTES);
-        let back = Heartbeat::decode(&bytes, &key()).unwrap();
+        let back = Heartbeat::decode(&bytes, &ring()).unwrap();
         assert_eq!(back.moving_out, big.moving_out);
         assert_eq!(back.kept_in, BucketSet::AllElse);
     }
@@ -435,7 +504,7 @@ mod tests {
 
     #[test]
     fn malformed_moving_sets_are_refused() {
-        let mut bytes = hb().encode(&key());
+        let mut bytes = hb().encode(&ring());
         bytes.truncate(TAG);
         // Ranges: a count that does not match, an empty run, a run past the end.
         for tail in [
@@ -451,39 +520,39 @@ mod tests {
             b.extend_from_slice(&tail);
             b.extend_from_slice(&[0; MAC_LEN]);
             resign(&mut b);
-            assert!(Heartbeat::decode(&b, &key()).is_err(), "{tail:?}");
+            assert!(Heartbeat::decode(&b, &ring()).is_err(), "{tail:?}");
         }
     }
 
     #[test]
     fn any_flipped_bit_or_other_key_fails_authentication() {
-        let bytes = hb().encode(&key());
+        let bytes = hb().encode(&ring());
         for i in 6..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
             assert_eq!(
-                Heartbeat::decode(&b, &key()),
+                Heartbeat::decode(&b, &ring()),
                 Err(DecodeError::Auth),
                 "byte {i}"
             );
         }
-        let other = Key::new(b"another key of the farm!").unwrap();
+        let other = Keyring::from(Key::new(b"another key of the farm!").unwrap());
         assert_eq!(Heartbeat::decode(&bytes, &other), Err(DecodeError::Auth));
     }
 
     #[test]
     fn bad_framing_is_named() {
-        let bytes = hb().encode(&key());
+        let bytes = hb().encode(&ring());
         assert_eq!(
-            Heartbeat::decode(&bytes[..MIN_LEN - 1], &key()),
+            Heartbeat::decode(&bytes[..MIN_LEN - 1], &ring()),
             Err(DecodeError::Length)
         );
         let mut b = bytes.clone();
         b[0] = b'X';
-        assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Magic));
+        assert_eq!(Heartbeat::decode(&b, &ring()), Err(DecodeError::Magic));
         let mut b = bytes;
         b[4] = 2;
-        assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Version));
+        assert_eq!(Heartbeat::decode(&b, &ring()), Err(DecodeError::Version));
         assert!(Key::new(b"short").is_none());
     }
 
@@ -497,32 +566,32 @@ mod tests {
                     ready: state == STATE_UP && !transient,
                     ..hb()
                 };
-                assert_eq!(Heartbeat::decode(&h.encode(&key()), &key()), Ok(h));
+                assert_eq!(Heartbeat::decode(&h.encode(&ring()), &ring()), Ok(h));
             }
         }
         // A correctly signed message with an undefined state or flag bit.
         for flags in [0b0110u8, 0b1_0000] {
-            let mut b = hb().encode(&key());
+            let mut b = hb().encode(&ring());
             b[36] = flags;
             resign(&mut b);
-            assert_eq!(Heartbeat::decode(&b, &key()), Err(DecodeError::Field));
+            assert_eq!(Heartbeat::decode(&b, &ring()), Err(DecodeError::Field));
         }
     }
 
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
-            let _ = Heartbeat::decode(&b, &key());
+            let _ = Heartbeat::decode(&b, &ring());
         }
 
         #[test]
         fn arbitrary_signed_tails_never_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            let mut b = hb().encode(&key());
+            let mut b = hb().encode(&ring());
             b.truncate(TAG);
             b.extend_from_slice(&tail);
             b.extend_from_slice(&[0; MAC_LEN]);
             resign(&mut b);
-            let _ = Heartbeat::decode(&b, &key());
+            let _ = Heartbeat::decode(&b, &ring());
         }
     }
 }

@@ -4,11 +4,13 @@ rides out heartbeat loss, and lets only one side of a partition serve when
 a witness decides."""
 
 import json
+import os
 import time
 
 import pytest
 
-from lab import (down, lab, nft_drop, nft_remove, ns, outage, probe, status, up, wait_for)
+from lab import (HERD, down, lab, nft_drop, nft_remove, ns, outage, probe, run, status, up, wait_for)
+from test_continuity import Hold, broken
 
 NODES = ("s1", "s2", "s3")
 GOAL_MS = 250
@@ -157,3 +159,75 @@ def test_a_peer_heard_on_either_of_two_networks_stays_alive(farm):
     # Both networks down: that is a death.
     lab("kill", "s3")
     wait_for(lambda: converged(("s1", "s2")), 5, "s1 and s2 to take s3's share")
+
+
+def herd_at(node, *args, check=True):
+    return run(HERD, *args, "--socket", f"/run/herd-lab/{node}.sock", check=check)
+
+
+def test_a_key_rotated_node_by_node_under_traffic_causes_no_failover(farm):
+    """A new key rotated in by `herd reload`, node by node (accept it
+    everywhere, send with it, drop the old one) under long-lived
+    connections: no failover, no refused heartbeat, nothing broken. A node
+    left with a key the others do not hold is reported by them as refused
+    (authentication), not silently dead."""
+    up(nodes=3, ownership="membership", driver=farm)
+    wait_for(converged, 15, "the farm to converge")
+    old, new, stranger = "/run/herd-lab/farm.key", "/run/herd-lab/farm-next.key", "/run/herd-lab/stranger.key"
+    for path in (new, stranger):
+        with open(path, "wb") as f:
+            f.write(os.urandom(32))
+    originals = {}
+    for n in NODES:
+        with open(f"/run/herd-lab/{n}.toml") as f:
+            originals[n] = f.read()
+        assert f'key_file = "{old}"' in originals[n]
+
+    def use_keys(node, ring):
+        text = originals[node].replace(f'key_file = "{old}"',
+                                       "key_files = [" + ", ".join(f'"{k}"' for k in ring) + "]")
+        with open(f"/run/herd-lab/{node}.toml", "w") as f:
+            f.write(text)
+        return herd_at(node, "reload").stdout
+
+    counters = lambda: {n: membership(n)["counters"] for n in NODES}
+    before = counters()
+    hold = Hold(first_source=9000)
+    try:
+        for ring in ([old, new], [new, old], [new]):
+            for n in NODES:
+                out = use_keys(n, ring)
+                assert f"membership keys: {len(ring)}, sending with {ring[0]}" in out, out
+        report = hold.stop()
+        hold = None
+        assert broken(report) == [], broken(report)[:3]
+        after = counters()
+        for n in NODES:
+            for k in ("failovers", "view_changes", "dropped_unauthenticated"):
+                assert after[n][k] == before[n][k], (n, k, before[n], after[n])
+
+        # s3 alone with another key: the others refuse its heartbeats and
+        # say so.
+        use_keys("s3", [stranger])
+        def refused_by_s1():
+            s3 = next(p for p in membership("s1")["nodes"] if p["id"] == 3)
+            return not s3["alive"] and (s3.get("rejected") or {}).get("why") == "authentication"
+        wait_for(refused_by_s1, 5, "s1 to report s3's heartbeats as refused")
+        assert "refused (authentication)" in herd_at("s1", "status").stdout
+        use_keys("s3", [new])
+        wait_for(converged, 15, "s3 back in the farm")
+    finally:
+        if hold is not None:
+            hold.stop()
+        # Back to the lab's own config, with the rotated key in its file.
+        with open(new, "rb") as f:
+            rotated = f.read()
+        with open(old, "wb") as f:
+            f.write(rotated)
+        for n in NODES:
+            with open(f"/run/herd-lab/{n}.toml", "w") as f:
+                f.write(originals[n])
+            herd_at(n, "reload")
+        for path in (new, stranger):
+            os.unlink(path)
+    wait_for(converged, 15, "the farm as it was")
