@@ -420,6 +420,13 @@ pub fn render_status(v: &serde_json::Value) -> String {
                 n.get("heartbeat_age_ms")
                     .map_or("-".to_string(), |a| a.to_string())
             );
+            if n["farm_differs"].as_bool() == Some(true) {
+                out += &format!(
+                    "      its farm config differs (digest {}, this node's {}): no bucket is taken until they agree\n",
+                    n["farm_digest"].as_str().unwrap_or("?"),
+                    v["membership"]["farm_digest"].as_str().unwrap_or("?")
+                );
+            }
             if let Some(r) = n["rejected"].as_object() {
                 out += &format!(
                     "      heard {} ms ago but refused ({}): not trusted, so counted dead\n",

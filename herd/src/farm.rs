@@ -166,6 +166,7 @@ impl Farm {
                 config::SplitBrain::Witness => SplitBrain::Witness,
             },
             keys,
+            farm: farm_digest(c),
             continuity: c.continuity.enabled,
             drain_timeout: Duration::from_millis(c.continuity.drain_timeout_ms),
         };
@@ -208,6 +209,57 @@ impl Farm {
             weights: Arc::clone(&self.weights),
         }))
     }
+}
+
+/// The digest of what every node of a farm must share: the hash version,
+/// the bucket count, the delivery, the VIPs and the rules with their
+/// affinities (order does not matter). Two nodes whose digests differ
+/// would split buckets differently: heartbeats carry it, and nodes agree
+/// only on the same one.
+pub fn farm_digest(c: &Config) -> u64 {
+    let mut bytes = b"herd-farm-1".to_vec();
+    bytes.extend_from_slice(&fastpath::hash::HASH_SEED.to_be_bytes());
+    bytes.extend_from_slice(&c.farm.buckets.to_be_bytes());
+    bytes.push(match c.farm.delivery {
+        config::Delivery::Vmac => 0,
+        config::Delivery::Multicast => 1,
+    });
+    let mut vips: Vec<[u8; 16]> = c
+        .farm
+        .vips
+        .iter()
+        .map(|a| match a {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        })
+        .collect();
+    vips.sort_unstable();
+    vips.dedup();
+    bytes.extend_from_slice(&(vips.len() as u32).to_be_bytes());
+    vips.iter().for_each(|v| bytes.extend_from_slice(v));
+    let mut rules: Vec<[u8; 5]> = c
+        .rules
+        .iter()
+        .map(|r| {
+            let port = r.port.map_or([0, 0, 0], |p| {
+                let [hi, lo] = p.to_be_bytes();
+                [1, hi, lo]
+            });
+            let protocol = match r.protocol {
+                config::Protocol::Tcp => 6,
+                config::Protocol::Udp => 17,
+            };
+            let affinity = match r.affinity {
+                config::Affinity::ClientIp => 1,
+                config::Affinity::ClientIpPort => 2,
+            };
+            [protocol, port[0], port[1], port[2], affinity]
+        })
+        .collect();
+    rules.sort_unstable();
+    bytes.extend_from_slice(&(rules.len() as u32).to_be_bytes());
+    rules.iter().for_each(|r| bytes.extend_from_slice(r));
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// The membership keyring of a config: its key files read, the sending
@@ -463,6 +515,8 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
                 "agrees": p.agrees,
                 "buckets": shares.get(&p.id).copied().unwrap_or(0),
                 "heartbeat_age_ms": p.ages.iter().map(|a| a.map(|d| d.as_millis() as u64)).collect::<Vec<_>>(),
+                "farm_digest": format!("{:016x}", p.farm),
+                "farm_differs": p.alive && p.farm != m.farm(),
                 "rejected": p.rejected.map(|(age, why)| serde_json::json!({
                     "why": match why {
                         Rejection::Authentication => "authentication".to_string(),
@@ -474,6 +528,7 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
         }
         serde_json::json!({
             "view": members,
+            "farm_digest": format!("{:016x}", m.farm()),
             "weight": m.weight(),
             "draining": m.draining(),
             "nodes": nodes,
@@ -497,5 +552,54 @@ pub fn state_name(code: u8) -> &'static str {
         membership::wire::STATE_UP => "UP",
         membership::wire::STATE_WAIT => "WAIT",
         _ => "STOP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_farm_digest_changes_with_what_nodes_share_and_only_that() {
+        let c = Config::from_toml(include_str!("../../examples/node.toml")).unwrap();
+        let d = farm_digest(&c);
+        // Order, this node's identity and weight, ports and polling: no
+        // change.
+        let mut same = c.clone();
+        same.farm.vips.reverse();
+        same.rules.reverse();
+        same.node.id = 2;
+        same.farm.nodes[0].weight = 5;
+        same.polling.max_sleep_us += 1;
+        assert_eq!(farm_digest(&same), d);
+        // Each shared thing: another digest.
+        let mut changed: Vec<Config> = Vec::new();
+        let mut x = c.clone();
+        x.farm.vips.push("198.18.0.101".parse().unwrap());
+        changed.push(x);
+        let mut x = c.clone();
+        x.rules.pop();
+        changed.push(x);
+        let mut x = c.clone();
+        x.rules[0].affinity = match x.rules[0].affinity {
+            config::Affinity::ClientIp => config::Affinity::ClientIpPort,
+            config::Affinity::ClientIpPort => config::Affinity::ClientIp,
+        };
+        changed.push(x);
+        let mut x = c.clone();
+        x.rules[0].port = x.rules[0].port.map(|p| p + 1);
+        changed.push(x);
+        let mut x = c.clone();
+        x.farm.buckets = 2048;
+        changed.push(x);
+        let mut x = c.clone();
+        x.farm.delivery = match x.farm.delivery {
+            config::Delivery::Vmac => config::Delivery::Multicast,
+            config::Delivery::Multicast => config::Delivery::Vmac,
+        };
+        changed.push(x);
+        let digests: std::collections::BTreeSet<u64> =
+            changed.iter().map(farm_digest).chain([d]).collect();
+        assert_eq!(digests.len(), changed.len() + 1);
     }
 }

@@ -130,6 +130,18 @@ fn metrics(node: &Node) -> Result<String> {
         "1 while the node is heard (this node: always)",
         alive.clone(),
     );
+    let farm_differs = Family::<Labels, Gauge>::default();
+    reg.register(
+        "peer_farm_differs",
+        "1 while the peer announces another farm config (VIPs, rules, buckets, delivery): no bucket is taken meanwhile",
+        farm_differs.clone(),
+    );
+    let refused = Family::<Labels, Gauge>::default();
+    reg.register(
+        "peer_refused",
+        "1 while heartbeats claiming to come from the peer are refused (another key or protocol version)",
+        refused.clone(),
+    );
     let share = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     reg.register(
         "bucket_share",
@@ -288,6 +300,12 @@ fn metrics(node: &Node) -> Result<String> {
             alive
                 .get_or_create(&l)
                 .set(i64::from(n["alive"].as_bool() == Some(true)));
+            farm_differs
+                .get_or_create(&l)
+                .set(i64::from(n["farm_differs"].as_bool() == Some(true)));
+            refused
+                .get_or_create(&l)
+                .set(i64::from(n["rejected"].is_object()));
             for (net, a) in n["heartbeat_age_ms"]
                 .as_array()
                 .into_iter()
@@ -303,7 +321,13 @@ fn metrics(node: &Node) -> Result<String> {
         let c = &m["counters"];
         failovers.inc_by(c["failovers"].as_u64().unwrap_or(0));
         views.inc_by(c["view_changes"].as_u64().unwrap_or(0));
-        for reason in ["malformed", "unauthenticated", "replayed", "unknown_sender"] {
+        for reason in [
+            "malformed",
+            "unauthenticated",
+            "version",
+            "replayed",
+            "unknown_sender",
+        ] {
             dropped
                 .get_or_create(&labels(&[("reason", reason)]))
                 .inc_by(c[format!("dropped_{reason}")].as_u64().unwrap_or(0));

@@ -121,6 +121,8 @@ fn apply(
         }
         if let Some(m) = membership {
             m.moves.set_served(new);
+            let farm = crate::farm::farm_digest(new);
+            m.shared.change(|mach, t| mach.set_farm(t, farm));
         }
     }
     if let (Some((_, w)), Some(m)) = (changes.weight, membership) {

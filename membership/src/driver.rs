@@ -166,6 +166,17 @@ pub async fn run(
                         tracing::info!(owned = m.owned().count(), "owned buckets changed");
                         on_owned(m);
                     }
+                    Event::FarmDiffers { peer, ours, theirs } => {
+                        tracing::warn!(
+                            peer,
+                            ours = format!("{ours:016x}"),
+                            theirs = format!("{theirs:016x}"),
+                            "node {peer}'s farm config (VIPs, rules, buckets, delivery) differs from this node's: no bucket is taken until they agree"
+                        );
+                    }
+                    Event::FarmAgrees { peer } => {
+                        tracing::info!(peer, "node {peer}'s farm config agrees with this node's again");
+                    }
                 }
             }
         });

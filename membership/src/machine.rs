@@ -44,6 +44,11 @@
 //!   and the assignment uses the announced weights of the view's members
 //!   (the configured weight for the others). Two nodes agree only when
 //!   their views *and* these weights match (the heartbeat's digest).
+//! - Farm: heartbeats carry a digest of what every node must share (VIPs,
+//!   rules, buckets, delivery, hash version: the caller computes it). A
+//!   node takes no bucket while a live, ready peer announces another (two
+//!   tables would disagree on who owns what); it keeps what it holds,
+//!   releases by its view as always, and reports the peer.
 //! - Keys: a node sends with the first key of its keyring and accepts any
 //!   (a rotation adds the new key everywhere, then sends with it, then
 //!   drops the old one: no heartbeat is refused on the way). A datagram
@@ -103,6 +108,9 @@ pub struct Settings {
     pub n_buckets: u32,
     pub split_brain: SplitBrain,
     pub keys: Keyring,
+    /// The digest of what every node of the farm must share (its
+    /// config's VIPs, rules, buckets, delivery, hash version).
+    pub farm: u64,
     /// Keep connections when buckets move between live nodes.
     pub continuity: bool,
     /// The longest a bucket stays `Out`.
@@ -135,6 +143,11 @@ pub enum Event {
     ViewChanged { view: u64 },
     /// The buckets this node accepts changed.
     OwnedChanged,
+    /// A peer announces a farm digest other than this node's (its config
+    /// differs): no bucket is taken while it does.
+    FarmDiffers { peer: u16, ours: u64, theirs: u64 },
+    /// A peer whose farm differed announces this node's again.
+    FarmAgrees { peer: u16 },
 }
 
 /// Drops and receptions, counted.
@@ -170,6 +183,7 @@ struct Peer {
     /// hearing.
     acked: u64,
     digest: u64,
+    farm: u64,
     moving_out: BucketSet,
     kept_in: BucketSet,
     /// The last datagram claiming to come from this peer that was refused.
@@ -202,6 +216,9 @@ pub struct PeerStatus {
     /// Age of the last heartbeat per network (`None`: never heard).
     pub ages: Vec<Option<Duration>>,
     pub agrees: bool,
+    /// The farm digest it announces (this node's:
+    /// [`Machine::farm`]).
+    pub farm: u64,
     /// A datagram claiming to come from it was refused within
     /// [`REJECTION_SHOWN`]: how long ago, and why.
     pub rejected: Option<(Duration, Rejection)>,
@@ -302,6 +319,7 @@ impl Machine {
                 was_alive: false,
                 acked: 0,
                 digest: 0,
+                farm: settings.farm,
                 moving_out: BucketSet::none(),
                 kept_in: BucketSet::none(),
                 rejected: None,
@@ -407,6 +425,19 @@ impl Machine {
                 // Acknowledge its new view at once (see the rules above).
                 self.next_heartbeat = self.next_heartbeat.min(now);
             }
+            if hb.farm != peer.farm {
+                let (id, ours) = (peer.id, self.s.farm);
+                self.events.push_back(if hb.farm == ours {
+                    Event::FarmAgrees { peer: id }
+                } else {
+                    Event::FarmDiffers {
+                        peer: id,
+                        ours,
+                        theirs: hb.farm,
+                    }
+                });
+            }
+            peer.farm = hb.farm;
             if hb.ack.0 == self.incarnation {
                 peer.acked = peer.acked.max(hb.ack.1);
             }
@@ -443,6 +474,7 @@ impl Machine {
                     transient: self.transient,
                     ack: (p.incarnation, p.sequence.iter().copied().max().unwrap_or(0)),
                     digest: self.digest,
+                    farm: self.s.farm,
                     moving_out: moving_out.clone(),
                     kept_in: kept_in.clone(),
                 };
@@ -728,7 +760,10 @@ impl Machine {
                 .iter()
                 .filter(|p| p.ready && self.alive(p, now))
                 .all(|p| {
-                    p.view == self.view && p.digest == self.digest && p.acked >= self.view_sequence
+                    p.view == self.view
+                        && p.digest == self.digest
+                        && p.farm == self.s.farm
+                        && p.acked >= self.view_sequence
                 });
         if agreed && (target_changed || !self.was_agreed || self.takes_pending) {
             // A bucket a live peer keeps in is taken once that peer hands
@@ -870,6 +905,38 @@ impl Machine {
         }
     }
 
+    /// The farm digest this node announces.
+    pub fn farm(&self) -> u64 {
+        self.s.farm
+    }
+
+    /// A reload changed what the farm shares: announced at once; buckets
+    /// are taken again only when every live peer announces the same.
+    pub fn set_farm(&mut self, now: Duration, farm: u64) {
+        if farm != self.s.farm {
+            self.s.farm = farm;
+            let heard: Vec<(u16, u64)> = self
+                .peers
+                .iter()
+                .filter(|p| self.alive(p, now))
+                .map(|p| (p.id, p.farm))
+                .collect();
+            for (peer, theirs) in heard {
+                self.events.push_back(if theirs == farm {
+                    Event::FarmAgrees { peer }
+                } else {
+                    Event::FarmDiffers {
+                        peer,
+                        ours: farm,
+                        theirs,
+                    }
+                });
+            }
+            self.next_heartbeat = self.next_heartbeat.min(now);
+            self.update(now);
+        }
+    }
+
     /// Replaces the keyring (a key rotation step).
     pub fn set_keys(&mut self, keys: Keyring) {
         self.s.keys = keys;
@@ -896,7 +963,9 @@ impl Machine {
                     .collect(),
                 agrees: p.view == self.view
                     && p.digest == self.digest
+                    && p.farm == self.s.farm
                     && p.acked >= self.view_sequence,
+                farm: p.farm,
                 rejected: p
                     .rejected
                     .map(|(t, why)| (now.saturating_sub(t), why))

@@ -22,7 +22,10 @@
 //!               recipient's last announcement
 //! 53       8    assignment digest: XXH3 of the view and its members'
 //!               weights (two nodes agree only on the same assignment)
-//! 61       …    moving out: the buckets whose old connections the sender
+//! 61       8    farm digest: of what every node must share (VIPs, rules
+//!               and affinities, bucket count, delivery, hash version);
+//!               two nodes agree only on the same farm
+//! 69       …    moving out: the buckets whose old connections the sender
 //!               still serves (a bucket set, below)
 //!  …       …    kept in: the buckets the sender still takes the new flows
 //!               of although its view gives them to another node, because
@@ -35,17 +38,17 @@
 //! the low bit of the first byte. The two sets share
 //! [`MAX_MOVING_BYTES`]; one that does not fit is sent as tag 3.
 //!
-//! All integers big-endian; 95 bytes when nothing moves. Version 4
-//! (version 3 had no kept-in set, version 2 no digest and no moves; the
-//! versions do not interoperate).
+//! All integers big-endian; 103 bytes when nothing moves. Version 5
+//! (version 4 had no farm digest, version 3 no kept-in set, version 2 no
+//! digest and no moves; the versions do not interoperate).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub const MAGIC: &[u8; 4] = b"HRD1";
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 pub const KIND_HEARTBEAT: u8 = 1;
-const FIXED: usize = 61;
+const FIXED: usize = 69;
 const TAG: usize = FIXED;
 const MAC_LEN: usize = 32;
 /// The length of a heartbeat that announces no move.
@@ -106,6 +109,9 @@ pub struct Heartbeat {
     pub ack: (u64, u64),
     /// The assignment the sender's view stands for (view and weights).
     pub digest: u64,
+    /// What the sender's farm is made of (its config's VIPs, rules,
+    /// buckets, delivery and hash version).
+    pub farm: u64,
     /// The buckets whose old connections the sender still serves.
     pub moving_out: BucketSet,
     /// The buckets whose new flows the sender still takes although its
@@ -303,6 +309,7 @@ impl Heartbeat {
         out.extend_from_slice(&self.ack.0.to_be_bytes());
         out.extend_from_slice(&self.ack.1.to_be_bytes());
         out.extend_from_slice(&self.digest.to_be_bytes());
+        out.extend_from_slice(&self.farm.to_be_bytes());
         debug_assert_eq!(out.len(), TAG);
         let used = encode_set(&self.moving_out, MAX_MOVING_BYTES, &mut out);
         encode_set(&self.kept_in, MAX_MOVING_BYTES - used, &mut out);
@@ -354,6 +361,7 @@ impl Heartbeat {
             transient: flags & 8 != 0,
             ack: (u64_at(37), u64_at(45)),
             digest: u64_at(53),
+            farm: u64_at(61),
             moving_out,
             kept_in,
         })
@@ -413,6 +421,7 @@ mod tests {
             transient: false,
             ack: (5, 40),
             digest: 0x1234_5678_9abc_def0,
+            farm: 0x0fed_cba9_8765_4321,
             moving_out: BucketSet::none(),
             kept_in: BucketSet::none(),
         }

@@ -137,6 +137,7 @@ impl Sim {
             n_buckets: BUCKETS,
             split_brain: self.split_brain,
             keys: self.keys[i].clone(),
+            farm: 0,
             continuity: true,
             drain_timeout: DRAIN_TIMEOUT,
         };
@@ -509,6 +510,7 @@ fn heartbeat(sender: u16, incarnation: u64, sequence: u64, view: u64) -> Heartbe
         transient: false,
         ack: (0, 0),
         digest: 0,
+        farm: 0,
         moving_out: BucketSet::none(),
         kept_in: BucketSet::none(),
     }
@@ -604,6 +606,49 @@ fn a_peer_with_another_key_is_reported_and_the_policy_decides() {
             _ => assert_eq!(held(&sim, 2), 0),
         }
     }
+}
+
+#[test]
+fn a_node_whose_farm_differs_is_reported_and_no_bucket_is_taken_meanwhile() {
+    let mut sim = Sim::new(25, 3, SplitBrain::ServeAll);
+    assert!(sim
+        .run_until(Duration::from_secs(2), Sim::converged)
+        .is_some());
+    // Node 3 reloads a config the others do not have yet.
+    let now = sim.now;
+    sim.nodes[2].as_mut().unwrap().set_farm(now, 7);
+    sim.run(Duration::from_millis(200));
+    let now = sim.now;
+    for (i, other, theirs) in [(0, 3u16, 7), (2, 1, 0)] {
+        let m = sim.nodes[i].as_ref().unwrap();
+        let p = m.peers(now).into_iter().find(|p| p.id == other).unwrap();
+        assert!(
+            p.alive && !p.agrees,
+            "node {} agrees with node {other}",
+            i + 1
+        );
+        assert_eq!(p.farm, theirs);
+        assert_ne!(p.farm, m.farm());
+    }
+    // Node 2 dies: its buckets wait for the two others to agree again.
+    let orphans: Vec<u32> = sim.nodes[1].as_ref().unwrap().owned().collect();
+    assert!(!orphans.is_empty());
+    sim.crash(1);
+    sim.run(Duration::from_secs(1));
+    for i in [0, 2] {
+        let m = sim.nodes[i].as_ref().unwrap();
+        assert!(
+            orphans.iter().all(|b| m.hold(*b) == Hold::None),
+            "node {} took a bucket while the farms differed",
+            i + 1
+        );
+    }
+    // Node 1 reloads the same config: they agree and take them.
+    let now = sim.now;
+    sim.nodes[0].as_mut().unwrap().set_farm(now, 7);
+    assert!(sim
+        .run_until(Duration::from_secs(1), Sim::converged)
+        .is_some());
 }
 
 #[test]

@@ -266,10 +266,22 @@ def test_a_vip_and_a_rule_added_by_reload_under_traffic_break_no_connection(farm
             Path(config_of(n)).write_text(added(text))
         out = herd("s1", "reload").stdout
         assert "VIPs added: 198.18.0.101" in out and "rules added: tcp 8080" in out, out
-        for n in nodes[1:]:
+        # Until the others reload, s1's farm differs from theirs: said on
+        # both sides.
+        def differs(n):
+            return {p["id"] for p in status(n)["membership"]["nodes"] if p.get("farm_differs")}
+        # Every node heard (a stopped one still heartbeats).
+        heard = [f"s{p['id']}" for p in status("s1")["membership"]["nodes"]
+                 if not p["self"] and p["alive"]]
+        wait_for(lambda: differs("s1") == {int(n[1:]) for n in heard}
+                 and all(differs(n) == {1} for n in heard), 5,
+                 "every node to see that s1's farm differs")
+        assert "its farm config differs" in herd("s1", "status").stdout
+        for n in heard:
             os.kill(int(Path(f"/run/herd-lab/{n}.herd.pid").read_text()), signal.SIGHUP)
         wait_for(lambda: all("198.18.0.101" in status(n)["vips"] for n in nodes), 10,
                  "every node to take the new VIP")
+        wait_for(lambda: not any(differs(n) for n in ["s1", *heard]), 5, "the farms to agree again")
         report = probe("http", vip="198.18.0.101", sources=50, conns=100)
         assert report["ok"] == 100, [r for r in report["results"] if r["error"]][:3]
         report = probe("http", port=8080, sources=50, conns=100)
@@ -290,7 +302,7 @@ def test_a_vip_and_a_rule_added_by_reload_under_traffic_break_no_connection(farm
         # Out again.
         for n, text in originals.items():
             Path(config_of(n)).write_text(text)
-        for n in nodes:
+        for n in ["s1", *heard]:
             out = herd(n, "reload").stdout
             assert "VIPs removed: 198.18.0.101" in out and "rules removed: tcp 8080" in out, out
         assert probe("http", port=8080, sources=10, conns=10, timeout_ms=300)["ok"] == 0
@@ -304,6 +316,9 @@ def test_a_vip_and_a_rule_added_by_reload_under_traffic_break_no_connection(farm
         servers.close()
         for n, text in originals.items():
             Path(config_of(n)).write_text(text)
+        for n in originals:
+            if Path(f"/run/herd-lab/{n}.sock").exists():
+                run(HERD, "reload", "--socket", f"/run/herd-lab/{n}.sock", check=False)
     wait_for(lambda: settled(nodes, nodes), 10, "the farm as it was")
 
 
