@@ -1,8 +1,8 @@
 //! What a reload (`herd reload`, SIGHUP) may change in a running node,
 //! decided without IO from the running config and the new one: the VIPs,
-//! the rules, this node's weight and the membership key files change at
-//! run time, without breaking a connection; every other key needs a
-//! restart and is refused by name.
+//! the rules, this node's weight, the membership key files and the
+//! lcores' polling change at run time, without breaking a connection;
+//! every other key needs a restart and is refused by name.
 //! A rule whose affinity changes is refused too: its port's connections
 //! would hash to other nodes. A refused reload changes nothing.
 
@@ -20,6 +20,8 @@ pub struct Changes {
     pub rules_removed: Vec<Rule>,
     /// This node's configured weight: (before, after).
     pub weight: Option<(u32, u32)>,
+    /// The lcores' idle policy (`polling`) changed.
+    pub polling: bool,
 }
 
 impl Changes {
@@ -67,6 +69,9 @@ impl fmt::Display for Changes {
         if let Some((a, b)) = self.weight {
             parts.push(format!("weight {a} -> {b}"));
         }
+        if self.polling {
+            parts.push("polling".into());
+        }
         write!(f, "{}", parts.join("; "))
     }
 }
@@ -110,6 +115,7 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
     // reads the key files again whatever their paths.
     rest.membership.key_file = running.membership.key_file.clone();
     rest.membership.key_files = running.membership.key_files.clone();
+    rest.polling = running.polling.clone();
     let running_weight = running.this_node().weight;
     let new_weight = if new.node.id == running.node.id {
         let w = new.this_node().weight;
@@ -177,6 +183,7 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
             .cloned()
             .collect(),
         weight: (new_weight != running_weight).then_some((running_weight, new_weight)),
+        polling: new.polling != running.polling,
     })
 }
 
@@ -317,6 +324,15 @@ mod tests {
             keys(plan(&old, &new).unwrap_err()),
             ["membership.period_ms"]
         );
+    }
+
+    #[test]
+    fn the_polling_changes_at_run_time() {
+        let old = running();
+        let mut new = old.clone();
+        new.polling.max_sleep_us += 100;
+        let c = plan(&old, &new).unwrap();
+        assert!(c.polling && c.to_string() == "polling", "{c}");
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub struct Vip<A> {
 
 /// Rules by (protocol, destination port): a direct-mapped table so that the
 /// lookup is one load, whatever the number of rules.
+#[derive(PartialEq, Eq)]
 pub struct RuleTable {
     tcp: Box<[u8; 65536]>,
     udp: Box<[u8; 65536]>,

@@ -313,28 +313,40 @@ fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
     }
 }
 
-/// The classifier the lcores decide with, replaced whole by a reload. An
-/// lcore compares the generation once per poll (one atomic load) and takes
-/// the new classifier when it changed.
-pub struct Classifiers {
-    current: arc_swap::ArcSwap<Classifier>,
+/// What a reload may change in the lcores: the classifier they decide
+/// with and their idle policy, each replaced whole. An lcore compares the
+/// generation once per poll (one atomic load) and takes both when it
+/// changed.
+pub struct LcoreSettings {
+    classifier: arc_swap::ArcSwap<Classifier>,
+    policy: arc_swap::ArcSwap<IdlePolicy>,
     generation: AtomicU64,
 }
 
-impl Classifiers {
-    fn new(c: Arc<Classifier>) -> Classifiers {
-        Classifiers {
-            current: arc_swap::ArcSwap::new(c),
+impl LcoreSettings {
+    fn new(c: Arc<Classifier>, policy: IdlePolicy) -> LcoreSettings {
+        LcoreSettings {
+            classifier: arc_swap::ArcSwap::new(c),
+            policy: arc_swap::ArcSwap::new(Arc::new(policy)),
             generation: AtomicU64::new(0),
         }
     }
 
     pub fn current(&self) -> Arc<Classifier> {
-        self.current.load_full()
+        self.classifier.load_full()
+    }
+
+    pub fn policy(&self) -> IdlePolicy {
+        **self.policy.load()
     }
 
     fn replace(&self, c: Arc<Classifier>) {
-        self.current.store(c);
+        self.classifier.store(c);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn replace_policy(&self, p: IdlePolicy) {
+        self.policy.store(Arc::new(p));
         self.generation.fetch_add(1, Ordering::Release);
     }
 }
@@ -407,6 +419,16 @@ pub struct NodeStatus {
     pub direct_egress: Option<u64>,
     /// The VIPs the fastpath serves now (a reload may change them).
     pub vips: Vec<IpAddr>,
+    /// The lcores' idle policy now (a reload may change it).
+    pub polling: PollingStatus,
+}
+
+/// The lcores' idle policy (`polling`), as `herd status` shows it.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub struct PollingStatus {
+    pub spin_polls: u32,
+    pub min_sleep_us: u64,
+    pub max_sleep_us: u64,
 }
 
 /// Frames the XDP pre-filter passed to the kernel (owned buckets),
@@ -502,7 +524,7 @@ pub struct StatusReader {
     publisher: TablePublisher,
     prefilter: Option<Arc<prefilter::Maps>>,
     direct_egress: Option<Arc<DirectEgress>>,
-    classifiers: Arc<Classifiers>,
+    classifiers: Arc<LcoreSettings>,
 }
 
 impl StatusReader {
@@ -551,6 +573,14 @@ impl StatusReader {
                     PrefilterCounts::default()
                 }
             }),
+            polling: {
+                let p = self.classifiers.policy();
+                PollingStatus {
+                    spin_polls: p.spin_polls,
+                    min_sleep_us: p.min_sleep.as_micros() as u64,
+                    max_sleep_us: p.max_sleep.as_micros() as u64,
+                }
+            },
             vips: {
                 let c = self.classifiers.current();
                 c.vips4
@@ -700,7 +730,8 @@ impl RunningNode {
         let switches: Arc<[TableSwitch]> = (0..queues).map(|_| TableSwitch::default()).collect();
         let flow_gauges: Arc<[FlowGauges]> = (0..queues).map(|_| FlowGauges::default()).collect();
         let classifier = Arc::new(classifier(&config, nic_mac));
-        let classifiers = Arc::new(Classifiers::new(Arc::clone(&classifier)));
+        let policy = IdlePolicy::from_config(&config.polling);
+        let classifiers = Arc::new(LcoreSettings::new(Arc::clone(&classifier), policy));
         let prefilter = match &xdp_prog {
             Some(_) => {
                 Some(Arc::new(prefilter_maps(&classifier).map_err(|e| {
@@ -715,7 +746,6 @@ impl RunningNode {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let nic = Arc::new(nic);
-        let policy = IdlePolicy::from_config(&config.polling);
         let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
         let nic_sockets = match (config.port.driver, &config.port.interface) {
             (Driver::AfPacket | Driver::AfXdp, Some(i)) => {
@@ -816,15 +846,24 @@ impl RunningNode {
         &self.parts.config
     }
 
-    /// Applies the VIPs and rules of `config` to the running node (a
-    /// reload; the caller checked that nothing else changed), without
+    /// Applies the idle policy, VIPs and rules of `config` to the running
+    /// node (a reload; the caller checked that nothing else changed), without
     /// breaking a connection: new VIPs reach the kernel first; the XDP
     /// pre-filter leaves every frame to the fastpath while the lcores take
     /// the new classifier and its maps change; removed VIPs leave the
     /// kernel last.
     pub fn reconfigure(&self, config: &Config) -> Result<(), NodeError> {
+        let policy = IdlePolicy::from_config(&config.polling);
+        if policy != self.parts.classifiers.policy() {
+            self.parts.classifiers.replace_policy(policy);
+        }
         let old = self.parts.classifiers.current();
+        let same_farm =
+            |c: &Classifier| c.vips4 == old.vips4 && c.vips6 == old.vips6 && c.rules == old.rules;
         let new = Arc::new(classifier(config, self.parts.nic_mac));
+        if same_farm(&new) {
+            return Ok(());
+        }
         let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
         let sets_kernel = config.tap.configure_kernel && config.tap.vdev.is_none();
         let has = |c: &Classifier, a: &IpAddr| match a {
@@ -914,7 +953,7 @@ struct Worker {
     pool: Arc<Mempool>,
     classifier: Arc<Classifier>,
     /// Where a reload puts a new classifier, and the generation of ours.
-    classifiers: Arc<Classifiers>,
+    classifiers: Arc<LcoreSettings>,
     classifier_generation: u64,
     table: TableReader,
     counters: Arc<[LcoreCounters]>,
@@ -940,10 +979,12 @@ struct Worker {
 }
 
 impl Worker {
-    /// Takes the newest classifier (a reload changed the VIPs or rules).
+    /// Takes the newest classifier and idle policy (a reload changed the
+    /// VIPs, the rules or the polling).
     fn take_classifier(&mut self) {
         self.classifier_generation = self.classifiers.generation.load(Ordering::Acquire);
         self.classifier = self.classifiers.current();
+        self.policy = self.classifiers.policy();
         self.vip_macs4 = self
             .classifier
             .vips4
@@ -967,6 +1008,7 @@ impl Worker {
         // Room for the frames of a large segment from the kernel.
         let mut to_nic: Vec<Mbuf> = Vec::with_capacity(4 * BURST);
         let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
+        self.take_classifier();
         let mut backoff = Backoff::new(self.policy);
         let mut generation = 0;
         let mut upkeep = FlowUpkeep::new();
@@ -974,10 +1016,10 @@ impl Worker {
         let mut merger = Merger::<Mbuf>::default();
         let mut tap_found = false;
         let mut polls_since_read = 0u32;
-        self.take_classifier();
         while !self.stop.load(Ordering::Relaxed) {
             if self.classifiers.generation.load(Ordering::Acquire) != self.classifier_generation {
                 self.take_classifier();
+                backoff = Backoff::new(self.policy);
             }
             let mut c = BurstCounts {
                 polls: 1,

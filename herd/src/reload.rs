@@ -1,7 +1,8 @@
 //! `herd reload` and SIGHUP: the config file read again and what may
 //! change at run time applied (`config::reload` decides what; this module
 //! applies it): the VIPs and rules to the fastpath, the XDP pre-filter and
-//! the kernel, and to the census of moving buckets; this node's weight and
+//! the kernel, and to the census of moving buckets; the polling to the
+//! lcores; this node's weight and
 //! the keyring (read again from its files) to the membership. On any error
 //! the node keeps the config it runs.
 
@@ -109,17 +110,17 @@ fn apply(
         && changes.vips_removed.is_empty()
         && changes.rules_added.is_empty()
         && changes.rules_removed.is_empty());
-    if farm_changed {
+    if farm_changed || changes.polling {
         if let Err(e) = node.reconfigure(new) {
             // Back to what ran, as far as it goes.
             if let Err(back) = node.reconfigure(running) {
                 tracing::error!("reload: going back to the running config failed too: {back}");
             }
             return Err(format!(
-                "could not apply the VIPs and rules ({e}); the node keeps the config it runs"
+                "could not apply the VIPs, rules and polling ({e}); the node keeps the config it runs"
             ));
         }
-        if let Some(m) = membership {
+        if let (true, Some(m)) = (farm_changed, membership) {
             m.moves.set_served(new);
             let farm = crate::farm::farm_digest(new);
             m.shared.change(|mach, t| mach.set_farm(t, farm));

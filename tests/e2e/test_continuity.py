@@ -261,11 +261,13 @@ def test_a_vip_and_a_rule_added_by_reload_under_traffic_break_no_connection(farm
             assert 'vips = ["198.18.0.100", ' in text and "\n[port]\n" in text
             return (text.replace('vips = ["198.18.0.100", ', 'vips = ["198.18.0.100", "198.18.0.101", ')
                     .replace("\n[port]\n", '\n[[rules]]\nprotocol = "tcp"\nport = 8080\n'
-                             'affinity = "client-ip-port"\n\n[port]\n'))
+                             'affinity = "client-ip-port"\n\n[port]\n')
+                    + "\n[polling]\nmax_sleep_us = 1000\n")
         for n, text in originals.items():
             Path(config_of(n)).write_text(added(text))
         out = herd("s1", "reload").stdout
         assert "VIPs added: 198.18.0.101" in out and "rules added: tcp 8080" in out, out
+        assert "polling" in out and status("s1")["polling"]["max_sleep_us"] == 1000, out
         # Until the others reload, s1's farm differs from theirs: said on
         # both sides.
         def differs(n):
@@ -305,6 +307,7 @@ def test_a_vip_and_a_rule_added_by_reload_under_traffic_break_no_connection(farm
         for n in ["s1", *heard]:
             out = herd(n, "reload").stdout
             assert "VIPs removed: 198.18.0.101" in out and "rules removed: tcp 8080" in out, out
+            assert status(n)["polling"]["max_sleep_us"] == 1500, status(n)["polling"]
         assert probe("http", port=8080, sources=10, conns=10, timeout_ms=300)["ok"] == 0
         assert probe("http", sources=50, conns=100)["ok"] == 100
         report = hold.stop()
