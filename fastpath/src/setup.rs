@@ -213,3 +213,46 @@ impl KernelSetup {
         }
     }
 }
+
+/// Whatever ends a start or a run (an error after the kernel was set up, a
+/// panic, a forgotten `undo`), the kernel is left as it was found: VIPs off
+/// `lo`, nftables tables removed. `undo` empties the list, so an explicit
+/// `undo` first makes this a no-op.
+impl Drop for KernelSetup {
+    fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_the_setup_undoes_it_newest_first_and_only_once() {
+        let dir = std::env::temp_dir().join(format!("herd-setup-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("undone");
+        let step = |n: &str| {
+            vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                format!("echo {n} >> {}", log.display()),
+            ]
+        };
+        let mut setup = KernelSetup {
+            undo: vec![step("first"), step("second")],
+        };
+        drop(setup);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "second\nfirst\n");
+        // An explicit undo, then the drop: each step runs once.
+        std::fs::remove_file(&log).unwrap();
+        setup = KernelSetup {
+            undo: vec![step("only")],
+        };
+        setup.undo();
+        drop(setup);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "only\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
