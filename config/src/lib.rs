@@ -832,19 +832,13 @@ impl Config {
             }
             _ => {}
         }
-        let key = if m.key_file.is_some() {
-            "membership.key_file".to_string()
-        } else {
-            "membership.key_files".to_string()
-        };
         if m.key_files.len() > 8 {
-            return Err(invalid(&key, "at most 8 keys"));
+            return Err(invalid("membership.key_files", "at most 8 keys"));
         }
         for (i, path) in m.key_paths().iter().enumerate() {
-            let key = if m.key_file.is_some() {
-                key.clone()
-            } else {
-                format!("{key}[{i}]")
+            let key = match m.key_file {
+                Some(_) => "membership.key_file".to_string(),
+                None => format!("membership.key_files[{i}]"),
             };
             let bytes = std::fs::read(path)
                 .map_err(|e| invalid(&key, format!("cannot read {}: {e}", path.display())))?;

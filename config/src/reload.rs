@@ -28,6 +28,15 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         *self == Changes::default()
     }
+
+    /// Whether the VIPs or the rules change (what the nodes of a farm
+    /// share).
+    pub fn farm_changed(&self) -> bool {
+        !(self.vips_added.is_empty()
+            && self.vips_removed.is_empty()
+            && self.rules_added.is_empty()
+            && self.rules_removed.is_empty())
+    }
 }
 
 fn rule_name(r: &Rule) -> String {

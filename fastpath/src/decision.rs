@@ -4,7 +4,7 @@ use crate::flows::{FlowId, FlowPacket, FlowTracker, PacketKind};
 use crate::hash::FlowKey;
 use crate::table::{BucketTable, Move};
 use crate::wire::{self, Arp, Ethernet, Ipv4, Ipv6, MacAddr, Malformed};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// How a rule keys its traffic (SafeKit's `on_addr` / `on_port`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,6 +141,18 @@ impl Classifier {
     #[inline]
     fn vip6(&self, addr: &[u8; 16]) -> Option<usize> {
         self.vips6.iter().position(|v| &v.address.octets() == addr)
+    }
+
+    /// Every VIP, IPv4 first.
+    pub fn vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self.vips4.iter().map(|v| IpAddr::V4(v.address));
+        v4.chain(self.vips6.iter().map(|v| IpAddr::V6(v.address)))
+    }
+
+    /// The MAC of every VIP, IPv4 first.
+    pub fn vip_macs(&self) -> impl Iterator<Item = MacAddr> + '_ {
+        let v4 = self.vips4.iter().map(|v| v.mac);
+        v4.chain(self.vips6.iter().map(|v| v.mac))
     }
 
     #[inline]

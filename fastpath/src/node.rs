@@ -332,7 +332,7 @@ impl LcoreSettings {
         }
     }
 
-    pub fn current(&self) -> Arc<Classifier> {
+    pub fn classifier(&self) -> Arc<Classifier> {
         self.classifier.load_full()
     }
 
@@ -340,7 +340,7 @@ impl LcoreSettings {
         **self.policy.load()
     }
 
-    fn replace(&self, c: Arc<Classifier>) {
+    fn replace_classifier(&self, c: Arc<Classifier>) {
         self.classifier.store(c);
         self.generation.fetch_add(1, Ordering::Release);
     }
@@ -524,7 +524,7 @@ pub struct StatusReader {
     publisher: TablePublisher,
     prefilter: Option<Arc<prefilter::Maps>>,
     direct_egress: Option<Arc<DirectEgress>>,
-    classifiers: Arc<LcoreSettings>,
+    settings: Arc<LcoreSettings>,
 }
 
 impl StatusReader {
@@ -574,21 +574,14 @@ impl StatusReader {
                 }
             }),
             polling: {
-                let p = self.classifiers.policy();
+                let p = self.settings.policy();
                 PollingStatus {
                     spin_polls: p.spin_polls,
                     min_sleep_us: p.min_sleep.as_micros() as u64,
                     max_sleep_us: p.max_sleep.as_micros() as u64,
                 }
             },
-            vips: {
-                let c = self.classifiers.current();
-                c.vips4
-                    .iter()
-                    .map(|v| IpAddr::V4(v.address))
-                    .chain(c.vips6.iter().map(|v| IpAddr::V6(v.address)))
-                    .collect()
-            },
+            vips: self.settings.classifier().vips().collect(),
             direct_egress: self.direct_egress.as_ref().map(|d| {
                 d.frames().unwrap_or_else(|e| {
                     tracing::warn!("the direct egress's counter: {e}");
@@ -731,7 +724,7 @@ impl RunningNode {
         let flow_gauges: Arc<[FlowGauges]> = (0..queues).map(|_| FlowGauges::default()).collect();
         let classifier = Arc::new(classifier(&config, nic_mac));
         let policy = IdlePolicy::from_config(&config.polling);
-        let classifiers = Arc::new(LcoreSettings::new(Arc::clone(&classifier), policy));
+        let settings = Arc::new(LcoreSettings::new(Arc::clone(&classifier), policy));
         let prefilter = match &xdp_prog {
             Some(_) => {
                 Some(Arc::new(prefilter_maps(&classifier).map_err(|e| {
@@ -789,8 +782,8 @@ impl RunningNode {
                 kernel: kernel_port.clone(),
                 pool: Arc::clone(&pool),
                 classifier: Arc::clone(&classifier),
-                classifiers: Arc::clone(&classifiers),
-                classifier_generation: 0,
+                settings: Arc::clone(&settings),
+                settings_generation: 0,
                 table: publisher.reader(),
                 counters: Arc::clone(&counters),
                 switches: Arc::clone(&switches),
@@ -806,8 +799,6 @@ impl RunningNode {
                 packet_tx: packet_txs[q].take(),
                 kernel_reads,
                 gro: config.tap.offloads && config.tap.gro,
-                vip_macs4: Vec::new(),
-                vip_macs6: Vec::new(),
             };
             eal.launch(lcore, move || worker.run())?;
         }
@@ -834,7 +825,7 @@ impl RunningNode {
                 publisher,
                 prefilter,
                 direct_egress,
-                classifiers: Arc::clone(&classifiers),
+                settings: Arc::clone(&settings),
             },
             stop,
             kernel: Mutex::new(kernel),
@@ -854,10 +845,10 @@ impl RunningNode {
     /// kernel last.
     pub fn reconfigure(&self, config: &Config) -> Result<(), NodeError> {
         let policy = IdlePolicy::from_config(&config.polling);
-        if policy != self.parts.classifiers.policy() {
-            self.parts.classifiers.replace_policy(policy);
+        if policy != self.parts.settings.policy() {
+            self.parts.settings.replace_policy(policy);
         }
-        let old = self.parts.classifiers.current();
+        let old = self.parts.settings.classifier();
         let same_farm =
             |c: &Classifier| c.vips4 == old.vips4 && c.vips6 == old.vips6 && c.rules == old.rules;
         let new = Arc::new(classifier(config, self.parts.nic_mac));
@@ -866,16 +857,13 @@ impl RunningNode {
         }
         let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
         let sets_kernel = config.tap.configure_kernel && config.tap.vdev.is_none();
-        let has = |c: &Classifier, a: &IpAddr| match a {
-            IpAddr::V4(a) => c.vips4.iter().any(|v| v.address == *a),
-            IpAddr::V6(a) => c.vips6.iter().any(|v| v.address == *a),
-        };
+        let has = |c: &Classifier, a: IpAddr| c.vips().any(|v| v == a);
         if sets_kernel {
-            for vip in config.farm.vips.iter().filter(|a| !has(&old, a)) {
-                kernel.add_vip(*vip)?;
+            for vip in new.vips().filter(|a| !has(&old, *a)) {
+                kernel.add_vip(vip)?;
             }
         }
-        let swap = || self.parts.classifiers.replace(Arc::clone(&new));
+        let swap = || self.parts.settings.replace_classifier(Arc::clone(&new));
         match &self.parts.prefilter {
             Some(maps) => maps
                 .reconfigure(&old, &new, swap, || self.parts.publisher.load())
@@ -883,14 +871,7 @@ impl RunningNode {
             None => swap(),
         }
         if sets_kernel {
-            let removed: Vec<IpAddr> = old
-                .vips4
-                .iter()
-                .map(|v| IpAddr::V4(v.address))
-                .chain(old.vips6.iter().map(|v| IpAddr::V6(v.address)))
-                .filter(|a| !has(&new, a))
-                .collect();
-            for vip in removed {
+            for vip in old.vips().filter(|a| !has(&new, *a)) {
                 kernel.remove_vip(vip)?;
             }
         }
@@ -952,9 +933,10 @@ struct Worker {
     kernel: KernelPort,
     pool: Arc<Mempool>,
     classifier: Arc<Classifier>,
-    /// Where a reload puts a new classifier, and the generation of ours.
-    classifiers: Arc<LcoreSettings>,
-    classifier_generation: u64,
+    /// Where a reload puts a new classifier and idle policy, and the
+    /// generation of ours.
+    settings: Arc<LcoreSettings>,
+    settings_generation: u64,
     table: TableReader,
     counters: Arc<[LcoreCounters]>,
     switches: Arc<[TableSwitch]>,
@@ -974,29 +956,15 @@ struct Worker {
     kernel_reads: bool,
     /// Merge the NIC's TCP segments before the TAP (`tap.gro`).
     gro: bool,
-    vip_macs4: Vec<(std::net::Ipv4Addr, [u8; 6])>,
-    vip_macs6: Vec<(std::net::Ipv6Addr, [u8; 6])>,
 }
 
 impl Worker {
     /// Takes the newest classifier and idle policy (a reload changed the
     /// VIPs, the rules or the polling).
-    fn take_classifier(&mut self) {
-        self.classifier_generation = self.classifiers.generation.load(Ordering::Acquire);
-        self.classifier = self.classifiers.current();
-        self.policy = self.classifiers.policy();
-        self.vip_macs4 = self
-            .classifier
-            .vips4
-            .iter()
-            .map(|v| (v.address, v.mac))
-            .collect();
-        self.vip_macs6 = self
-            .classifier
-            .vips6
-            .iter()
-            .map(|v| (v.address, v.mac))
-            .collect();
+    fn take_settings(&mut self) {
+        self.settings_generation = self.settings.generation.load(Ordering::Acquire);
+        self.classifier = self.settings.classifier();
+        self.policy = self.settings.policy();
     }
 
     fn run(mut self) {
@@ -1008,7 +976,7 @@ impl Worker {
         // Room for the frames of a large segment from the kernel.
         let mut to_nic: Vec<Mbuf> = Vec::with_capacity(4 * BURST);
         let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
-        self.take_classifier();
+        self.take_settings();
         let mut backoff = Backoff::new(self.policy);
         let mut generation = 0;
         let mut upkeep = FlowUpkeep::new();
@@ -1017,8 +985,8 @@ impl Worker {
         let mut tap_found = false;
         let mut polls_since_read = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
-            if self.classifiers.generation.load(Ordering::Acquire) != self.classifier_generation {
-                self.take_classifier();
+            if self.settings.generation.load(Ordering::Acquire) != self.settings_generation {
+                self.take_settings();
                 backoff = Backoff::new(self.policy);
             }
             let mut c = BurstCounts {
@@ -1078,13 +1046,13 @@ impl Worker {
                             to_tap.push(m);
                         }
                         Verdict::ArpReply { arp_offset, vip } => {
-                            let (addr, mac) = self.vip_macs4[usize::from(vip)];
+                            let v = self.classifier.vips4[usize::from(vip)];
                             if reply::arp_reply_in_place(
                                 m.data_mut(),
                                 usize::from(arp_offset),
                                 own_mac,
-                                addr,
-                                mac,
+                                v.address,
+                                v.mac,
                             ) {
                                 c.arp_replies += 1;
                                 to_nic.push(m);
@@ -1093,13 +1061,13 @@ impl Worker {
                             }
                         }
                         Verdict::NdpAdvert { ipv6_offset, vip } => {
-                            let (addr, mac) = self.vip_macs6[usize::from(vip)];
+                            let v = self.classifier.vips6[usize::from(vip)];
                             match reply::ndp_advert_in_place(
                                 m.room_mut(),
                                 usize::from(ipv6_offset),
                                 own_mac,
-                                addr,
-                                mac,
+                                v.address,
+                                v.mac,
                             ) {
                                 Some(len) if m.set_len(len) => {
                                     c.ndp_replies += 1;

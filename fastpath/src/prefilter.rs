@@ -87,6 +87,11 @@ pub fn rule_entries(rules: &RuleTable) -> Vec<(u32, u8)> {
     out
 }
 
+/// An IPv4 VIP as the program's key: its address as in the header.
+fn vip4_key(a: std::net::Ipv4Addr) -> [u8; 4] {
+    a.octets()
+}
+
 /// A MAC as the program's u64 key (its bytes, little-endian, 2 zero bytes).
 pub fn mac_key(mac: [u8; 6]) -> u64 {
     let mut b = [0u8; 8];
@@ -149,13 +154,9 @@ impl Maps {
     /// Writes the VIPs, their MACs, the rules and the NIC's MAC.
     pub fn configure(&self, classifier: &Classifier) -> io::Result<()> {
         for vip in &classifier.vips4 {
-            self.vips4.update(
-                &u32::from_le_bytes(vip.address.octets()).to_ne_bytes(),
-                &[1],
-            )?;
+            self.vips4.update(&vip4_key(vip.address), &[1])?;
         }
-        let macs = classifier.vips4.iter().map(|v| v.mac);
-        for mac in macs.chain(classifier.vips6.iter().map(|v| v.mac)) {
+        for mac in classifier.vip_macs() {
             self.vip_macs.update(&mac_key(mac).to_ne_bytes(), &[1])?;
         }
         for (key, affinity) in rule_entries(&classifier.rules) {
@@ -183,20 +184,11 @@ impl Maps {
         during();
         for vip in &old.vips4 {
             if !new.vips4.iter().any(|v| v.address == vip.address) {
-                self.vips4
-                    .delete(&u32::from_le_bytes(vip.address.octets()).to_ne_bytes())?;
+                self.vips4.delete(&vip4_key(vip.address))?;
             }
         }
-        let macs = |c: &Classifier| -> Vec<[u8; 6]> {
-            c.vips4
-                .iter()
-                .map(|v| v.mac)
-                .chain(c.vips6.iter().map(|v| v.mac))
-                .collect()
-        };
-        let new_macs = macs(new);
-        for mac in macs(old) {
-            if !new_macs.contains(&mac) {
+        for mac in old.vip_macs() {
+            if !new.vip_macs().any(|m| m == mac) {
                 self.vip_macs.delete(&mac_key(mac).to_ne_bytes())?;
             }
         }

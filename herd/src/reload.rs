@@ -67,25 +67,22 @@ pub fn reload(
     if let Err(message) = apply(&changes, running, &new, node, membership) {
         return refuse(message);
     }
-    let mut message = if changes.is_empty() {
-        String::new()
-    } else {
-        changes.to_string()
-    };
+    let mut parts = Vec::new();
+    if !changes.is_empty() {
+        parts.push(changes.to_string());
+    }
     if let (Some(keys), Some(m)) = (keys, membership) {
-        let n = keys.len();
-        m.shared.change(|mach, _| mach.set_keys(keys));
-        if !message.is_empty() {
-            message += "; ";
-        }
-        message += &format!(
-            "membership keys: {n}, sending with {}",
+        parts.push(format!(
+            "membership keys: {}, sending with {}",
+            keys.len(),
             new.membership
                 .key_paths()
                 .first()
                 .map_or("?".into(), |p| p.display().to_string())
-        );
+        ));
+        m.shared.change(|mach, _| mach.set_keys(keys));
     }
+    let mut message = parts.join("; ");
     *running = new;
     if let (Some((_, w)), Some(m)) = (changes.weight, membership) {
         if m.weights.current() != w {
@@ -106,10 +103,7 @@ fn apply(
     node: &RunningNode,
     membership: Option<&MembershipHandle>,
 ) -> Result<(), String> {
-    let farm_changed = !(changes.vips_added.is_empty()
-        && changes.vips_removed.is_empty()
-        && changes.rules_added.is_empty()
-        && changes.rules_removed.is_empty());
+    let farm_changed = changes.farm_changed();
     if farm_changed || changes.polling {
         if let Err(e) = node.reconfigure(new) {
             // Back to what ran, as far as it goes.

@@ -150,6 +150,18 @@ pub enum Event {
     FarmAgrees { peer: u16 },
 }
 
+impl Event {
+    /// What a peer announcing farm digest `theirs` means to a node whose
+    /// digest is `ours`.
+    fn farm(peer: u16, ours: u64, theirs: u64) -> Event {
+        if theirs == ours {
+            Event::FarmAgrees { peer }
+        } else {
+            Event::FarmDiffers { peer, ours, theirs }
+        }
+    }
+}
+
 /// Drops and receptions, counted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -426,16 +438,8 @@ impl Machine {
                 self.next_heartbeat = self.next_heartbeat.min(now);
             }
             if hb.farm != peer.farm {
-                let (id, ours) = (peer.id, self.s.farm);
-                self.events.push_back(if hb.farm == ours {
-                    Event::FarmAgrees { peer: id }
-                } else {
-                    Event::FarmDiffers {
-                        peer: id,
-                        ours,
-                        theirs: hb.farm,
-                    }
-                });
+                self.events
+                    .push_back(Event::farm(peer.id, self.s.farm, hb.farm));
             }
             peer.farm = hb.farm;
             if hb.ack.0 == self.incarnation {
@@ -922,15 +926,7 @@ impl Machine {
                 .map(|p| (p.id, p.farm))
                 .collect();
             for (peer, theirs) in heard {
-                self.events.push_back(if theirs == farm {
-                    Event::FarmAgrees { peer }
-                } else {
-                    Event::FarmDiffers {
-                        peer,
-                        ours: farm,
-                        theirs,
-                    }
-                });
+                self.events.push_back(Event::farm(peer, farm, theirs));
             }
             self.next_heartbeat = self.next_heartbeat.min(now);
             self.update(now);

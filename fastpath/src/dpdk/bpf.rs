@@ -280,7 +280,7 @@ impl Object {
         // the call only.
         let rc = unsafe { sys::bpf_tc_hook_create(&mut hook) };
         // An existing clsact qdisc (another tool's filters) is shared.
-        if rc != -libc_eexist() {
+        if rc != -libc::EEXIST {
             check(rc)?;
         }
         let mut opts = sys::bpf_tc_opts {
@@ -344,13 +344,6 @@ impl Object {
 // the end of the last field instead (libbpf reads only what `sz` covers).
 const TC_HOOK_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_hook, parent) + 4;
 const TC_OPTS_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_opts, priority) + 4;
-
-/// `EEXIST`, as libbpf returns it negated.
-fn libc_eexist() -> i32 {
-    io::Error::from(io::ErrorKind::AlreadyExists)
-        .raw_os_error()
-        .unwrap_or(17)
-}
 
 /// A tc program attached to an interface's egress; detached when dropped
 /// (the `clsact` qdisc stays: other filters may share it). If the
