@@ -23,6 +23,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== unit and property tests"
 cargo test --workspace
 
+echo "== the Debian package (installed and removed by the end-to-end tests)"
+bash ci/package.sh
+
 echo "== end-to-end tests in the lab"
 cargo build --workspace --bins
 export HERD_BIN_DIR="$PWD/target/debug"

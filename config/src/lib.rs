@@ -196,6 +196,12 @@ pub struct Membership {
     /// The address the `witness` policy pings.
     #[serde(default)]
     pub witness: Option<IpAddr>,
+    /// The newest heartbeat protocol version this node speaks. Unset: the
+    /// build's newest. The previous version holds an upgraded node at what
+    /// the farm's older nodes speak (a reload releases it; see the
+    /// README's "Upgrades").
+    #[serde(default)]
+    pub protocol_version: Option<u8>,
 }
 
 impl Membership {
@@ -224,6 +230,7 @@ impl Default for Membership {
             key_files: Vec::new(),
             split_brain: SplitBrain::default(),
             witness: None,
+            protocol_version: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! What a reload (`herd reload`, SIGHUP) may change in a running node,
 //! decided without IO from the running config and the new one: the VIPs,
-//! the rules, this node's weight, the membership key files and the
-//! lcores' polling change at run time, without breaking a connection;
+//! the rules, this node's weight, the membership key files and protocol
+//! version, and the lcores' polling change at run time, without breaking a connection;
 //! every other key needs a restart and is refused by name.
 //! A rule whose affinity changes is refused too: its port's connections
 //! would hash to other nodes. A refused reload changes nothing.
@@ -22,6 +22,8 @@ pub struct Changes {
     pub weight: Option<(u32, u32)>,
     /// The lcores' idle policy (`polling`) changed.
     pub polling: bool,
+    /// `membership.protocol_version`: (before, after).
+    pub protocol_version: Option<(Option<u8>, Option<u8>)>,
 }
 
 impl Changes {
@@ -81,6 +83,12 @@ impl fmt::Display for Changes {
         if self.polling {
             parts.push("polling".into());
         }
+        if let Some((_, after)) = self.protocol_version {
+            parts.push(match after {
+                Some(v) => format!("protocol held at version {v}"),
+                None => "protocol: the build's newest".into(),
+            });
+        }
         write!(f, "{}", parts.join("; "))
     }
 }
@@ -125,6 +133,7 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
     rest.membership.key_file = running.membership.key_file.clone();
     rest.membership.key_files = running.membership.key_files.clone();
     rest.polling = running.polling.clone();
+    rest.membership.protocol_version = running.membership.protocol_version;
     let running_weight = running.this_node().weight;
     let new_weight = if new.node.id == running.node.id {
         let w = new.this_node().weight;
@@ -193,6 +202,11 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
             .collect(),
         weight: (new_weight != running_weight).then_some((running_weight, new_weight)),
         polling: new.polling != running.polling,
+        protocol_version: (new.membership.protocol_version != running.membership.protocol_version)
+            .then_some((
+                running.membership.protocol_version,
+                new.membership.protocol_version,
+            )),
     })
 }
 
@@ -342,6 +356,19 @@ mod tests {
         new.polling.max_sleep_us += 100;
         let c = plan(&old, &new).unwrap();
         assert!(c.polling && c.to_string() == "polling", "{c}");
+    }
+
+    #[test]
+    fn the_protocol_version_is_held_and_released_at_run_time() {
+        let old = running();
+        let mut held = old.clone();
+        held.membership.protocol_version = Some(5);
+        let c = plan(&old, &held).unwrap();
+        assert_eq!(c.protocol_version, Some((None, Some(5))));
+        assert_eq!(c.to_string(), "protocol held at version 5");
+        let c = plan(&held, &old).unwrap();
+        assert_eq!(c.to_string(), "protocol: the build's newest");
+        assert!(!c.farm_changed());
     }
 
     #[test]

@@ -528,6 +528,18 @@ pub struct StatusReader {
 }
 
 impl StatusReader {
+    /// Each lcore's poll count, by queue: it grows while the lcore runs,
+    /// idle or not.
+    pub fn lcore_polls(&self) -> Vec<u64> {
+        self.counters.iter().map(|c| c.snapshot().polls).collect()
+    }
+
+    /// The buckets this node owns now, and of how many.
+    pub fn owned_buckets(&self) -> (u32, u32) {
+        let table = self.publisher.load();
+        (table.owned_count(), table.n_buckets())
+    }
+
     pub fn status(&self) -> NodeStatus {
         let table = self.publisher.load();
         let lcores: Vec<LcoreStatus> = self

@@ -393,8 +393,10 @@ pub fn render_status(v: &serde_json::Value) -> String {
     }
     if let Some(nodes) = v["membership"]["nodes"].as_array() {
         out += &format!(
-            "membership view {}  failovers {}:\n",
-            v["membership"]["view"], v["membership"]["counters"]["failovers"]
+            "membership view {}  failovers {}  protocol versions {}:\n",
+            v["membership"]["view"],
+            v["membership"]["counters"]["failovers"],
+            v["membership"]["protocol_versions"].as_str().unwrap_or("?")
         );
         for n in nodes {
             out +=
@@ -427,11 +429,24 @@ pub fn render_status(v: &serde_json::Value) -> String {
                     v["membership"]["farm_digest"].as_str().unwrap_or("?")
                 );
             }
+            if n["self"].as_bool() != Some(true) {
+                if let Some(p) = n["protocol"].as_u64() {
+                    out += &format!(
+                        "      protocol {p} (it speaks {})\n",
+                        n["speaks"].as_str().unwrap_or("? (not heard yet)")
+                    );
+                }
+            }
             if let Some(r) = n["rejected"].as_object() {
                 out += &format!(
-                    "      heard {} ms ago but refused ({}): not trusted, so counted dead\n",
+                    "      a heartbeat {} ms ago was refused ({}): {}\n",
                     r.get("age_ms").and_then(|a| a.as_u64()).unwrap_or(0),
-                    r.get("why").and_then(|w| w.as_str()).unwrap_or("?")
+                    r.get("why").and_then(|w| w.as_str()).unwrap_or("?"),
+                    if n["alive"].as_bool() == Some(true) {
+                        "not trusted; it is alive by the others"
+                    } else {
+                        "not trusted, so counted dead"
+                    }
                 );
             }
         }

@@ -12,7 +12,7 @@ use fastpath::table::{BucketTable, TablePublisher};
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
 use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain};
-use membership::wire::{Key, Keyring};
+use membership::wire::{Key, Keyring, Versions};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -141,7 +141,9 @@ impl Farm {
             return Ok(None);
         }
         let keys = read_keyring(c)?;
+        let versions = protocol_versions(c)?;
         let settings = Settings {
+            versions,
             nodes: c
                 .farm
                 .nodes
@@ -260,6 +262,19 @@ pub fn farm_digest(c: &Config) -> u64 {
     bytes.extend_from_slice(&(rules.len() as u32).to_be_bytes());
     rules.iter().for_each(|r| bytes.extend_from_slice(r));
     xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// The heartbeat protocol versions the config asks this node to speak.
+pub fn protocol_versions(c: &Config) -> Result<Versions> {
+    match c.membership.protocol_version {
+        None => Ok(Versions::BUILD),
+        Some(v) => Versions::up_to(v).with_context(|| {
+            format!(
+                "membership.protocol_version: {v} is not spoken by this build (it speaks {})",
+                Versions::BUILD
+            )
+        }),
+    }
 }
 
 /// The membership keyring of a config: its key files read, the sending
@@ -500,6 +515,7 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
             "moving_in": m.with_hold(Hold::In).count(),
             "moving_out": m.with_hold(Hold::Out).count(),
             "kept_in": m.kept_in().count(),
+            "speaks": m.versions().to_string(),
         })];
         for p in m.peers(now) {
             nodes.push(serde_json::json!({
@@ -517,6 +533,8 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
                 "heartbeat_age_ms": p.ages.iter().map(|a| a.map(|d| d.as_millis() as u64)).collect::<Vec<_>>(),
                 "farm_digest": format!("{:016x}", p.farm),
                 "farm_differs": p.alive && p.farm != m.farm(),
+                "speaks": p.speaks.map(|v| v.to_string()),
+                "protocol": p.talks,
                 "rejected": p.rejected.map(|(age, why)| serde_json::json!({
                     "why": match why {
                         Rejection::Authentication => "authentication".to_string(),
@@ -529,6 +547,7 @@ pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> ser
         serde_json::json!({
             "view": members,
             "farm_digest": format!("{:016x}", m.farm()),
+            "protocol_versions": m.versions().to_string(),
             "weight": m.weight(),
             "draining": m.draining(),
             "nodes": nodes,

@@ -142,6 +142,12 @@ fn metrics(node: &Node) -> Result<String> {
         "1 while heartbeats claiming to come from the peer are refused (another key or protocol version)",
         refused.clone(),
     );
+    let protocol = Family::<Labels, Gauge>::default();
+    reg.register(
+        "peer_protocol_version",
+        "The heartbeat protocol version this node writes to the peer (the newest both speak; during a rolling upgrade the previous one to nodes not yet upgraded)",
+        protocol.clone(),
+    );
     let share = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     reg.register(
         "bucket_share",
@@ -306,6 +312,9 @@ fn metrics(node: &Node) -> Result<String> {
             refused
                 .get_or_create(&l)
                 .set(i64::from(n["rejected"].is_object()));
+            protocol
+                .get_or_create(&l)
+                .set(n["protocol"].as_i64().unwrap_or(0));
             for (net, a) in n["heartbeat_age_ms"]
                 .as_array()
                 .into_iter()

@@ -6,6 +6,8 @@ mod control;
 mod farm;
 mod http;
 mod reload;
+mod service;
+mod setup;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -114,18 +116,48 @@ enum Command {
     },
     /// Validate a config file and exit (0 valid, 1 invalid).
     CheckConfig { file: PathBuf },
+    /// Prepare the host for a config: hugepages (`dpdk.hugepages`) and
+    /// a NIC bound to vfio-pci (`port.driver = "pci"`), with the tools of
+    /// Debian's `dpdk` package. Does nothing where nothing is missing.
+    Setup {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print the commands without running them.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff).
+    #[command(hide = true)]
+    Manpage,
+}
+
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if service::stderr_is_journal() {
+        // journald stamps each line itself and reads its priority from a
+        // `<N>` prefix.
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false);
+        builder
+            .event_format(service::JournalPriority(format))
+            .init();
+    } else {
+        builder
+            // Colours only on a terminal: logs in files stay greppable.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERD_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: logs in files stay greppable.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let cli = Cli::parse();
     if let Command::State { target } = &cli.command {
         return match ask(target, "state") {
@@ -162,6 +194,15 @@ fn main() -> ExitCode {
         ),
         Command::State { .. } => unreachable!("handled above"),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Setup { config, dry_run } => config::Config::from_file(&config)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| setup::set_up(&c, dry_run)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "herd", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpage => manpage(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -171,6 +212,56 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The manual page: clap's sections from the CLI, then what an operator
+/// looks up beside the commands.
+fn manpage() -> Result<()> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(Cli::command())
+        .section("8")
+        .render(&mut out)
+        .context("writing the manual page")?;
+    out.write_all(MANPAGE_EXTRA.as_bytes())?;
+    Ok(())
+}
+
+const MANPAGE_EXTRA: &str = r#".SH SIGNALS
+.TP
+\fBSIGTERM\fR, \fBSIGINT\fR
+Stop cleanly: the node withdraws (its buckets move to the other nodes), its
+stop scripts run, then the fastpath stops and the kernel set-up (VIPs on
+lo, nftables tables) is undone.
+.TP
+\fBSIGHUP\fR
+Reload the config file, as \fBherd reload\fR does.
+.SH ENVIRONMENT
+.TP
+\fBHERD_LOG\fR
+The log filter (tracing's EnvFilter syntax), \fBinfo\fR by default.
+.TP
+\fBNOTIFY_SOCKET\fR, \fBWATCHDOG_USEC\fR
+Set by systemd for a Type=notify unit: the node reports READY once it
+runs, RELOADING and STOPPING, and feeds the watchdog only while every
+lcore makes progress.
+.SH FILES
+.TP
+\fI/etc/herd/herd.toml\fR
+The node's config (see \fBherd check-config\fR).
+.TP
+\fI/run/herd/herd.sock\fR
+The control socket (\fBcontrol.socket\fR), root only.
+.TP
+\fI/var/lib/herd\fR
+\fBnode.state_dir\fR: a weight set with \fBherd weight\fR, kept across
+restarts.
+.SH EXIT STATUS
+\fBherd state\fR exits 0 for STOP, 1 for WAIT, 2 for UP and 3 when the node
+cannot be asked; every other command exits 0 on success and 1 on error.
+.SH SEE ALSO
+\fBsystemctl\fR(1), \fBdpdk-hugepages.py\fR, \fBdpdk-devbind.py\fR
+"#;
 
 /// A weight (0..=4294967295) or `config`.
 fn parse_weight(arg: &str) -> Result<String, String> {
@@ -185,6 +276,7 @@ fn parse_weight(arg: &str) -> Result<String, String> {
 
 fn check_config(file: &std::path::Path) -> Result<()> {
     let c = config::Config::from_file(file)?;
+    farm::protocol_versions(&c)?;
     println!(
         "{}: valid (farm {:?}, node {} {:?}, {} VIPs, {} rules, {} checkers)",
         file.display(),
@@ -202,73 +294,122 @@ fn run(path: &std::path::Path) -> Result<()> {
     let config = config::Config::from_file(path)?;
     let socket = config.control.socket.clone();
     let farm = farm::Farm::new(&config)?;
-    let node = fastpath::node::RunningNode::start(config.clone(), farm.initial_table())
-        .context("starting the node")?;
+    // Built before the node starts: nothing after the start may return
+    // without stopping it.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
-    let served = rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        // SIGHUP reloads the config (as service managers send it).
-        let mut hup = signal(SignalKind::hangup())?;
-        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<reload::Request>(4);
-        let membership = farm.start(node.publisher())?;
-        let health = health::driver::spawn(
-            &config,
-            node.nic_link(),
-            farm.on_status(
-                node.publisher(),
-                membership.as_ref().map(|m| Arc::clone(&m.shared)),
-            ),
-        );
-        let names: BTreeMap<u16, String> = config
-            .farm
-            .nodes
-            .iter()
-            .map(|n| (n.id, n.name.clone()))
-            .collect();
-        let ctl = control::Node {
-            status: node.status_reader(),
-            membership,
-            health: health.clone(),
-            names: Arc::new(names),
-            reload: reload_tx,
-        };
-        let listener = control::bind(&socket)?;
-        tokio::spawn(control::serve(listener, ctl.clone()));
-        if let Some(addr) = config.control.http {
-            let l = http::bind(addr).await?;
-            tokio::spawn(http::serve(l, ctl.clone()));
-        }
-        let mut running = config.clone();
-        loop {
-            tokio::select! {
-                _ = term.recv() => {
-                    tracing::info!("SIGTERM: stopping");
-                    break;
-                }
-                _ = int.recv() => {
-                    tracing::info!("SIGINT: stopping");
-                    break;
-                }
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading {}", path.display());
-                    reload::reload(path, &mut running, &node, ctl.membership.as_ref());
-                }
-                Some(reply) = reload_rx.recv() => {
-                    let outcome = reload::reload(path, &mut running, &node, ctl.membership.as_ref());
-                    let _ = reply.send(outcome);
-                }
-            }
-        }
-        stop_cleanly(&health, &config).await;
-        anyhow::Ok(())
-    });
+    let notifier = service::Notifier::from_env();
+    let node = fastpath::node::RunningNode::start(config.clone(), farm.initial_table())
+        .context("starting the node")?;
+    let served = rt.block_on(serve(path, &config, &farm, &node, &notifier));
+    notifier.stopping();
     node.shutdown();
     let _ = std::fs::remove_file(&socket);
     served
+}
+
+/// The running node's control plane, until SIGTERM or SIGINT.
+async fn serve(
+    path: &std::path::Path,
+    config: &config::Config,
+    farm: &farm::Farm,
+    node: &fastpath::node::RunningNode,
+    notifier: &service::Notifier,
+) -> Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    // SIGHUP reloads the config (as service managers send it).
+    let mut hup = signal(SignalKind::hangup())?;
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<reload::Request>(4);
+    let membership = farm.start(node.publisher())?;
+    let health = health::driver::spawn(
+        config,
+        node.nic_link(),
+        farm.on_status(
+            node.publisher(),
+            membership.as_ref().map(|m| Arc::clone(&m.shared)),
+        ),
+    );
+    let names: BTreeMap<u16, String> = config
+        .farm
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.name.clone()))
+        .collect();
+    let ctl = control::Node {
+        status: node.status_reader(),
+        membership,
+        health: health.clone(),
+        names: Arc::new(names),
+        reload: reload_tx,
+    };
+    let listener = control::bind(&config.control.socket)?;
+    tokio::spawn(control::serve(listener, ctl.clone()));
+    if let Some(addr) = config.control.http {
+        let l = http::bind(addr).await?;
+        tokio::spawn(http::serve(l, ctl.clone()));
+    }
+    notifier.ready(&service_status(&ctl));
+    // Without a watchdog the tick only refreshes systemd's status line.
+    let mut tick =
+        tokio::time::interval(notifier.watchdog_period().unwrap_or(Duration::from_secs(5)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut progress = service::LcoreProgress::default();
+    let mut running = config.clone();
+    let reload = |running: &mut config::Config| {
+        notifier.reloading();
+        let outcome = reload::reload(path, running, node, ctl.membership.as_ref());
+        notifier.reloaded(&service_status(&ctl));
+        outcome
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: stopping");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: stopping");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", path.display());
+                reload(&mut running);
+            }
+            Some(reply) = reload_rx.recv() => {
+                let _ = reply.send(reload(&mut running));
+            }
+            _ = tick.tick() => {
+                let status = service_status(&ctl);
+                match progress.look(&ctl.status.lcore_polls()) {
+                    _ if notifier.watchdog_period().is_none() => notifier.status(&status),
+                    service::Progress::All => notifier.watchdog(&status),
+                    service::Progress::Stuck(queues) => {
+                        tracing::error!(
+                            "lcores of queues {queues:?} made no progress: the watchdog is not fed"
+                        );
+                        notifier.status(&format!("lcores of queues {queues:?} stuck"));
+                    }
+                }
+            }
+        }
+    }
+    notifier.stopping();
+    stop_cleanly(&health, config).await;
+    Ok(())
+}
+
+/// systemd's one-line status of the node (`systemctl status`).
+fn service_status(ctl: &control::Node) -> String {
+    let h = ctl.health.status();
+    let (owned, buckets) = ctl.status.owned_buckets();
+    format!(
+        "{}{}, {owned} of {buckets} buckets",
+        h.state.name(),
+        if h.transient { " (transient)" } else { "" },
+    )
 }
 
 /// Withdraws and runs the stop scripts before the process ends, within

@@ -47,6 +47,16 @@ pub fn reload(
         Ok(c) => c,
         Err(r) => return refuse(format!("refused, nothing changed: {r}")),
     };
+    match (crate::farm::protocol_versions(&new), membership) {
+        (Err(e), _) => return refuse(format!("refused, nothing changed: {e:#}")),
+        (Ok(v), Some(m)) if v.newest < m.shared.with(|mach| mach.versions().newest) => {
+            return refuse(format!(
+                "refused, nothing changed: membership.protocol_version: {} is older than the version this node speaks now; peers would keep writing the newer one (restart the node to hold it back)",
+                v.newest
+            ))
+        }
+        _ => {}
+    }
     // The key files are read again whatever their paths: a rotation may
     // rewrite a file in place.
     let keys = match membership {
@@ -123,6 +133,14 @@ fn apply(
     if let (Some((_, w)), Some(m)) = (changes.weight, membership) {
         let now = m.weights.set_configured(w);
         m.shared.change(|mach, t| mach.set_weight(t, now));
+    }
+    if let (Some(_), Some(m)) = (changes.protocol_version, membership) {
+        // Checked before anything was applied.
+        if let Ok(versions) = crate::farm::protocol_versions(new) {
+            m.shared.change(|mach, t| {
+                mach.set_versions(t, versions);
+            });
+        }
     }
     Ok(())
 }

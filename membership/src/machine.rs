@@ -83,7 +83,7 @@
 //! moving it out, and every move ends.
 
 use crate::assign::{Member, Preferences};
-use crate::wire::{BucketSet, DecodeError, Heartbeat, Keyring, MAGIC};
+use crate::wire::{BucketSet, DecodeError, Heartbeat, Keyring, Versions, MAGIC};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -108,6 +108,9 @@ pub struct Settings {
     pub n_buckets: u32,
     pub split_brain: SplitBrain,
     pub keys: Keyring,
+    /// The protocol versions this node speaks ([`Versions::BUILD`], or
+    /// held at the previous one during an upgrade).
+    pub versions: Versions,
     /// The digest of what every node of the farm must share (its
     /// config's VIPs, rules, buckets, delivery, hash version).
     pub farm: u64,
@@ -200,7 +203,24 @@ struct Peer {
     kept_in: BucketSet,
     /// The last datagram claiming to come from this peer that was refused.
     rejected: Option<(Duration, Rejection)>,
+    /// The versions it speaks (`None`: not heard since this node's
+    /// versions last changed).
+    speaks: Option<Versions>,
+    /// Whether `speaks` is what this incarnation of the peer announced
+    /// (a heartbeat of version 6 or later): its version-5 heartbeats then
+    /// only answer this node's own (see [`Machine::set_versions`]).
+    announced: bool,
+    /// When to write to it in this node's newest version again although
+    /// it was last heard in an older one ([`PROBE_EVERY`]).
+    probe_at: Duration,
 }
+
+/// How often a node writes its newest version to a peer heard only in an
+/// older one. A version-5 heartbeat cannot say that its sender speaks
+/// more, so two upgraded nodes that heard each other in version 5 would
+/// stay there; a peer of the previous release drops the probe (as one lost
+/// heartbeat, and reports a newer version refused).
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a datagram claiming to come from a peer was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,6 +254,10 @@ pub struct PeerStatus {
     /// A datagram claiming to come from it was refused within
     /// [`REJECTION_SHOWN`]: how long ago, and why.
     pub rejected: Option<(Duration, Rejection)>,
+    /// The versions it speaks, if heard.
+    pub speaks: Option<Versions>,
+    /// The version this node writes its heartbeats to it in.
+    pub talks: u8,
 }
 
 pub struct Machine {
@@ -335,6 +359,9 @@ impl Machine {
                 moving_out: BucketSet::none(),
                 kept_in: BucketSet::none(),
                 rejected: None,
+                speaks: None,
+                announced: false,
+                probe_at: Duration::ZERO,
             })
             .collect();
         let n = settings.n_buckets as usize;
@@ -390,7 +417,7 @@ impl Machine {
 
     /// A datagram received on heartbeat network `network`.
     pub fn handle_datagram(&mut self, now: Duration, network: usize, bytes: &[u8]) {
-        let hb = match Heartbeat::decode(bytes, &self.s.keys) {
+        let hb = match Heartbeat::decode_within(bytes, &self.s.keys, self.s.versions) {
             Ok(hb) => hb,
             Err(DecodeError::Auth) => {
                 self.counters.dropped_unauthenticated += 1;
@@ -424,6 +451,7 @@ impl Machine {
             peer.heard.iter_mut().for_each(|h| *h = None);
             peer.sequence.iter_mut().for_each(|q| *q = 0);
             peer.acked = 0;
+            peer.announced = false;
         }
         // The newest heartbeat over all networks says what the peer is: an
         // older one, late on another network, only proves it alive (its
@@ -432,6 +460,14 @@ impl Machine {
         peer.incarnation = hb.incarnation;
         peer.sequence[network] = hb.sequence;
         peer.heard[network] = Some(now);
+        // A version-5 heartbeat carries no versions: it says "5 alone"
+        // unless this incarnation announced more (then it was written
+        // down to a heartbeat of ours in version 5; taking it at its word
+        // would bounce version 5 between two nodes that both speak 6).
+        if hb.version > crate::wire::OLDEST_VERSION || !peer.announced {
+            peer.speaks = Some(hb.speaks);
+            peer.announced = hb.version > crate::wire::OLDEST_VERSION;
+        }
         if newest {
             if (hb.view, hb.digest) != (peer.view, peer.digest) {
                 // Acknowledge its new view at once (see the rules above).
@@ -466,8 +502,24 @@ impl Machine {
             let weight = self.my_weight;
             let moving_out = self.moving_out_set();
             let kept_in = self.kept_in_set();
-            for p in &self.peers {
+            let mine = self.s.versions;
+            let versions: Vec<u8> = self
+                .peers
+                .iter_mut()
+                .map(|p| {
+                    let version = talks(mine, p.speaks);
+                    if version < mine.newest && !p.announced && now >= p.probe_at {
+                        p.probe_at = now + PROBE_EVERY;
+                        mine.newest
+                    } else {
+                        version
+                    }
+                })
+                .collect();
+            for (p, version) in self.peers.iter().zip(versions) {
                 let hb = Heartbeat {
+                    version,
+                    speaks: self.s.versions,
                     sender: self.s.me,
                     incarnation: self.incarnation,
                     sequence: self.sequence,
@@ -942,6 +994,32 @@ impl Machine {
         &self.s.keys
     }
 
+    /// Releases a node held at an older version: it speaks `versions`
+    /// from now on. What each peer speaks is learnt again from its next
+    /// heartbeat, the first heartbeats going out in this node's newest (a
+    /// peer that cannot read them answers in its own, and hears this node
+    /// in it from then on). A lower newest version is refused (false):
+    /// peers that heard this incarnation announce a newer one would keep
+    /// writing it; holding a node back takes a restart.
+    pub fn set_versions(&mut self, now: Duration, versions: Versions) -> bool {
+        if versions.newest < self.s.versions.newest {
+            return false;
+        }
+        if versions != self.s.versions {
+            self.s.versions = versions;
+            self.peers.iter_mut().for_each(|p| {
+                p.speaks = None;
+                p.announced = false;
+            });
+            self.next_heartbeat = self.next_heartbeat.min(now);
+        }
+        true
+    }
+
+    pub fn versions(&self) -> Versions {
+        self.s.versions
+    }
+
     pub fn peers(&self, now: Duration) -> Vec<PeerStatus> {
         self.peers
             .iter()
@@ -966,6 +1044,8 @@ impl Machine {
                     .rejected
                     .map(|(t, why)| (now.saturating_sub(t), why))
                     .filter(|(age, _)| *age < REJECTION_SHOWN),
+                speaks: p.speaks,
+                talks: talks(self.s.versions, p.speaks),
             })
             .collect()
     }
@@ -994,6 +1074,13 @@ impl Machine {
     pub fn networks(&self) -> usize {
         self.s.networks
     }
+}
+
+/// The version to write a peer's heartbeats in: the newest both speak;
+/// this node's newest while the peer is unheard (or shares none: it then
+/// reports this node as speaking another version).
+fn talks(mine: Versions, peer: Option<Versions>) -> u8 {
+    peer.and_then(|p| mine.common(p)).unwrap_or(mine.newest)
 }
 
 /// XXH3 of a view and the weights of its members: what heartbeats compare

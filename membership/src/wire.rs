@@ -4,7 +4,7 @@
 //! ```text
 //! offset  size  field
 //!  0       4    magic "HRD1"
-//!  4       1    version (3)
+//!  4       1    version (6; this message's layout)
 //!  5       1    kind (1 = heartbeat)
 //!  6       2    sender node id
 //!  8       8    incarnation (grows at every start of the sender)
@@ -25,7 +25,9 @@
 //! 61       8    farm digest: of what every node must share (VIPs, rules
 //!               and affinities, bucket count, delivery, hash version);
 //!               two nodes agree only on the same farm
-//! 69       …    moving out: the buckets whose old connections the sender
+//! 69       1    oldest protocol version the sender speaks   } since
+//! 70       1    newest protocol version the sender speaks   } version 6
+//! 71       …    moving out: the buckets whose old connections the sender
 //!               still serves (a bucket set, below)
 //!  …       …    kept in: the buckets the sender still takes the new flows
 //!               of although its view gives them to another node, because
@@ -38,21 +40,88 @@
 //! the low bit of the first byte. The two sets share
 //! [`MAX_MOVING_BYTES`]; one that does not fit is sent as tag 3.
 //!
-//! All integers big-endian; 103 bytes when nothing moves. Version 5
-//! (version 4 had no farm digest, version 3 no kept-in set, version 2 no
-//! digest and no moves; the versions do not interoperate).
+//! All integers big-endian; 105 bytes when nothing moves.
+//!
+//! # Versions
+//!
+//! A build speaks two versions: its own ([`VERSION`], 6) and the previous
+//! one ([`OLDEST_VERSION`], 5: the same message without the two version
+//! bytes), so a farm upgrades node by node. A heartbeat is addressed to one
+//! peer and written in the newest version both speak; a version-5
+//! heartbeat says its sender speaks 5 alone. (Version 4 had no farm
+//! digest, 3 no kept-in set, 2 no digest and no moves: they are not
+//! spoken.)
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 pub const MAGIC: &[u8; 4] = b"HRD1";
-pub const VERSION: u8 = 5;
+/// The newest protocol version this build speaks.
+pub const VERSION: u8 = 6;
+/// The oldest: the previous release's, for rolling upgrades.
+pub const OLDEST_VERSION: u8 = 5;
 pub const KIND_HEARTBEAT: u8 = 1;
-const FIXED: usize = 69;
-const TAG: usize = FIXED;
+/// The fixed part of version 5, and of version 6 (two version bytes more).
+const FIXED_V5: usize = 69;
+const FIXED: usize = FIXED_V5 + 2;
 const MAC_LEN: usize = 32;
 /// The length of a heartbeat that announces no move.
 pub const MIN_LEN: usize = FIXED + 2 + MAC_LEN;
+const MIN_LEN_V5: usize = FIXED_V5 + 2 + MAC_LEN;
+
+fn fixed_len(version: u8) -> usize {
+    if version >= 6 {
+        FIXED
+    } else {
+        FIXED_V5
+    }
+}
+
+/// The protocol versions a node speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Versions {
+    pub oldest: u8,
+    pub newest: u8,
+}
+
+impl Versions {
+    /// What this build speaks.
+    pub const BUILD: Versions = Versions {
+        oldest: OLDEST_VERSION,
+        newest: VERSION,
+    };
+
+    /// This build's versions up to `newest` (a node held at the previous
+    /// version during an upgrade); `None` if this build does not speak it.
+    pub fn up_to(newest: u8) -> Option<Versions> {
+        (OLDEST_VERSION..=VERSION)
+            .contains(&newest)
+            .then_some(Versions {
+                oldest: OLDEST_VERSION,
+                newest,
+            })
+    }
+
+    pub fn speaks(&self, version: u8) -> bool {
+        (self.oldest..=self.newest).contains(&version)
+    }
+
+    /// The newest version spoken by both, if any.
+    pub fn common(&self, peer: Versions) -> Option<u8> {
+        let v = self.newest.min(peer.newest);
+        (v >= self.oldest.max(peer.oldest)).then_some(v)
+    }
+}
+
+impl std::fmt::Display for Versions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.oldest == self.newest {
+            write!(f, "{}", self.newest)
+        } else {
+            write!(f, "{}-{}", self.oldest, self.newest)
+        }
+    }
+}
 /// Room kept for the two bucket sets: a heartbeat stays one UDP datagram
 /// without IP fragments on an ordinary MTU.
 pub const MAX_MOVING_BYTES: usize = 1400;
@@ -94,6 +163,10 @@ impl BucketSet {
 /// A heartbeat, decoded and authenticated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Heartbeat {
+    /// The version it is written in.
+    pub version: u8,
+    /// What its sender speaks (a version-5 heartbeat: 5 alone).
+    pub speaks: Versions,
     pub sender: u16,
     pub incarnation: u64,
     pub sequence: u64,
@@ -294,11 +367,13 @@ fn decode_set(tail: &[u8]) -> Result<(BucketSet, usize), DecodeError> {
 }
 
 impl Heartbeat {
+    /// Writes it in `self.version` (which this build must speak).
     pub fn encode(&self, keys: &Keyring) -> Vec<u8> {
+        debug_assert!(Versions::BUILD.speaks(self.version));
         let key = keys.sending();
         let mut out = Vec::with_capacity(MIN_LEN);
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(self.version);
         out.push(KIND_HEARTBEAT);
         out.extend_from_slice(&self.sender.to_be_bytes());
         out.extend_from_slice(&self.incarnation.to_be_bytes());
@@ -310,7 +385,10 @@ impl Heartbeat {
         out.extend_from_slice(&self.ack.1.to_be_bytes());
         out.extend_from_slice(&self.digest.to_be_bytes());
         out.extend_from_slice(&self.farm.to_be_bytes());
-        debug_assert_eq!(out.len(), TAG);
+        if self.version >= 6 {
+            out.extend_from_slice(&[self.speaks.oldest, self.speaks.newest]);
+        }
+        debug_assert_eq!(out.len(), fixed_len(self.version));
         let used = encode_set(&self.moving_out, MAX_MOVING_BYTES, &mut out);
         encode_set(&self.kept_in, MAX_MOVING_BYTES - used, &mut out);
         let mut mac = key.mac();
@@ -319,16 +397,34 @@ impl Heartbeat {
         out
     }
 
-    /// Checks and decodes; nothing of an unauthenticated datagram is used.
+    /// Checks and decodes in any version this build speaks.
     pub fn decode(bytes: &[u8], keys: &Keyring) -> Result<Heartbeat, DecodeError> {
-        if bytes.len() < MIN_LEN || bytes.len() > MIN_LEN + MAX_MOVING_BYTES {
+        Heartbeat::decode_within(bytes, keys, Versions::BUILD)
+    }
+
+    /// Checks and decodes a heartbeat written in one of `versions`;
+    /// nothing of an unauthenticated datagram is used.
+    pub fn decode_within(
+        bytes: &[u8],
+        keys: &Keyring,
+        versions: Versions,
+    ) -> Result<Heartbeat, DecodeError> {
+        if bytes.len() < MIN_LEN_V5 || bytes.len() > MIN_LEN + MAX_MOVING_BYTES {
             return Err(DecodeError::Length);
         }
         if &bytes[0..4] != MAGIC {
             return Err(DecodeError::Magic);
         }
-        if bytes[4] != VERSION || bytes[5] != KIND_HEARTBEAT {
+        let version = bytes[4];
+        if !versions.speaks(version) || !Versions::BUILD.speaks(version) {
             return Err(DecodeError::Version);
+        }
+        if bytes[5] != KIND_HEARTBEAT {
+            return Err(DecodeError::Version);
+        }
+        let tag = fixed_len(version);
+        if bytes.len() < tag + 2 + MAC_LEN {
+            return Err(DecodeError::Length);
         }
         let body = bytes.len() - MAC_LEN;
         let authentic = keys.0.iter().any(|key| {
@@ -344,13 +440,27 @@ impl Heartbeat {
         if state > STATE_UP || flags >> 4 != 0 {
             return Err(DecodeError::Field);
         }
+        let speaks = if version >= 6 {
+            let (oldest, newest) = (bytes[FIXED_V5], bytes[FIXED_V5 + 1]);
+            if !(oldest <= version && version <= newest) {
+                return Err(DecodeError::Field);
+            }
+            Versions { oldest, newest }
+        } else {
+            Versions {
+                oldest: version,
+                newest: version,
+            }
+        };
         let u64_at = |i: usize| u64::from_be_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-        let (moving_out, used_out) = decode_set(&bytes[TAG..body])?;
-        let (kept_in, used_in) = decode_set(&bytes[TAG + used_out..body])?;
-        if TAG + used_out + used_in != body {
+        let (moving_out, used_out) = decode_set(&bytes[tag..body])?;
+        let (kept_in, used_in) = decode_set(&bytes[tag + used_out..body])?;
+        if tag + used_out + used_in != body {
             return Err(DecodeError::Length);
         }
         Ok(Heartbeat {
+            version,
+            speaks,
             sender: u16::from_be_bytes([bytes[6], bytes[7]]),
             incarnation: u64_at(8),
             sequence: u64_at(16),
@@ -411,6 +521,8 @@ mod tests {
 
     fn hb() -> Heartbeat {
         Heartbeat {
+            version: VERSION,
+            speaks: Versions::BUILD,
             sender: 3,
             incarnation: 7,
             sequence: 42,
@@ -441,6 +553,83 @@ mod tests {
         assert_eq!(Heartbeat::decode(&bytes, &ring()), Ok(hb()));
     }
 
+    /// The previous version's layout, frozen: what a node of the previous
+    /// release sends and decodes (its fields at the same offsets, no
+    /// version bytes).
+    #[test]
+    fn version_5_is_the_same_heartbeat_without_the_version_bytes() {
+        let old = Heartbeat {
+            version: 5,
+            speaks: Versions {
+                oldest: 5,
+                newest: 5,
+            },
+            moving_out: BucketSet::Buckets(bits(64, 10..20)),
+            ..hb()
+        };
+        let bytes = old.encode(&ring());
+        assert_eq!(bytes[4], 5);
+        assert_eq!(&bytes[61..69], &hb().farm.to_be_bytes());
+        assert_eq!(bytes[69], 1, "the moving-out set follows the farm digest");
+        assert_eq!(bytes.len(), MIN_LEN_V5 + 2 + 8);
+        assert_eq!(Heartbeat::decode(&bytes, &ring()), Ok(old.clone()));
+        let new = hb().encode(&ring());
+        assert_eq!(&bytes[..4], &new[..4]);
+        assert_eq!(&bytes[5..69], &new[5..69], "the same fixed fields");
+        assert_eq!(&new[69..71], &[5, 6]);
+        // A node held at version 5 refuses version 6, as the previous
+        // release does; this build reads both.
+        let held = Versions::up_to(5).unwrap();
+        assert_eq!(
+            Heartbeat::decode_within(&new, &ring(), held),
+            Err(DecodeError::Version)
+        );
+        assert_eq!(Heartbeat::decode_within(&bytes, &ring(), held), Ok(old));
+    }
+
+    #[test]
+    fn two_nodes_talk_in_the_newest_version_both_speak() {
+        let b = Versions::BUILD;
+        assert_eq!(b.common(b), Some(6));
+        assert_eq!(
+            b.common(Versions {
+                oldest: 5,
+                newest: 5
+            }),
+            Some(5)
+        );
+        assert_eq!(
+            b.common(Versions {
+                oldest: 5,
+                newest: 9
+            }),
+            Some(6)
+        );
+        assert_eq!(
+            b.common(Versions {
+                oldest: 7,
+                newest: 8
+            }),
+            None
+        );
+        assert_eq!(
+            b.common(Versions {
+                oldest: 3,
+                newest: 4
+            }),
+            None
+        );
+        assert_eq!(Versions::up_to(4), None);
+        assert_eq!(Versions::up_to(7), None);
+        assert_eq!(b.to_string(), "5-6");
+        // A version-6 heartbeat whose versions do not hold its own is
+        // refused.
+        let mut bytes = hb().encode(&ring());
+        bytes[69..71].copy_from_slice(&[7, 8]);
+        resign(&mut bytes);
+        assert_eq!(Heartbeat::decode(&bytes, &ring()), Err(DecodeError::Field));
+    }
+
     fn bits(n: u32, set: impl IntoIterator<Item = u32>) -> Vec<u64> {
         let mut w = vec![0u64; n.div_ceil(64) as usize];
         for b in set {
@@ -454,7 +643,7 @@ mod tests {
         // A few runs: ranges.
         let few = hb_moving(BucketSet::Buckets(bits(4096, (10..20).chain([4095]))));
         let bytes = few.encode(&ring());
-        assert_eq!(bytes[TAG], 1);
+        assert_eq!(bytes[FIXED], 1);
         let back = Heartbeat::decode(&bytes, &ring()).unwrap();
         for b in 0..4096 {
             assert_eq!(
@@ -466,12 +655,12 @@ mod tests {
         // Scattered: a bitmap.
         let scattered = hb_moving(BucketSet::Buckets(bits(4096, (0..4096).step_by(3))));
         let bytes = scattered.encode(&ring());
-        assert_eq!(bytes[TAG], 2);
+        assert_eq!(bytes[FIXED], 2);
         assert_eq!(Heartbeat::decode(&bytes, &ring()), Ok(scattered));
         // Too many buckets for a datagram: every bucket not its own.
         let huge = hb_moving(BucketSet::Buckets(bits(1 << 20, (0..1 << 20).step_by(2))));
         let bytes = huge.encode(&ring());
-        assert_eq!(bytes[TAG], 3);
+        assert_eq!(bytes[FIXED], 3);
         assert_eq!(
             Heartbeat::decode(&bytes, &ring()).unwrap().moving_out,
             BucketSet::AllElse
@@ -514,7 +703,7 @@ mod tests {
     #[test]
     fn malformed_moving_sets_are_refused() {
         let mut bytes = hb().encode(&ring());
-        bytes.truncate(TAG);
+        bytes.truncate(FIXED);
         // Ranges: a count that does not match, an empty run, a run past the end.
         for tail in [
             vec![1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 1],
@@ -596,7 +785,7 @@ mod tests {
         #[test]
         fn arbitrary_signed_tails_never_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
             let mut b = hb().encode(&ring());
-            b.truncate(TAG);
+            b.truncate(FIXED);
             b.extend_from_slice(&tail);
             b.extend_from_slice(&[0; MAC_LEN]);
             resign(&mut b);

@@ -3,8 +3,10 @@
 //! crashes and restarts, over many seeded runs.
 
 use membership::assign::{Member, Preferences};
-use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain};
-use membership::wire::{BucketSet, Heartbeat, Key, Keyring, STATE_UP};
+use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain, PROBE_EVERY};
+use membership::wire::{
+    BucketSet, Heartbeat, Key, Keyring, Versions, OLDEST_VERSION, STATE_UP, VERSION,
+};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -76,6 +78,9 @@ struct Sim {
     prev_hold: Vec<Vec<Hold>>,
     /// Each node's keyring (kept across its restarts).
     keys: Vec<Keyring>,
+    /// The protocol versions each node speaks (kept across its restarts:
+    /// an upgraded build).
+    versions: Vec<Versions>,
 }
 
 /// The simulated farm's key.
@@ -119,6 +124,7 @@ impl Sim {
             out_since: vec![vec![None; BUCKETS as usize]; n],
             prev_hold: vec![vec![Hold::None; BUCKETS as usize]; n],
             keys: vec![farm_key(); n],
+            versions: vec![Versions::BUILD; n],
         };
         for i in 0..running {
             sim.start(i);
@@ -137,6 +143,7 @@ impl Sim {
             n_buckets: BUCKETS,
             split_brain: self.split_brain,
             keys: self.keys[i].clone(),
+            versions: self.versions[i],
             farm: 0,
             continuity: true,
             drain_timeout: DRAIN_TIMEOUT,
@@ -500,6 +507,8 @@ fn ten_percent_loss_on_both_networks_causes_no_failover() {
 /// A heartbeat of `sender` with the given counters and view.
 fn heartbeat(sender: u16, incarnation: u64, sequence: u64, view: u64) -> Heartbeat {
     Heartbeat {
+        version: membership::wire::VERSION,
+        speaks: Versions::BUILD,
         sender,
         incarnation,
         sequence,
@@ -523,6 +532,39 @@ impl Sim {
         if let Some(m) = self.nodes[i].as_mut() {
             m.set_keys(keys);
         }
+    }
+
+    /// Node `i` speaks `versions` from now on: at once with `restart`
+    /// false (a switch), at its restart with `restart` true (a new build).
+    fn set_versions(&mut self, i: usize, versions: Versions, restart: bool) {
+        self.versions[i] = versions;
+        if restart {
+            self.crash(i);
+            self.start(i);
+        } else if let Some(m) = self.nodes[i].as_mut() {
+            assert!(m.set_versions(self.now, versions), "lowered at run time");
+        }
+    }
+
+    /// The version each live node writes to each of its peers.
+    fn talks(&self) -> Vec<u8> {
+        self.nodes
+            .iter()
+            .flatten()
+            .flat_map(|m| m.peers(self.now).into_iter().map(|p| p.talks))
+            .collect()
+    }
+
+    /// Runs half a second more; then no peer died and no view changed
+    /// since `before` (from [`Sim::deaths_and_views`]), and the farm agrees.
+    fn settles_with_no_death_or_view_since(&mut self, before: &[(u64, u64)]) {
+        self.run(Duration::from_millis(500));
+        assert_eq!(
+            self.deaths_and_views(),
+            before,
+            "a peer died or a view changed"
+        );
+        assert!(self.converged());
     }
 
     fn deaths_and_views(&self) -> Vec<(u64, u64)> {
@@ -556,16 +598,86 @@ fn a_key_rotated_node_by_node_causes_no_failover() {
             sim.run(Duration::from_millis(150));
         }
     }
-    sim.run(Duration::from_millis(500));
-    assert_eq!(
-        sim.deaths_and_views(),
-        before,
-        "a peer died or a view changed"
-    );
-    assert!(sim.converged());
+    sim.settles_with_no_death_or_view_since(&before);
     for m in sim.nodes.iter().flatten() {
         assert_eq!(m.counters().dropped_unauthenticated, 0);
     }
+}
+
+#[test]
+fn a_farm_upgraded_node_by_node_under_loss_changes_no_view_and_ends_on_the_new_version() {
+    let previous = Versions::up_to(OLDEST_VERSION).unwrap();
+    let mut sim = Sim::new(31, 3, SplitBrain::ServeAll);
+    for i in 0..3 {
+        sim.set_versions(i, previous, true);
+    }
+    assert!(sim
+        .run_until(Duration::from_secs(2), Sim::converged)
+        .is_some());
+    assert!(sim.talks().iter().all(|v| *v == OLDEST_VERSION));
+    sim.net.loss = 10;
+    let before = sim.deaths_and_views();
+    // Node by node: while some node is of the previous release, everyone
+    // talks to it in its version and the new ones talk the new version
+    // among themselves.
+    for i in 0..3 {
+        sim.set_versions(i, Versions::BUILD, false);
+        // Within a probe (a version-5 heartbeat cannot say more).
+        sim.run(PROBE_EVERY + Duration::from_millis(300));
+        let m = sim.nodes[i].as_ref().unwrap();
+        for p in m.peers(sim.now) {
+            let theirs = sim.versions[usize::from(p.id) - 1];
+            assert_eq!(
+                p.talks,
+                theirs.newest,
+                "node {} to node {}: {p:?}",
+                i + 1,
+                p.id
+            );
+        }
+    }
+    sim.settles_with_no_death_or_view_since(&before);
+    assert!(
+        sim.talks().iter().all(|v| *v == VERSION),
+        "{:?}",
+        sim.talks()
+    );
+}
+
+#[test]
+fn old_and_new_builds_restarting_in_turn_keep_one_owner_per_bucket() {
+    // A real upgrade restarts each node with the new build (a view change
+    // each time); the simulation checks one owner per bucket throughout,
+    // and a restarted new node is heard by the old ones within a period.
+    let previous = Versions::up_to(OLDEST_VERSION).unwrap();
+    let mut sim = Sim::new(37, 3, SplitBrain::ServeAll);
+    sim.check_old_flows = true;
+    for i in 0..3 {
+        sim.set_versions(i, previous, true);
+    }
+    assert!(sim
+        .run_until(Duration::from_secs(2), Sim::converged)
+        .is_some());
+    for i in 0..3 {
+        sim.set_versions(i, Versions::BUILD, true);
+        assert!(
+            sim.run_until(Duration::from_secs(3), Sim::converged)
+                .is_some(),
+            "node {} did not rejoin",
+            i + 1
+        );
+    }
+    assert!(sim.talks().iter().all(|v| *v == VERSION));
+    // A rollback of one node to the previous build: the others talk its
+    // version again.
+    sim.set_versions(1, previous, true);
+    assert!(sim
+        .run_until(Duration::from_secs(3), Sim::converged)
+        .is_some());
+    let m = sim.nodes[0].as_ref().unwrap();
+    let to_2 = m.peers(sim.now).into_iter().find(|p| p.id == 2).unwrap();
+    assert_eq!(to_2.talks, OLDEST_VERSION);
+    assert_eq!(to_2.speaks, Some(previous));
 }
 
 #[test]

@@ -231,3 +231,114 @@ def test_a_key_rotated_node_by_node_under_traffic_causes_no_failover(farm):
         for path in (new, stranger):
             os.unlink(path)
     wait_for(converged, 15, "the farm as it was")
+
+
+def owned_sets(nodes=NODES):
+    """Each node's owned buckets, as sets."""
+    out = {}
+    for n in nodes:
+        ranges = status(n)["owned_ranges"]
+        got = set()
+        for part in filter(None, ranges.split(",")):
+            a, _, b = part.partition("-")
+            got.update(range(int(a), int(b or a) + 1))
+        out[n] = got
+    return out
+
+
+def test_a_farm_upgraded_node_by_node_under_traffic_breaks_nothing_and_serves_no_bucket_twice(farm):
+    """A farm of the previous release (emulated: `membership.protocol_version
+    = 5`, which speaks and reads version 5 alone, as that release does)
+    upgraded node by node under 300 long-lived connections (the hold
+    released by `herd reload`): no failover, no view change, 0 broken,
+    never a bucket owned by two nodes; an upgraded node talks version 5 to
+    the old ones and 6 to the upgraded ones; holding a node back at run
+    time is refused."""
+    up(nodes=3, ownership="membership", driver=farm)
+    wait_for(converged, 15, "the farm to converge")
+    originals = {}
+    for n in NODES:
+        with open(f"/run/herd-lab/{n}.toml") as f:
+            originals[n] = f.read()
+        assert "[membership]\n" in originals[n]
+
+    def write(node, held):
+        text = originals[node]
+        if held:
+            text = text.replace("[membership]\n", "[membership]\nprotocol_version = 5\n")
+        with open(f"/run/herd-lab/{node}.toml", "w") as f:
+            f.write(text)
+
+    def peer(node, other):
+        return next(p for p in membership(node)["nodes"] if p["id"] == int(other[1:]))
+
+    try:
+        # The previous release everywhere.
+        for n in NODES:
+            write(n, held=True)
+            lab("stop", n)
+        for n in NODES:
+            lab("start", n)
+        wait_for(converged, 20, "the old farm to converge")
+        for n in NODES:
+            assert membership(n)["protocol_versions"] == "5", membership(n)
+            for o in NODES:
+                if o != n:
+                    assert peer(n, o)["protocol"] == 5, peer(n, o)
+
+        counters = lambda: {n: membership(n)["counters"] for n in NODES}
+        before = counters()
+        hold = Hold(first_source=9400)
+        try:
+            upgraded = []
+            for n in NODES:
+                write(n, held=False)
+                out = herd_at(n, "reload").stdout
+                assert "protocol: the build's newest" in out, out
+                upgraded.append(n)
+                # Within a probe period, each pair talks the newest version
+                # both speak; meanwhile one owner per bucket.
+                def talks_right():
+                    return all(peer(a, b)["protocol"] == (6 if b in upgraded else 5)
+                               for a in upgraded for b in NODES if b != a)
+                deadline = time.monotonic() + 10
+                while not talks_right():
+                    sets = owned_sets()
+                    assert sum(len(s) for s in sets.values()) == len(set().union(*sets.values())), \
+                        "a bucket owned by two nodes"
+                    assert time.monotonic() < deadline, [membership(a)["nodes"] for a in upgraded]
+                    time.sleep(0.2)
+                text = herd_at(n, "status").stdout
+                if len(upgraded) > 1:
+                    assert "protocol 6 (it speaks 5-6)" in text, text
+                if len(upgraded) < len(NODES):
+                    assert "protocol 5 (it speaks 5)" in text, text
+            report = hold.stop()
+            hold = None
+        finally:
+            if hold is not None:
+                hold.stop()
+        assert broken(report) == [], broken(report)[:3]
+        after = counters()
+        for n in NODES:
+            for k in ("failovers", "view_changes"):
+                assert after[n][k] == before[n][k], (n, k, before[n], after[n])
+            assert membership(n)["protocol_versions"] == "5-6"
+        sets = owned_sets()
+        assert sorted(set().union(*sets.values())) == list(range(4096))
+        assert sum(len(s) for s in sets.values()) == 4096
+
+        # Holding a node back at run time is refused (peers would keep
+        # writing version 6 to it): that takes a restart.
+        write("s1", held=True)
+        refused = herd_at("s1", "reload", check=False)
+        assert refused.returncode != 0 and "restart the node to hold it back" in refused.stderr, refused.stderr
+        assert membership("s1")["protocol_versions"] == "5-6"
+    finally:
+        for n in NODES:
+            write(n, held=False)
+    for n in NODES:
+        lab("stop", n)
+    for n in NODES:
+        lab("start", n)
+    wait_for(converged, 20, "the farm as it was")
