@@ -61,6 +61,53 @@ pub struct Config {
     pub checkers: Vec<Checker>,
     #[serde(default)]
     pub continuity: Continuity,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// The node's log.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// What to log: a level (`info`), or comma-separated directives of
+    /// `target=level` (`info,membership=debug`). Unset: `info`. The
+    /// `HERD_LOG` environment variable, when set, wins.
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+impl Log {
+    /// The level directives in force.
+    pub fn directives(&self) -> &str {
+        self.level.as_deref().unwrap_or("info")
+    }
+}
+
+/// Checks `info,membership=debug`-style directives.
+fn valid_log_directives(s: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for d in s.split(',') {
+        let d = d.trim();
+        let (target, level) = match d.split_once('=') {
+            Some((t, l)) => (Some(t), l),
+            None => (None, d),
+        };
+        if let Some(t) = target {
+            if t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            {
+                return Err(format!(
+                    "{d:?}: a target is a module path (membership, fastpath::node)"
+                ));
+            }
+        }
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("{d:?}: the level is one of {}", LEVELS.join(", ")));
+        }
+    }
+    Ok(())
 }
 
 /// Connection continuity when buckets move between live nodes (SPEC §5).
@@ -620,6 +667,9 @@ impl Config {
             ));
         }
         health::validate(&self.health, &self.scripts, &self.checkers)?;
+        if let Some(level) = &self.log.level {
+            valid_log_directives(level).map_err(|e| invalid("log.level", e))?;
+        }
         let c = &self.continuity;
         if c.flow_idle_timeout_ms < 100 || c.flow_idle_timeout_ms > 3_600_000 {
             return Err(invalid(

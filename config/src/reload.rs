@@ -1,7 +1,8 @@
 //! What a reload (`herd reload`, SIGHUP) may change in a running node,
 //! decided without IO from the running config and the new one: the VIPs,
 //! the rules, this node's weight, the membership key files and protocol
-//! version, and the lcores' polling change at run time, without breaking a connection;
+//! version, the checkers, scripts and restart loop limit, the log level,
+//! and the lcores' polling change at run time, without breaking a connection;
 //! every other key needs a restart and is refused by name.
 //! A rule whose affinity changes is refused too: its port's connections
 //! would hash to other nodes. A refused reload changes nothing.
@@ -24,6 +25,10 @@ pub struct Changes {
     pub polling: bool,
     /// `membership.protocol_version`: (before, after).
     pub protocol_version: Option<(Option<u8>, Option<u8>)>,
+    /// The checkers, the scripts or the restart loop limit changed.
+    pub health: bool,
+    /// `log.level`: the directives now.
+    pub log_level: Option<String>,
 }
 
 impl Changes {
@@ -83,6 +88,12 @@ impl fmt::Display for Changes {
         if self.polling {
             parts.push("polling".into());
         }
+        if self.health {
+            parts.push("checkers and scripts".into());
+        }
+        if let Some(level) = &self.log_level {
+            parts.push(format!("log level {level}"));
+        }
         if let Some((_, after)) = self.protocol_version {
             parts.push(match after {
                 Some(v) => format!("protocol held at version {v}"),
@@ -134,6 +145,11 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
     rest.membership.key_files = running.membership.key_files.clone();
     rest.polling = running.polling.clone();
     rest.membership.protocol_version = running.membership.protocol_version;
+    rest.checkers = running.checkers.clone();
+    rest.scripts = running.scripts.clone();
+    rest.health.maxloop = running.health.maxloop;
+    rest.health.loop_window_s = running.health.loop_window_s;
+    rest.log = running.log.clone();
     let running_weight = running.this_node().weight;
     let new_weight = if new.node.id == running.node.id {
         let w = new.this_node().weight;
@@ -202,6 +218,11 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
             .collect(),
         weight: (new_weight != running_weight).then_some((running_weight, new_weight)),
         polling: new.polling != running.polling,
+        health: new.checkers != running.checkers
+            || new.scripts != running.scripts
+            || new.health.maxloop != running.health.maxloop
+            || new.health.loop_window_s != running.health.loop_window_s,
+        log_level: (new.log != running.log).then(|| new.log.directives().to_string()),
         protocol_version: (new.membership.protocol_version != running.membership.protocol_version)
             .then_some((
                 running.membership.protocol_version,
@@ -356,6 +377,24 @@ mod tests {
         new.polling.max_sleep_us += 100;
         let c = plan(&old, &new).unwrap();
         assert!(c.polling && c.to_string() == "polling", "{c}");
+    }
+
+    #[test]
+    fn checkers_scripts_and_the_log_level_change_at_run_time() {
+        let old = running();
+        let mut new = old.clone();
+        new.scripts.stop = Some("/etc/herd/stop-new".into());
+        new.health.maxloop += 1;
+        let c = plan(&old, &new).unwrap();
+        assert!(c.health && c.to_string() == "checkers and scripts", "{c}");
+        let mut new = old.clone();
+        new.log.level = Some("debug,membership=trace".into());
+        let c = plan(&old, &new).unwrap();
+        assert_eq!(c.log_level.as_deref(), Some("debug,membership=trace"));
+        assert_eq!(c.to_string(), "log level debug,membership=trace");
+        new.log.level = None;
+        new.health.autostart = !old.health.autostart;
+        assert_eq!(keys(plan(&old, &new).unwrap_err()), ["health.autostart"]);
     }
 
     #[test]

@@ -536,3 +536,29 @@ fn continuity_defaults_and_bad_values_are_named() {
     let e = err_of(&set("drain_timeout", 5.into()));
     assert!(e.contains("drain_timeout"), "{e}");
 }
+
+#[test]
+fn a_log_level_is_checked_and_named() {
+    let ok = with(|t| {
+        t.insert(
+            "log".into(),
+            toml::from_str::<toml::Table>("level = \"info,membership=debug\"")
+                .unwrap()
+                .into(),
+        );
+    });
+    assert_eq!(
+        Config::from_toml(&ok).unwrap().log.directives(),
+        "info,membership=debug"
+    );
+    for bad in ["loud", "membership=chatty", "=info", "a b=info"] {
+        let text = with(|t| {
+            let mut log = toml::Table::new();
+            log.insert("level".into(), bad.into());
+            t.insert("log".into(), log.into());
+        });
+        let e = err_of(&text);
+        assert!(e.contains("log.level"), "{bad}: {e}");
+    }
+    assert_eq!(Config::from_toml(EXAMPLE).unwrap().log.directives(), "info");
+}

@@ -44,6 +44,11 @@ impl Track {
         self.verdict
     }
 
+    /// New thresholds; the results so far stand (a reload).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
     /// Forgets the results so far (after the application was restarted).
     pub fn reset(&mut self) {
         self.verdict = Verdict::Unknown;

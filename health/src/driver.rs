@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 enum Input {
     Checker {
+        /// The checkers' generation (a reload starts another).
+        generation: u64,
         index: usize,
         ok: bool,
         detail: String,
@@ -26,6 +28,7 @@ enum Input {
         ok: bool,
         detail: String,
     },
+    Reconfigure(Box<Config>, oneshot::Sender<()>),
 }
 
 /// What `herd status` shows of the node's health.
@@ -68,6 +71,17 @@ impl Health {
         rx.await.map_err(|_| "health driver stopped".to_string())
     }
 
+    /// Takes the checkers, scripts and restart loop limit of `config` at
+    /// run time (`herd reload`; see `machine`'s "Reconfiguration").
+    pub async fn reconfigure(&self, config: &Config) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Reconfigure(Box::new(config.clone()), tx))
+            .await
+            .map_err(|_| "health driver stopped".to_string())?;
+        rx.await.map_err(|_| "health driver stopped".to_string())
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let m = self.machine.lock().unwrap_or_else(|e| e.into_inner());
         let st = m.status();
@@ -98,24 +112,7 @@ pub fn spawn(
     nic: NicLink,
     mut on_status: impl FnMut(Status) + Send + 'static,
 ) -> Health {
-    let settings = Settings {
-        checkers: config
-            .checkers
-            .iter()
-            .map(|c| CheckerSpec {
-                name: c.name.clone(),
-                action: c.action,
-                policy: Policy {
-                    failures_before_down: c.failures_before_down,
-                    successes_before_up: c.successes_before_up,
-                },
-            })
-            .collect(),
-        scripts: script_paths(config).map(|p| p.is_some()),
-        maxloop: config.health.maxloop,
-        loop_window: Duration::from_secs(u64::from(config.health.loop_window_s)),
-    };
-    let machine = Arc::new(Mutex::new(Machine::new(settings)));
+    let machine = Arc::new(Mutex::new(Machine::new(settings_of(config))));
     let (tx, mut rx) = mpsc::channel::<Input>(256);
     // Checkers probe only while the node is not in STOP.
     let (active_tx, active_rx) = watch::channel(false);
@@ -124,28 +121,11 @@ pub fn spawn(
         ("HERD_NODE_ID", config.node.id.to_string()),
         ("HERD_FARM", config.farm.name.clone()),
     ]);
-    for (index, c) in config.checkers.iter().enumerate() {
-        let (c, tx, nic, mut active) = (c.clone(), tx.clone(), nic.clone(), active_rx.clone());
-        let env = Arc::clone(&env);
-        tokio::spawn(async move {
-            let interval = Duration::from_millis(u64::from(c.interval_ms));
-            loop {
-                if active.wait_for(|a| *a).await.is_err() {
-                    return;
-                }
-                let (ok, detail) = probe(&c, &nic, &env).await;
-                if tx.send(Input::Checker { index, ok, detail }).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(interval).await;
-            }
-        });
-    }
-    let paths = script_paths(config);
-    let timeouts = Arc::new(Timeouts {
-        graceful: Duration::from_millis(u64::from(config.scripts.graceful_timeout_ms)),
-        forced: Duration::from_millis(u64::from(config.scripts.forced_timeout_ms)),
-    });
+    let mut generation = 0;
+    let mut checker_tasks = spawn_checkers(config, generation, &tx, &nic, &active_rx, &env);
+    let mut checkers = config.checkers.clone();
+    let mut paths = script_paths(config);
+    let mut timeouts = Arc::new(timeouts_of(config));
     let autostart = config.health.autostart;
     let handle = Health {
         tx: tx.clone(),
@@ -165,7 +145,42 @@ pub fn spawn(
             let now = start.elapsed();
             let mut m = machine.lock().unwrap_or_else(|e| e.into_inner());
             match input {
-                Input::Checker { index, ok, detail } => m.checker_result(now, index, ok, detail),
+                Input::Checker {
+                    generation: g,
+                    index,
+                    ok,
+                    detail,
+                } => {
+                    // A result of the checkers before a reload is void.
+                    if g == generation {
+                        m.checker_result(now, index, ok, detail)
+                    }
+                }
+                Input::Reconfigure(config, reply) => {
+                    let keep: Vec<bool> = config
+                        .checkers
+                        .iter()
+                        .map(|c| {
+                            checkers
+                                .iter()
+                                .any(|old| old.name == c.name && same_probe(old, c))
+                        })
+                        .collect();
+                    m.reconfigure(now, settings_of(&config), &keep);
+                    checker_tasks.iter().for_each(|t| t.abort());
+                    generation += 1;
+                    checker_tasks =
+                        spawn_checkers(&config, generation, &tx, &nic, &active_rx, &env);
+                    checkers = config.checkers.clone();
+                    paths = script_paths(&config);
+                    timeouts = Arc::new(timeouts_of(&config));
+                    tracing::info!(
+                        checkers = checkers.len(),
+                        kept = keep.iter().filter(|k| **k).count(),
+                        "health: checkers and scripts reconfigured"
+                    );
+                    let _ = reply.send(());
+                }
                 Input::Command(cmd, reply) => {
                     let r = m.command(now, cmd);
                     if let Err(e) = &r {
@@ -240,6 +255,85 @@ pub fn spawn(
         }
     });
     handle
+}
+
+fn settings_of(config: &Config) -> Settings {
+    Settings {
+        checkers: config
+            .checkers
+            .iter()
+            .map(|c| CheckerSpec {
+                name: c.name.clone(),
+                action: c.action,
+                policy: Policy {
+                    failures_before_down: c.failures_before_down,
+                    successes_before_up: c.successes_before_up,
+                },
+            })
+            .collect(),
+        scripts: script_paths(config).map(|p| p.is_some()),
+        maxloop: config.health.maxloop,
+        loop_window: Duration::from_secs(u64::from(config.health.loop_window_s)),
+    }
+}
+
+fn timeouts_of(config: &Config) -> Timeouts {
+    Timeouts {
+        graceful: Duration::from_millis(u64::from(config.scripts.graceful_timeout_ms)),
+        forced: Duration::from_millis(u64::from(config.scripts.forced_timeout_ms)),
+    }
+}
+
+/// Whether two checkers probe the same thing the same way (their action
+/// and thresholds aside): a reload then keeps the verdict.
+fn same_probe(a: &config::Checker, b: &config::Checker) -> bool {
+    let probe_of = |c: &config::Checker| config::Checker {
+        action: Default::default(),
+        failures_before_down: 0,
+        successes_before_up: 0,
+        ..c.clone()
+    };
+    probe_of(a) == probe_of(b)
+}
+
+/// One task per checker: probes while the node is not in STOP, each result
+/// tagged with `generation`.
+fn spawn_checkers(
+    config: &Config,
+    generation: u64,
+    tx: &mpsc::Sender<Input>,
+    nic: &NicLink,
+    active: &watch::Receiver<bool>,
+    env: &Arc<Vec<(&'static str, String)>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    config
+        .checkers
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let (c, tx, nic, mut active) = (c.clone(), tx.clone(), nic.clone(), active.clone());
+            let env = Arc::clone(env);
+            tokio::spawn(async move {
+                let interval = Duration::from_millis(u64::from(c.interval_ms));
+                loop {
+                    if active.wait_for(|a| *a).await.is_err() {
+                        return;
+                    }
+                    let (ok, detail) = probe(&c, &nic, &env).await;
+                    let result = Input::Checker {
+                        generation,
+                        index,
+                        ok,
+                        detail,
+                    };
+                    if tx.send(result).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(interval).await;
+                }
+            })
+        })
+        .collect()
 }
 
 fn script_paths(config: &Config) -> [Option<PathBuf>; 4] {

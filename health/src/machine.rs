@@ -23,6 +23,17 @@
 //! or start script turns the procedure into a stop. At the end of a
 //! procedure towards UP every checker starts again from `Unknown`, and
 //! the node is UP once all of them are up (at once if it has none).
+//!
+//! # Reconfiguration (`herd reload`)
+//!
+//! [`Machine::reconfigure`] takes new checkers, scripts and loop limit at
+//! run time. A checker whose probe is unchanged keeps its verdict (its
+//! action and thresholds may change); a new or changed one starts
+//! `Unknown`, and while the node is settled it does not hold the node back
+//! until it has a verdict (a healthy UP node is not withdrawn because a
+//! checker was added: a `Down` verdict acts as always). A removed checker
+//! stops counting at once. A procedure that runs goes on with the new
+//! scripts for the steps it has not taken.
 
 use crate::checker::{Policy, Track, Verdict};
 use config::CheckerAction;
@@ -202,6 +213,9 @@ struct Checker {
     spec: CheckerSpec,
     track: Track,
     detail: String,
+    /// Added or changed by a reconfiguration and not tested since: an
+    /// `Unknown` verdict does not hold a settled node back.
+    untested_since_reload: bool,
 }
 
 pub struct Machine {
@@ -247,6 +261,7 @@ impl Machine {
                     track: Track::new(spec.policy),
                     spec: spec.clone(),
                     detail: String::new(),
+                    untested_since_reload: false,
                 })
                 .collect(),
             s: settings,
@@ -360,6 +375,39 @@ impl Machine {
         }
     }
 
+    /// New settings at run time (see the module doc). `keep[i]`: the
+    /// new checker `i` probes what the running checker of the same name
+    /// probes, so its verdict stands.
+    pub fn reconfigure(&mut self, now: Duration, settings: Settings, keep: &[bool]) {
+        let mut old: Vec<Checker> = std::mem::take(&mut self.checkers);
+        self.checkers = settings
+            .checkers
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let kept = keep.get(i).copied().unwrap_or(false);
+                match old.iter().position(|c| c.spec.name == spec.name) {
+                    Some(at) if kept => {
+                        let mut c = old.swap_remove(at);
+                        c.track.set_policy(spec.policy);
+                        c.spec = spec.clone();
+                        c
+                    }
+                    _ => Checker {
+                        track: Track::new(spec.policy),
+                        spec: spec.clone(),
+                        detail: String::new(),
+                        untested_since_reload: true,
+                    },
+                }
+            })
+            .collect();
+        self.s = settings;
+        if self.settled() {
+            self.evaluate(now, "checkers reconfigured".into());
+        }
+    }
+
     /// One probe result of checker `index` (in the order of the settings).
     pub fn checker_result(&mut self, now: Duration, index: usize, ok: bool, detail: String) {
         if self.status.state == State::Stop && self.procedure.is_none() {
@@ -369,7 +417,11 @@ impl Machine {
             return;
         };
         c.detail = detail;
-        if let Some((from, to)) = c.track.record(ok) {
+        let changed = c.track.record(ok);
+        if c.track.verdict() != Verdict::Unknown {
+            c.untested_since_reload = false;
+        }
+        if let Some((from, to)) = changed {
             let name = c.spec.name.clone();
             self.events.push_back(Event::CheckerChanged {
                 checker: name.clone(),
@@ -483,7 +535,10 @@ impl Machine {
         } else {
             // A (re)started application is tested from scratch: WAIT until
             // every checker is up.
-            self.checkers.iter_mut().for_each(|c| c.track.reset());
+            self.checkers.iter_mut().for_each(|c| {
+                c.track.reset();
+                c.untested_since_reload = false;
+            });
             self.evaluate(now, p.reason);
         }
     }
@@ -491,7 +546,14 @@ impl Machine {
     /// Settled (not STOP, no procedure): WAIT or UP from the checkers, or
     /// the action of a checker that is down.
     fn evaluate(&mut self, now: Duration, reason: String) {
-        let active = |c: &&Checker| self.checkers_on && c.track.verdict() != Verdict::Up;
+        let active = |c: &&Checker| {
+            self.checkers_on
+                && match c.track.verdict() {
+                    Verdict::Up => false,
+                    Verdict::Unknown => !c.untested_since_reload,
+                    Verdict::Down => true,
+                }
+        };
         let pending: Vec<&Checker> = self.checkers.iter().filter(active).collect();
         let worst = pending
             .iter()

@@ -257,6 +257,9 @@ async fn answer(stream: UnixStream, node: &Node) -> Result<()> {
         let request = line.trim();
         if request != "status" && request != "state" {
             tracing::info!(request, "control request");
+        } else {
+            // Asked every second by monitoring: only at debug.
+            tracing::debug!(request, "control request");
         }
         node.answer(request).await
     };

@@ -134,26 +134,36 @@ enum Command {
 }
 
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     if service::stderr_is_journal() {
         // journald stamps each line itself and reads its priority from a
         // `<N>` prefix.
         let format = tracing_subscriber::fmt::format()
             .without_time()
             .with_ansi(false);
-        builder
-            .event_format(service::JournalPriority(format))
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(service::JournalPriority(format))
+                    .with_writer(std::io::stderr),
+            )
             .init();
     } else {
-        builder
-            // Colours only on a terminal: logs in files stay greppable.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    // Colours only on a terminal: logs in files stay greppable.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init();
     }
+    let _ = service::LOG_FILTER.set(handle);
 }
 
 fn main() -> ExitCode {
@@ -301,6 +311,7 @@ fn run(path: &std::path::Path) -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let notifier = service::Notifier::from_env();
+    service::set_log_level(config.log.directives());
     let node = fastpath::node::RunningNode::start(config.clone(), farm.initial_table())
         .context("starting the node")?;
     let served = rt.block_on(serve(path, &config, &farm, &node, &notifier));
@@ -358,12 +369,6 @@ async fn serve(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut progress = service::LcoreProgress::default();
     let mut running = config.clone();
-    let reload = |running: &mut config::Config| {
-        notifier.reloading();
-        let outcome = reload::reload(path, running, node, ctl.membership.as_ref());
-        notifier.reloaded(&service_status(&ctl));
-        outcome
-    };
     loop {
         tokio::select! {
             _ = term.recv() => {
@@ -376,10 +381,10 @@ async fn serve(
             }
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", path.display());
-                reload(&mut running);
+                reload_notified(path, &mut running, node, &ctl, notifier).await;
             }
             Some(reply) = reload_rx.recv() => {
-                let _ = reply.send(reload(&mut running));
+                let _ = reply.send(reload_notified(path, &mut running, node, &ctl, notifier).await);
             }
             _ = tick.tick() => {
                 let status = service_status(&ctl);
@@ -399,6 +404,20 @@ async fn serve(
     notifier.stopping();
     stop_cleanly(&health, config).await;
     Ok(())
+}
+
+/// A reload, with systemd told before and after.
+async fn reload_notified(
+    path: &std::path::Path,
+    running: &mut config::Config,
+    node: &fastpath::node::RunningNode,
+    ctl: &control::Node,
+    notifier: &service::Notifier,
+) -> reload::Outcome {
+    notifier.reloading();
+    let outcome = reload::reload(path, running, node, ctl.membership.as_ref(), &ctl.health).await;
+    notifier.reloaded(&service_status(ctl));
+    outcome
 }
 
 /// systemd's one-line status of the node (`systemctl status`).

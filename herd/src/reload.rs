@@ -2,8 +2,10 @@
 //! change at run time applied (`config::reload` decides what; this module
 //! applies it): the VIPs and rules to the fastpath, the XDP pre-filter and
 //! the kernel, and to the census of moving buckets; the polling to the
-//! lcores; this node's weight and
-//! the keyring (read again from its files) to the membership. On any error
+//! lcores; this node's weight, the protocol version and
+//! the keyring (read again from its files) to the membership; the
+//! checkers, scripts and restart loop limit to the health driver; the log
+//! level to the log. On any error
 //! the node keeps the config it runs.
 
 use crate::farm::MembershipHandle;
@@ -24,11 +26,12 @@ pub type Request = tokio::sync::oneshot::Sender<Outcome>;
 
 /// Reads `path` and applies it to the node running `running`, which it
 /// then replaces.
-pub fn reload(
+pub async fn reload(
     path: &Path,
     running: &mut Config,
     node: &RunningNode,
     membership: Option<&MembershipHandle>,
+    health: &health::driver::Health,
 ) -> Outcome {
     let refuse = |message: String| {
         tracing::error!("reload: {message}");
@@ -76,6 +79,15 @@ pub fn reload(
     }
     if let Err(message) = apply(&changes, running, &new, node, membership) {
         return refuse(message);
+    }
+    // What cannot fail once the config is valid.
+    if changes.health {
+        if let Err(e) = health.reconfigure(&new).await {
+            return refuse(format!("checkers and scripts: {e}"));
+        }
+    }
+    if changes.log_level.is_some() {
+        crate::service::set_log_level(new.log.directives());
     }
     let mut parts = Vec::new();
     if !changes.is_empty() {

@@ -119,6 +119,38 @@ impl LcoreProgress {
     }
 }
 
+/// The log filter, changed by a reload (`log.level`).
+pub static LOG_FILTER: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+/// Logs by `directives` (`log.level`) from now on, unless `HERD_LOG` was
+/// set when the process started (it wins: say so). Returns what is in
+/// force.
+pub fn set_log_level(directives: &str) -> String {
+    if let Ok(env) = std::env::var("HERD_LOG") {
+        if env != directives {
+            tracing::info!(
+                "log level: HERD_LOG={env} is set and wins over log.level = {directives:?}"
+            );
+        }
+        return env;
+    }
+    let Some(handle) = LOG_FILTER.get() else {
+        return directives.to_string();
+    };
+    match tracing_subscriber::EnvFilter::try_new(directives) {
+        Ok(filter) => {
+            if let Err(e) = handle.reload(filter) {
+                tracing::warn!("log level {directives:?} not applied: {e}");
+            }
+        }
+        // The config checked the directives; this is not expected.
+        Err(e) => tracing::warn!("log level {directives:?} not applied: {e}"),
+    }
+    directives.to_string()
+}
+
 /// A log line's syslog priority, as journald reads it from a `<N>` prefix
 /// (sd-daemon(3)).
 pub fn syslog_priority(level: &tracing::Level) -> u8 {

@@ -272,3 +272,70 @@ def test_a_crashed_node_restarts_while_the_application_its_script_started_lives(
              "s1 and s2 to take s3's share")
     lab("start", "s3")
     wait_for(converged, 20, "s3 to rejoin")
+
+
+def test_checkers_scripts_and_the_log_level_change_by_reload():
+    """`herd reload` takes new checkers, scripts and a log level at run
+    time: a checker added to a healthy UP node does not withdraw it while
+    untested (its buckets never move), a failing one does (its action), a
+    removed one stops counting; the next procedure runs the new stop
+    script; the log level changes at once."""
+    wait_for(converged, 15, "the farm to converge")
+    config = STATE_DIR / "s2.toml"
+    original = config.read_text()
+    stop = next(l.split('"')[1] for l in original.splitlines() if l.startswith("stop = "))
+    stop2 = Path(stop).with_name("stop2.sh")
+    marker = STATE_DIR / "stop2-ran-s2"
+    stop2.write_text("#!/bin/sh\n"
+                     f'echo "$1 $2 $3" > {marker}\n'
+                     f'exec {Path(stop).with_name("stop.sh")} "$@"\n')
+    os.chmod(stop2, 0o755)
+    added = ('\n[[checkers]]\nname = "app2"\nkind = "tcp"\naddress = "{addr}"\n'
+             'interval_ms = 100\nfailures_before_down = 2\naction = "wait"\n')
+    failovers = lambda: status("s1")["membership"]["counters"]["failovers"]
+
+    def reload(text):
+        config.write_text(text)
+        return herd("s2", "reload").stdout
+
+    try:
+        before = (failovers(), owned("s2"))
+        out = reload(original.replace(stop, str(stop2)) + added.format(addr="127.0.0.1:80")
+                     + '\n[log]\nlevel = "debug"\n')
+        assert "checkers and scripts" in out and "log level debug" in out, out
+        # Added to an UP node: it stays UP with its buckets while the new
+        # checker is tested, then the checker is up.
+        deadline = time.time() + 1.0
+        while time.time() < deadline:
+            assert state_code("s2") == 2 and owned("s2") == before[1]
+            time.sleep(0.05)
+        wait_for(lambda: {c["name"]: c["verdict"] for c in status("s2")["health"]["checkers"]}.get("app2") == "up",
+                 5, "the new checker up")
+        assert (failovers(), owned("s2")) == before
+        # The log level is debug now: monitoring's status requests show.
+        herd("s2", "status")
+        assert 'DEBUG' in log("s2") and 'request="status"' in log("s2")
+
+        # A failing checker acts (wait: the node withdraws); removed, the
+        # node is UP again.
+        reload(original.replace(stop, str(stop2)) + added.format(addr="127.0.0.1:1"))
+        wait_for(lambda: state_code("s2") == 1, 5, "s2 in WAIT for app2")
+        wait_for(lambda: others_hold_all("s2"), 5, "s1 and s3 to hold s2's share")
+        reload(original.replace(stop, str(stop2)))
+        wait_for(converged, 10, "s2 UP again without app2")
+        # Back at info: no new debug line.
+        lines = len(log("s2").splitlines())
+        herd("s2", "status")
+        assert not any("DEBUG" in l for l in log("s2").splitlines()[lines:])
+
+        # The next procedure runs the new stop script.
+        herd("s2", "restart")
+        wait_for(marker.exists, 10, "the new stop script to run")
+        assert marker.read_text().split() == ["UP", "UP", "restart"]
+        wait_for(converged, 15, "s2 back after its restart")
+    finally:
+        config.write_text(original)
+        herd("s2", "reload", check=False)
+        stop2.unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
+    wait_for(converged, 15, "the farm as it was")

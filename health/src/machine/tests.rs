@@ -444,3 +444,62 @@ proptest::proptest! {
         proptest::prop_assert_eq!(m.status().state, State::Stop);
     }
 }
+
+#[test]
+fn a_checker_added_at_run_time_does_not_withdraw_a_healthy_node_until_it_fails() {
+    let mut m = started("web", CheckerAction::Wait);
+    m.checker_result(S, 0, true, "ok".into());
+    assert_eq!(m.status(), up());
+    // "web" kept (same probe), "db" added: still UP while "db" is untested.
+    let new = settings(
+        &[("web", CheckerAction::Restart), ("db", CheckerAction::Wait)],
+        true,
+    );
+    m.reconfigure(2 * S, new, &[true, false]);
+    assert_eq!(m.status(), up(), "{}", m.reason());
+    let checkers = m.checkers();
+    assert_eq!(checkers[0].verdict, Verdict::Up, "the kept verdict stands");
+    assert_eq!(checkers[0].action, CheckerAction::Restart, "its new action");
+    assert_eq!(checkers[1].verdict, Verdict::Unknown);
+    // Another checker's change does not make the untested one count...
+    m.checker_result(3 * S, 0, true, "ok".into());
+    assert_eq!(m.status(), up());
+    // ...its own failure does.
+    fail(&mut m, 4 * S, 1);
+    assert_eq!(m.status().state, State::Wait, "{}", m.reason());
+    m.checker_result(5 * S, 1, true, "ok".into());
+    assert_eq!(m.status(), up());
+}
+
+#[test]
+fn a_changed_checker_starts_again_and_a_removed_one_stops_counting() {
+    let mut m = started("web", CheckerAction::Wait);
+    fail(&mut m, S, 0);
+    assert_eq!(m.status().state, State::Wait);
+    // The waiting node's checker removed: UP at once.
+    m.reconfigure(2 * S, settings(&[], true), &[]);
+    assert_eq!(m.status(), up(), "{}", m.reason());
+    // Its probe changed (keep = false): its verdict goes.
+    let mut m = started("web", CheckerAction::Wait);
+    m.checker_result(S, 0, true, "ok".into());
+    m.reconfigure(
+        2 * S,
+        settings(&[("web", CheckerAction::Wait)], true),
+        &[false],
+    );
+    assert_eq!(m.checkers()[0].verdict, Verdict::Unknown);
+    assert_eq!(m.status(), up());
+    // A restart tests every checker from scratch again: no exemption.
+    m.command(3 * S, Command::Restart).unwrap();
+    finish_scripts(&mut m, 3 * S);
+    assert_eq!(m.status().state, State::Wait, "{}", m.reason());
+}
+
+#[test]
+fn scripts_removed_at_run_time_are_skipped_by_the_next_procedure() {
+    let mut m = started("web", CheckerAction::Wait);
+    m.reconfigure(S, settings(&[("web", CheckerAction::Wait)], false), &[true]);
+    m.command(2 * S, Command::Stop).unwrap();
+    assert_eq!(finish_scripts(&mut m, 2 * S), Vec::<Script>::new());
+    assert_eq!(m.status().state, State::Stop);
+}
