@@ -18,10 +18,14 @@ export CARGO_TERM_COLOR=never
 
 echo "== format and lints"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 echo "== unit and property tests"
 cargo test --workspace
+
+echo "== fuzzing smoke: every fuzz target on its corpus, then 10 s of fuzzing"
+bash ci/fuzz.sh --seconds 10
 
 echo "== the Debian package (installed and removed by the end-to-end tests)"
 bash ci/package.sh

@@ -51,7 +51,7 @@ fn main() {
         .clang_arg("-DALLOW_EXPERIMENTAL_API")
         .allowlist_function("herd_.*")
         .allowlist_function("rte_eal_(init|cleanup|mp_wait_lcore|remote_launch|wait_lcore|process_type)")
-        .allowlist_function("rte_vdev_(init|uninit)").allowlist_function("rte_eth_(dev_configure|dev_start|dev_stop|dev_close|dev_info_get|rx_queue_setup|tx_queue_setup|promiscuous_enable|allmulticast_enable|macaddr_get|dev_count_avail|dev_get_port_by_name|stats_get|link_get_nowait|dev_socket_id|find_next_owned_by|dev_set_mtu)")
+        .allowlist_function("rte_vdev_(init|uninit)").allowlist_function("rte_eth_(dev_configure|dev_start|dev_stop|dev_close|dev_info_get|rx_queue_setup|tx_queue_setup|promiscuous_enable|promiscuous_disable|allmulticast_enable|macaddr_get|dev_count_avail|dev_get_port_by_name|stats_get|link_get_nowait|dev_socket_id|find_next_owned_by|dev_set_mtu)")
         .allowlist_function("bpf_object__(open_mem|load|close|find_program_by_name|find_map_fd_by_name)")
         .allowlist_function("bpf_program__fd|bpf_map_(create|update_elem|lookup_elem|delete_elem)|bpf_prog_test_run_opts|bpf_obj_get_info_by_fd|libbpf_set_print|bpf_xdp_(attach|detach)|bpf_tc_(hook_create|hook_destroy|attach|detach)")
         .allowlist_type("bpf_test_run_opts|bpf_map_info|bpf_map_create_opts|bpf_object_open_opts|bpf_tc_hook|bpf_tc_opts|bpf_tc_attach_point")

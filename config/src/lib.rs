@@ -249,6 +249,16 @@ pub struct Membership {
     /// README's "Upgrades").
     #[serde(default)]
     pub protocol_version: Option<u8>,
+    /// The heartbeat thread's real-time priority (SCHED_FIFO, 1–99) with
+    /// the process's memory locked, as Corosync runs: heartbeats go out
+    /// and are read on time on a host whose CPUs are saturated. 0: normal
+    /// scheduling, nothing locked.
+    #[serde(default = "default_realtime_priority")]
+    pub realtime_priority: u8,
+}
+
+fn default_realtime_priority() -> u8 {
+    10
 }
 
 impl Membership {
@@ -278,6 +288,7 @@ impl Default for Membership {
             split_brain: SplitBrain::default(),
             witness: None,
             protocol_version: None,
+            realtime_priority: default_realtime_priority(),
         }
     }
 }
@@ -909,6 +920,15 @@ impl Config {
                     ),
                 ));
             }
+        }
+        if m.realtime_priority > 99 {
+            return Err(invalid(
+                "membership.realtime_priority",
+                format!(
+                    "{}: a SCHED_FIFO priority is 1..=99 (0: not real-time)",
+                    m.realtime_priority
+                ),
+            ));
         }
         if m.split_brain == SplitBrain::Witness && m.witness.is_none() {
             return Err(invalid(

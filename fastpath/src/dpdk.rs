@@ -414,6 +414,20 @@ impl Port {
         Ok(())
     }
 
+    /// Back out of promiscuous mode (a Linux interface's `IFF_PROMISC`,
+    /// which the af_packet and af_xdp drivers set and leave set on close).
+    pub fn disable_promiscuous(&self) -> Result<(), DpdkError> {
+        // SAFETY: valid port id.
+        let rc = unsafe { sys::rte_eth_promiscuous_disable(self.id) };
+        if rc < 0 {
+            return Err(error(
+                format!("leaving promiscuous mode on {}", self.name),
+                rc,
+            ));
+        }
+        Ok(())
+    }
+
     pub fn mac(&self) -> Result<[u8; 6], DpdkError> {
         let mut addr = sys::rte_ether_addr::default();
         // SAFETY: valid port id and out pointer.

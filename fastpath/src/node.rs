@@ -607,14 +607,70 @@ impl StatusReader {
     }
 }
 
-/// A started node. Call [`RunningNode::shutdown`] to stop it cleanly.
+/// Set in the environment, a start fails right after the kernel set-up
+/// (tests: every error path releases what the start set up).
+pub const FAIL_AFTER_KERNEL_SETUP: &str = "HERD_TEST_FAIL_AFTER_KERNEL_SETUP";
+
+/// A started node. Dropping it (or [`RunningNode::shutdown`]) stops it
+/// cleanly: lcores, kernel set-up, ports, then DPDK.
 pub struct RunningNode {
-    eal: Eal,
-    /// The ports, counters and table, as the status reads them.
+    /// The ports, counters and table, as the status reads them. Dropped
+    /// before `teardown`, so that the ports are no longer shared.
     parts: StatusReader,
+    teardown: Teardown,
+}
+
+/// What a start has set up, undone in reverse order when it drops: on a
+/// start that fails half-way as on a node that stops. The lcores are told
+/// to stop and waited for, the kernel set-up is undone (VIPs off `lo`,
+/// nftables tables, the NIC's addresses), the ports are closed, the mbuf
+/// pool freed, and the EAL cleaned up last.
+struct Teardown {
     stop: Arc<AtomicBool>,
     kernel: Mutex<KernelSetup>,
-    _pool: Arc<Mempool>,
+    nic: Option<Arc<Port>>,
+    /// Whether the NIC was put in promiscuous mode (left when it closes).
+    promiscuous: bool,
+    /// A DPDK port on the kernel side (virtio-user, a vdev); Herd's own
+    /// TAP closes with its last descriptor.
+    kernel_port: Option<Arc<Port>>,
+    pool: Option<Arc<Mempool>>,
+    eal: Option<Eal>,
+}
+
+impl Teardown {
+    fn eal(&self) -> &Eal {
+        self.eal.as_ref().expect("the EAL lives until the teardown")
+    }
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(eal) = &self.eal {
+            eal.wait_workers();
+        }
+        self.kernel
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .undo();
+        if let (true, Some(nic)) = (self.promiscuous, &self.nic) {
+            if let Err(e) = nic.disable_promiscuous() {
+                tracing::warn!("{e}");
+            }
+        }
+        for port in [self.kernel_port.take(), self.nic.take()]
+            .into_iter()
+            .flatten()
+        {
+            match Arc::try_unwrap(port) {
+                Ok(p) => p.close(),
+                Err(_) => tracing::warn!("a port is still shared at shutdown: left open"),
+            }
+        }
+        drop(self.pool.take());
+        drop(self.eal.take());
+    }
 }
 
 impl RunningNode {
@@ -625,8 +681,16 @@ impl RunningNode {
         // The PMD loads the program from the file when its queues are set
         // up; the file goes when this start ends, however it ends.
         let _xdp_file = xdp_prog.clone().map(RemoveOnDrop);
-        let eal = Eal::init(&eal_args(&config, xdp_prog.as_deref()))?;
-        let workers = eal.worker_lcores();
+        let mut t = Teardown {
+            stop: Arc::new(AtomicBool::new(false)),
+            kernel: Mutex::new(KernelSetup::default()),
+            nic: None,
+            promiscuous: false,
+            kernel_port: None,
+            pool: None,
+            eal: Some(Eal::init(&eal_args(&config, xdp_prog.as_deref()))?),
+        };
+        let workers = t.eal().worker_lcores();
         let queues = config.port.queues;
         if workers.len() < usize::from(queues) {
             return Err(NodeError::Other(format!(
@@ -634,8 +698,10 @@ impl RunningNode {
                 workers.len()
             )));
         }
-        let pool = Arc::new(Mempool::new(&eal, "herd_mbufs", config.dpdk.mbufs)?);
-        let nic = eal.port_by_name(&nic_port_name(&config))?;
+        let pool = Arc::new(Mempool::new(t.eal(), "herd_mbufs", config.dpdk.mbufs)?);
+        t.pool = Some(Arc::clone(&pool));
+        let nic = Arc::new(t.eal().port_by_name(&nic_port_name(&config))?);
+        t.nic = Some(Arc::clone(&nic));
         nic.configure_and_start(
             &pool,
             queues,
@@ -643,6 +709,7 @@ impl RunningNode {
             config.port.tx_descriptors,
         )?;
         nic.enable_promiscuous()?;
+        t.promiscuous = true;
         let nic_mac = nic.mac()?;
 
         // The TAP (or virtio-user's interface) has the NIC's MAC, so what
@@ -650,84 +717,55 @@ impl RunningNode {
         // MAC per node.
         let kernel_port = match (&config.tap.vdev, config.tap.backend) {
             (Some(v), _) => {
-                let port = eal.port_by_name(&vdev_name(v))?;
+                let port = Arc::new(t.eal().port_by_name(&vdev_name(v))?);
+                t.kernel_port = Some(Arc::clone(&port));
                 port.configure_and_start(
                     &pool,
                     queues,
                     config.port.rx_descriptors,
                     config.port.tx_descriptors,
                 )?;
-                KernelPort::Port(Arc::new(port))
+                KernelPort::Port(port)
             }
-            (None, TapBackend::VirtioUser) => match virtio_user(&eal, &config, &pool, nic_mac) {
-                Ok(port) => KernelPort::Port(Arc::new(port)),
-                Err(e) => {
-                    nic.close();
-                    return Err(e);
-                }
-            },
-            (None, TapBackend::Tap) => {
-                match Tap::open(&config.tap.name, queues, nic_mac, config.tap.offloads) {
-                    Ok(t) => KernelPort::Tap(Arc::new(t)),
-                    Err(e) => {
-                        nic.close();
-                        return Err(NodeError::Other(format!(
-                            "the TAP {}: {e}",
-                            config.tap.name
-                        )));
-                    }
-                }
+            (None, TapBackend::VirtioUser) => {
+                let port = Arc::new(virtio_user(t.eal(), &config, &pool, nic_mac)?);
+                t.kernel_port = Some(Arc::clone(&port));
+                KernelPort::Port(port)
             }
+            (None, TapBackend::Tap) => KernelPort::Tap(Arc::new(
+                Tap::open(&config.tap.name, queues, nic_mac, config.tap.offloads)
+                    .map_err(|e| NodeError::Other(format!("the TAP {}: {e}", config.tap.name)))?,
+            )),
         };
 
         // Before the TAP comes up: from its first frame, what the kernel
         // sends leaves through the NIC's interface.
         let direct_egress = match &kernel_port {
-            KernelPort::Tap(_) => match direct_egress(&config) {
-                Ok(d) => d.map(Arc::new),
-                Err(e) => {
-                    nic.close();
-                    return Err(e);
-                }
-            },
+            KernelPort::Tap(_) => direct_egress(&config)?.map(Arc::new),
             KernelPort::Port(_) => None,
         };
-        let mut packet_txs: Vec<Option<PacketTx>> = match (0..queues)
+        let mut packet_txs: Vec<Option<PacketTx>> = (0..queues)
             .map(|_| match direct_egress {
                 Some(_) => Ok(None),
                 None => packet_tx(&config),
             })
-            .collect()
-        {
-            Ok(p) => p,
-            Err(e) => {
-                nic.close();
-                return Err(e);
-            }
-        };
-        let mut kernel = KernelSetup::default();
+            .collect::<Result<_, _>>()?;
         if config.tap.configure_kernel && config.tap.vdev.is_none() {
-            let result = (|| {
-                if let (Driver::AfPacket | Driver::AfXdp, Some(nic_if)) =
-                    (config.port.driver, &config.port.interface)
-                {
-                    kernel.silence_nic(nic_if, config.port.driver == Driver::AfPacket)?;
-                    if xdp_prog.is_some() {
-                        kernel.host_passed_frames(nic_if, &mac_string(&nic_mac))?;
-                    }
+            let kernel = t.kernel.get_mut().unwrap_or_else(|e| e.into_inner());
+            if let (Driver::AfPacket | Driver::AfXdp, Some(nic_if)) =
+                (config.port.driver, &config.port.interface)
+            {
+                kernel.silence_nic(nic_if, config.port.driver == Driver::AfPacket)?;
+                if xdp_prog.is_some() {
+                    kernel.host_passed_frames(nic_if, &mac_string(&nic_mac))?;
                 }
-                kernel.configure_tap(&config.tap, &config.farm.vips)
-            })();
-            if let Err(e) = result {
-                kernel.undo();
-                if let KernelPort::Port(p) = kernel_port {
-                    if let Ok(p) = Arc::try_unwrap(p) {
-                        p.close();
-                    }
-                }
-                nic.close();
-                return Err(e.into());
             }
+            kernel.configure_tap(&config.tap, &config.farm.vips)?;
+        }
+        if std::env::var_os(FAIL_AFTER_KERNEL_SETUP).is_some() {
+            return Err(NodeError::Other(format!(
+                "{FAIL_AFTER_KERNEL_SETUP} is set: the start fails here"
+            )));
         }
 
         let counters: Arc<[LcoreCounters]> =
@@ -749,8 +787,7 @@ impl RunningNode {
             Some(maps) => TablePublisher::with_mirror(table, mirror_to(Arc::clone(maps))),
             None => TablePublisher::new(table),
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let nic = Arc::new(nic);
+        let stop = Arc::clone(&t.stop);
         let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
         let nic_sockets = match (config.port.driver, &config.port.interface) {
             (Driver::AfPacket | Driver::AfXdp, Some(i)) => {
@@ -812,7 +849,7 @@ impl RunningNode {
                 kernel_reads,
                 gro: config.tap.offloads && config.tap.gro,
             };
-            eal.launch(lcore, move || worker.run())?;
+            t.eal().launch(lcore, move || worker.run())?;
         }
         tracing::info!(
             node = config.node.id,
@@ -824,7 +861,7 @@ impl RunningNode {
         let marked = dpdk::close_on_exec_all();
         tracing::debug!(marked, "descriptors marked close-on-exec");
         Ok(RunningNode {
-            eal,
+            teardown: t,
             parts: StatusReader {
                 config: Arc::new(config),
                 nic,
@@ -839,9 +876,6 @@ impl RunningNode {
                 direct_egress,
                 settings: Arc::clone(&settings),
             },
-            stop,
-            kernel: Mutex::new(kernel),
-            _pool: pool,
         })
     }
 
@@ -867,7 +901,11 @@ impl RunningNode {
         if same_farm(&new) {
             return Ok(());
         }
-        let mut kernel = self.kernel.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kernel = self
+            .teardown
+            .kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let sets_kernel = config.tap.configure_kernel && config.tap.vdev.is_none();
         let has = |c: &Classifier, a: IpAddr| c.vips().any(|v| v == a);
         if sets_kernel {
@@ -913,27 +951,9 @@ impl RunningNode {
 
     /// Stops the lcores, undoes the kernel setup, closes the ports (the
     /// TAP interface goes with its port) and cleans the EAL up.
-    pub fn shutdown(mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.eal.wait_workers();
-        self.kernel
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .undo();
-        let RunningNode { eal, parts, .. } = self;
-        let StatusReader { nic, kernel, .. } = parts;
-        let ports = match kernel {
-            KernelPort::Port(p) => vec![p, nic],
-            // Herd's TAP goes with its last descriptor.
-            KernelPort::Tap(_) => vec![nic],
-        };
-        for port in ports {
-            match Arc::try_unwrap(port) {
-                Ok(p) => p.close(),
-                Err(_) => tracing::warn!("a port is still shared at shutdown"),
-            }
-        }
-        drop(eal);
+    /// Stops the node (what dropping it does), and says so.
+    pub fn shutdown(self) {
+        drop(self);
         tracing::info!("stopped");
     }
 }

@@ -125,7 +125,20 @@ impl KernelSetup {
             &["ip", "link", "set", "dev", nic, "arp", "on"],
         )?;
         // Absent when IPv6 is off in the kernel: nothing to silence then.
-        let _ = sysctl(&format!("net/ipv6/conf/{nic}/disable_ipv6"), "1");
+        let key = format!("net/ipv6/conf/{nic}/disable_ipv6");
+        if let Ok(was) = std::fs::read_to_string(format!("/proc/sys/{key}")) {
+            let was = was.trim();
+            if was != "1" && sysctl(&key, "1").is_ok() {
+                // Put back as it was (the interface's link-local address
+                // comes back with it).
+                let sysctl_key = key.replace('/', ".");
+                self.undo.push(vec![
+                    "sysctl".into(),
+                    "-qw".into(),
+                    format!("{sysctl_key}={was}"),
+                ]);
+            }
+        }
         if ingress_drop {
             // nftables' netdev ingress hook runs after AF_PACKET taps, so
             // the fastpath still receives what the kernel is kept from.

@@ -1,7 +1,6 @@
 //! Who owns which bucket: static ownership from the config, or the
 //! membership protocol publishing a new table whenever it changes.
 
-use crate::census;
 use anyhow::{Context, Result};
 use config::state::{NodeState, WeightSource};
 use config::{Config, Ownership};
@@ -9,6 +8,7 @@ use fastpath::decision::{Affinity, RuleTable};
 use fastpath::flows::{FlowId, FlowSet};
 use fastpath::hash::FlowKey;
 use fastpath::table::{BucketTable, TablePublisher};
+use herd::census;
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
 use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain};
@@ -200,11 +200,45 @@ impl Farm {
         };
         tokio::spawn(moves.clone().census_loop(Arc::clone(&shared)));
         let task_shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            if let Err(e) = membership::driver::run(task_shared, driver, on_owned).await {
-                tracing::error!("membership stopped: {e}");
+        let priority = c.membership.realtime_priority;
+        if priority > 0 {
+            match crate::realtime::lock_memory() {
+                Ok(()) => tracing::info!("memory locked"),
+                Err(e) => tracing::warn!("memory not locked: {e}"),
             }
-        });
+        }
+        // Its own thread and runtime: nothing else of the node's control
+        // plane delays a heartbeat, and it alone runs real-time.
+        std::thread::Builder::new()
+            .name("herd-membership".into())
+            .spawn(move || {
+                if priority > 0 {
+                    match crate::realtime::make_current_thread_realtime(priority) {
+                        Ok(()) => {
+                            tracing::info!("heartbeats run real-time (SCHED_FIFO {priority})")
+                        }
+                        Err(e) => tracing::warn!(
+                            "heartbeats run at normal priority (a loaded host may delay them): {e}"
+                        ),
+                    }
+                }
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("membership stopped: its runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    if let Err(e) = membership::driver::run(task_shared, driver, on_owned).await {
+                        tracing::error!("membership stopped: {e}");
+                    }
+                });
+            })
+            .context("the membership thread")?;
         Ok(Some(MembershipHandle {
             shared,
             moves,

@@ -1,10 +1,10 @@
 //! `herd`: run a farm node, operate it, ask it for its status, check a
 //! config.
 
-mod census;
 mod control;
 mod farm;
 mod http;
+mod realtime;
 mod reload;
 mod service;
 mod setup;
@@ -316,6 +316,9 @@ fn run(path: &std::path::Path) -> Result<()> {
         .context("starting the node")?;
     let served = rt.block_on(serve(path, &config, &farm, &node, &notifier));
     notifier.stopping();
+    // The control plane's tasks hold the node's ports through its status:
+    // they go first, so the ports close.
+    drop(rt);
     node.shutdown();
     let _ = std::fs::remove_file(&socket);
     served

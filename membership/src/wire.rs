@@ -366,6 +366,16 @@ fn decode_set(tail: &[u8]) -> Result<(BucketSet, usize), DecodeError> {
     }
 }
 
+/// `body` followed by its HMAC under `key`: a datagram that passes
+/// authentication whatever its body holds (what a sender writes; the fuzz
+/// target of what follows authentication).
+pub fn seal(mut body: Vec<u8>, key: &Key) -> Vec<u8> {
+    let mut mac = key.mac();
+    mac.update(&body);
+    body.extend_from_slice(&mac.finalize().into_bytes());
+    body
+}
+
 impl Heartbeat {
     /// Writes it in `self.version` (which this build must speak).
     pub fn encode(&self, keys: &Keyring) -> Vec<u8> {
@@ -391,10 +401,7 @@ impl Heartbeat {
         debug_assert_eq!(out.len(), fixed_len(self.version));
         let used = encode_set(&self.moving_out, MAX_MOVING_BYTES, &mut out);
         encode_set(&self.kept_in, MAX_MOVING_BYTES - used, &mut out);
-        let mut mac = key.mac();
-        mac.update(&out);
-        out.extend_from_slice(&mac.finalize().into_bytes());
-        out
+        seal(out, key)
     }
 
     /// Checks and decodes in any version this build speaks.

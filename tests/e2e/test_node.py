@@ -7,7 +7,9 @@ import os
 import subprocess
 import tempfile
 
-from lab import (HERD, VIP4, bucket, client, down, l2probe, lab, owner, probe, run, status, up, wait_for)
+import pytest
+
+from lab import (HERD, LAB, VIP4, bucket, client, down, l2probe, lab, owner, probe, run, status, up, wait_for)
 
 
 def test_two_queues_two_lcores_both_carry_traffic():
@@ -268,6 +270,51 @@ def test_up_after_a_crashed_run_cleans_up_first():
     try:
         report = probe("http", sources=60, conns=150)
         assert report["ok"] == 150 and set(report["by_node"]) == {"s1", "s2", "s3"}
+    finally:
+        down()
+
+
+def node_kernel_state(node):
+    """What a node's start changes in its namespace: links (the TAP, eth0's
+    flags), addresses (eth0's, lo's VIPs), routes, nftables tables, DPDK's
+    runtime files."""
+    ns = lambda *cmd: run("ip", "netns", "exec", f"herd-{node}", *cmd).stdout
+    return {
+        "links": ns("ip", "-o", "link", "show"),
+        # An IPv6 address just restored is tentative until its DAD ends.
+        "addresses": ns("ip", "-o", "addr", "show").replace(" tentative", ""),
+        "routes": ns("ip", "route", "show"),
+        "nft": ns("nft", "list", "tables"),
+        "dpdk": sorted(os.listdir(f"/var/run/dpdk/herd-{node}")) if os.path.isdir(f"/var/run/dpdk/herd-{node}") else [],
+    }
+
+
+@pytest.mark.parametrize("driver", ["af_packet", "af_xdp"])
+def test_a_start_that_fails_after_the_kernel_set_up_leaves_nothing_behind(driver):
+    """A start that fails after EAL init, ports, TAP, pre-filter and the
+    kernel set-up (VIPs on lo, nftables, addresses) releases all of it in
+    order: the namespace is as before, and the next start serves; its
+    clean stop leaves the namespace as before too."""
+    up(nodes=2, running=1, driver=driver)
+    try:
+        before = node_kernel_state("s2")
+        env = dict(os.environ, HERD_TEST_FAIL_AFTER_KERNEL_SETUP="1")
+        p = subprocess.run([LAB, "start", "s2"], env=env, capture_output=True, text=True, timeout=120)
+        assert p.returncode != 0, p.stdout
+        log = open("/run/herd-lab/s2.herd.log").read()
+        assert "HERD_TEST_FAIL_AFTER_KERNEL_SETUP is set: the start fails here" in log, log[-2000:]
+        assert "panicked" not in log and "still shared" not in log, log[-2000:]
+        after = node_kernel_state("s2")
+        for k in before:
+            assert after[k] == before[k], (k, before[k], after[k])
+        lab("start", "s2")
+        wait_for(lambda: probe("udp", sources=40, conns=40, timeout_ms=500)["ok"] == 40, 20,
+                 "both nodes serving after the failed start")
+        # A clean stop leaves the namespace as it was found too.
+        lab("stop", "s2")
+        stopped = node_kernel_state("s2")
+        for k in before:
+            assert stopped[k] == before[k], (k, before[k], stopped[k])
     finally:
         down()
 
