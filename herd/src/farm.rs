@@ -142,6 +142,13 @@ impl Farm {
         }
         let keys = read_keyring(c)?;
         let versions = protocol_versions(c)?;
+        if c.membership.realtime_priority > 0 {
+            // Before the machine exists: locking can take a while.
+            match crate::realtime::lock_memory() {
+                Ok(()) => tracing::info!("memory locked"),
+                Err(e) => tracing::warn!("memory not locked: {e}"),
+            }
+        }
         let settings = Settings {
             versions,
             nodes: c
@@ -201,12 +208,6 @@ impl Farm {
         tokio::spawn(moves.clone().census_loop(Arc::clone(&shared)));
         let task_shared = Arc::clone(&shared);
         let priority = c.membership.realtime_priority;
-        if priority > 0 {
-            match crate::realtime::lock_memory() {
-                Ok(()) => tracing::info!("memory locked"),
-                Err(e) => tracing::warn!("memory not locked: {e}"),
-            }
-        }
         // Its own thread and runtime: nothing else of the node's control
         // plane delays a heartbeat, and it alone runs real-time.
         std::thread::Builder::new()

@@ -225,6 +225,33 @@ fn metrics(node: &Node) -> Result<String> {
         "Heartbeats dropped, by reason",
         dropped.clone(),
     );
+    let nic = Family::<Labels, Counter>::default();
+    reg.register(
+        "nic_packets",
+        "The NIC port's own counters (DPDK): received, sent, missed for want of room in its rx ring (imissed), receive errors, send errors, receives without an mbuf (rx_nombuf)",
+        nic.clone(),
+    );
+    let buckets = Gauge::<i64>::default();
+    reg.register(
+        "buckets",
+        "The farm's bucket count (farm.buckets)",
+        buckets.clone(),
+    );
+    let build = Family::<Labels, Gauge>::default();
+    reg.register(
+        "build_info",
+        "1, labelled with this build's version and the heartbeat protocol versions it speaks",
+        build.clone(),
+    );
+    build
+        .get_or_create(&labels(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            (
+                "protocol_versions",
+                &membership::wire::Versions::BUILD.to_string(),
+            ),
+        ]))
+        .set(1);
 
     let h = &st["health"];
     let code = |s: &str| match s {
@@ -242,6 +269,13 @@ fn metrics(node: &Node) -> Result<String> {
     alive.get_or_create(&labels(&[("node", &me)])).set(1);
     ready.set(i64::from(h["owns_buckets"].as_bool() == Some(true)));
     let n_buckets = st["buckets"].as_u64().unwrap_or(1).max(1) as f64;
+    buckets.set(st["buckets"].as_i64().unwrap_or(0));
+    if let Some(stats) = st["nic_stats"].as_object() {
+        for (k, v) in stats {
+            nic.get_or_create(&labels(&[("counter", k)]))
+                .inc_by(v.as_u64().unwrap_or(0));
+        }
+    }
     owned.set(st["owned_buckets"].as_i64().unwrap_or(0));
     for dir in ["in", "out"] {
         moving

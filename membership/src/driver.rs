@@ -86,6 +86,9 @@ pub async fn run(
             .map_err(|e| io::Error::new(e.kind(), format!("heartbeat socket {addr}: {e}")))?;
         sockets.push(Arc::new(s));
     }
+    // A peer is heard from now on: the machine's listening period (no
+    // bucket taken before it could have heard a live owner) starts here.
+    shared.change(|m, now| m.listen_from(now));
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
     for (network, s) in sockets.iter().enumerate() {
         let (s, tx) = (Arc::clone(s), tx.clone());

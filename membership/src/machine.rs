@@ -994,6 +994,13 @@ impl Machine {
         &self.s.keys
     }
 
+    /// The node can hear its peers from `now` on (its driver's sockets are
+    /// bound): it listens for `dead_after` from here before taking
+    /// anything, however long its start took since [`Machine::new`].
+    pub fn listen_from(&mut self, now: Duration) {
+        self.listen_until = self.listen_until.max(now + self.s.dead_after);
+    }
+
     /// Releases a node held at an older version: it speaks `versions`
     /// from now on. What each peer speaks is learnt again from its next
     /// heartbeat, the first heartbeats going out in this node's newest (a

@@ -969,3 +969,44 @@ fn buckets_moving_between_live_nodes_keep_one_server_per_flow_and_every_move_end
         "{kept_seen} of {overtaken} overtaken joins kept a bucket in"
     );
 }
+
+#[test]
+fn a_node_listens_dead_after_from_when_its_sockets_are_bound_however_late() {
+    // A lone node of a two-node farm whose start took 1 s between the
+    // machine and its sockets (locking memory on a busy host): it takes
+    // nothing until dead_after past the binding, then the dead peer's
+    // buckets too.
+    let settings = Settings {
+        nodes: vec![Member { id: 1, weight: 1 }, Member { id: 2, weight: 1 }],
+        me: 1,
+        period: PERIOD,
+        dead_after: DEAD_AFTER,
+        networks: 1,
+        n_buckets: BUCKETS,
+        split_brain: SplitBrain::ServeAll,
+        keys: farm_key(),
+        versions: Versions::BUILD,
+        farm: 0,
+        continuity: true,
+        drain_timeout: DRAIN_TIMEOUT,
+    };
+    let mut m = Machine::new(settings, 1, Duration::ZERO);
+    m.set_state(Duration::ZERO, STATE_UP, false);
+    let bound = Duration::from_secs(1);
+    m.listen_from(bound);
+    let mut t = Duration::ZERO;
+    while t < bound + DEAD_AFTER {
+        m.handle_timeout(t);
+        assert_eq!(
+            m.owned().count(),
+            0,
+            "took buckets at {t:?}, before listening long enough"
+        );
+        t += MS;
+    }
+    while t < bound + DEAD_AFTER + Duration::from_millis(100) {
+        m.handle_timeout(t);
+        t += MS;
+    }
+    assert_eq!(m.owned().count(), BUCKETS as usize);
+}
