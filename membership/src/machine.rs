@@ -29,8 +29,10 @@
 //! - A node heartbeats at once when its view changes, and when a peer's
 //!   reported view changes (so the peer gets its acknowledgement within a
 //!   network delay, not a heartbeat period).
-//! - A starting node takes nothing during its first `dead_after`: a peer
-//!   it has not heard yet may be alive and serving.
+//! - A starting node takes nothing during its first `dead_after` of
+//!   listening (from [`Machine::new`], or from [`Machine::listen_from`]
+//!   when its driver could hear peers only later): a peer it has not heard
+//!   yet may be alive and serving.
 //! - Split brain: by default each side serves all buckets (SafeKit); when
 //!   the partition heals, a node releases what the full view gives to
 //!   others as soon as it hears one of them (within `dead_after` even
