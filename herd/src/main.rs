@@ -314,8 +314,8 @@ fn run(path: &std::path::Path) -> Result<()> {
     service::set_log_level(config.log.directives());
     let node = fastpath::node::RunningNode::start(config.clone(), farm.initial_table())
         .context("starting the node")?;
+    // `serve` tells systemd STOPPING as it starts to stop.
     let served = rt.block_on(serve(path, &config, &farm, &node, &notifier));
-    notifier.stopping();
     // The control plane's tasks hold the node's ports through its status:
     // they go first, so the ports close.
     drop(rt);

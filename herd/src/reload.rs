@@ -50,7 +50,7 @@ pub async fn reload(
         Ok(c) => c,
         Err(r) => return refuse(format!("refused, nothing changed: {r}")),
     };
-    match (crate::farm::protocol_versions(&new), membership) {
+    let versions = match (crate::farm::protocol_versions(&new), membership) {
         (Err(e), _) => return refuse(format!("refused, nothing changed: {e:#}")),
         (Ok(v), Some(m)) if v.newest < m.shared.with(|mach| mach.versions().newest) => {
             return refuse(format!(
@@ -58,8 +58,8 @@ pub async fn reload(
                 v.newest
             ))
         }
-        _ => {}
-    }
+        (Ok(v), _) => v,
+    };
     // The key files are read again whatever their paths: a rotation may
     // rewrite a file in place.
     let keys = match membership {
@@ -79,6 +79,12 @@ pub async fn reload(
     }
     if let Err(message) = apply(&changes, running, &new, node, membership) {
         return refuse(message);
+    }
+    if let (Some(_), Some(m)) = (changes.protocol_version, membership) {
+        // Checked above, before anything was applied.
+        m.shared.change(|mach, t| {
+            mach.set_versions(t, versions);
+        });
     }
     // What cannot fail once the config is valid.
     if changes.health {
@@ -145,14 +151,6 @@ fn apply(
     if let (Some((_, w)), Some(m)) = (changes.weight, membership) {
         let now = m.weights.set_configured(w);
         m.shared.change(|mach, t| mach.set_weight(t, now));
-    }
-    if let (Some(_), Some(m)) = (changes.protocol_version, membership) {
-        // Checked before anything was applied.
-        if let Ok(versions) = crate::farm::protocol_versions(new) {
-            m.shared.change(|mach, t| {
-                mach.set_versions(t, versions);
-            });
-        }
     }
     Ok(())
 }
