@@ -159,7 +159,7 @@ impl Default for Continuity {
 pub struct NodeIdentity {
     pub id: u16,
     /// Where the node keeps its state across restarts (the weight set with
-    /// `herd weight`; see [`state::NodeState`]).
+    /// `herd weight`; see [`state::KeptState`]).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
 }

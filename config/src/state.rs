@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct NodeState {
+pub struct KeptState {
     /// The weight set with `herd weight`; none: the config's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
@@ -44,7 +44,7 @@ impl StateError {
     }
 }
 
-impl NodeState {
+impl KeptState {
     /// The state file of `config`'s node: `<state_dir>/<farm>-node<id>.toml`.
     pub fn path(config: &Config) -> PathBuf {
         config
@@ -56,10 +56,10 @@ impl NodeState {
     /// The state in `path`; none kept yet (no file) is the default state.
     /// A file that is not a state file is an error naming it: the node
     /// does not start on a guess.
-    pub fn load(path: &Path) -> Result<NodeState, StateError> {
+    pub fn load(path: &Path) -> Result<KeptState, StateError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(NodeState::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(KeptState::default()),
             Err(e) => return Err(StateError::new(path, e)),
         };
         toml::from_str(&text).map_err(|e| {
@@ -76,7 +76,7 @@ impl NodeState {
     /// Writes the state to `path` (creating its directory), or removes the
     /// file when there is nothing to keep.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
-        if *self == NodeState::default() {
+        if *self == KeptState::default() {
             return match std::fs::remove_file(path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StateError::new(path, e)),
                 _ => Ok(()),
@@ -110,13 +110,13 @@ mod tests {
     fn a_kept_weight_reads_back_and_nothing_kept_leaves_no_file() {
         let dir = scratch("roundtrip");
         let path = dir.join("lab-node1.toml");
-        assert_eq!(NodeState::load(&path).unwrap(), NodeState::default());
-        let kept = NodeState { weight: Some(3) };
+        assert_eq!(KeptState::load(&path).unwrap(), KeptState::default());
+        let kept = KeptState { weight: Some(3) };
         kept.save(&path).unwrap();
-        assert_eq!(NodeState::load(&path).unwrap(), kept);
-        NodeState { weight: Some(0) }.save(&path).unwrap();
-        assert_eq!(NodeState::load(&path).unwrap().weight, Some(0));
-        NodeState::default().save(&path).unwrap();
+        assert_eq!(KeptState::load(&path).unwrap(), kept);
+        KeptState { weight: Some(0) }.save(&path).unwrap();
+        assert_eq!(KeptState::load(&path).unwrap().weight, Some(0));
+        KeptState::default().save(&path).unwrap();
         assert!(!path.exists());
         assert!(!path.with_extension("toml.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -135,7 +135,7 @@ mod tests {
             "\u{0}",
         ] {
             std::fs::write(&path, bad).unwrap();
-            let e = NodeState::load(&path).unwrap_err().to_string();
+            let e = KeptState::load(&path).unwrap_err().to_string();
             assert!(
                 e.starts_with(&path.display().to_string()) && e.contains("remove it"),
                 "{bad:?}: {e}"
@@ -152,9 +152,9 @@ mod tests {
         let blocker = dir.join("state");
         std::fs::write(&blocker, "").unwrap();
         let path = blocker.join("lab-node1.toml");
-        let e = NodeState { weight: Some(2) }.save(&path).unwrap_err();
+        let e = KeptState { weight: Some(2) }.save(&path).unwrap_err();
         assert_eq!(e.path, blocker);
-        assert!(NodeState::load(&path).is_err() || !path.exists());
+        assert!(KeptState::load(&path).is_err() || !path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -163,7 +163,7 @@ mod tests {
         let mut c = Config::from_toml(include_str!("../../examples/node.toml")).unwrap();
         c.node.state_dir = PathBuf::from("/var/lib/herd");
         assert_eq!(
-            NodeState::path(&c),
+            KeptState::path(&c),
             PathBuf::from(format!(
                 "/var/lib/herd/{}-node{}.toml",
                 c.farm.name, c.node.id

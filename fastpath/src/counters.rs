@@ -4,13 +4,13 @@
 //! adds a burst's worth of [`BurstCounts`] at the end of each burst; the
 //! control thread reads them at any time.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// Counts gathered over one burst, in plain integers.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
         pub struct BurstCounts { $(pub $name: u64,)* }
 
         /// One lcore's running totals.
@@ -39,6 +39,12 @@ macro_rules! counters {
                 let mut t = BurstCounts::default();
                 for c in all { $(t.$name += c.$name;)* }
                 t
+            }
+
+            /// Every counter with its name (as `herd status` and
+            /// `/metrics` label it), in declaration order.
+            pub fn named(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
             }
         }
     };
@@ -79,7 +85,7 @@ pub struct TableSwitch {
 }
 
 /// A snapshot of [`TableSwitch`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableSwitchStats {
     pub generation: u64,
     pub last_us: u64,
@@ -116,7 +122,7 @@ pub struct FlowGauges {
 }
 
 /// A snapshot of [`FlowGauges`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowStats {
     /// Flows of moving buckets this lcore follows (its own and the other
     /// owner's).

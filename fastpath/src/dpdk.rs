@@ -329,7 +329,7 @@ pub struct Port {
 }
 
 /// Port counters kept by the driver.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortStats {
     pub ipackets: u64,
     pub opackets: u64,

@@ -17,7 +17,7 @@ use crate::reply;
 use crate::setup::KernelSetup;
 use crate::table::{BucketTable, Mirror, Move, TablePublisher, TableReader};
 use config::{Config, Driver, TapBackend};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -382,7 +382,7 @@ fn mirror_to(maps: Arc<prefilter::Maps>) -> Mirror {
 }
 
 /// What `herd status` shows of a node.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub farm: String,
     pub node_id: u16,
@@ -424,7 +424,7 @@ pub struct NodeStatus {
 }
 
 /// The lcores' idle policy (`polling`), as `herd status` shows it.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PollingStatus {
     pub spin_polls: u32,
     pub min_sleep_us: u64,
@@ -433,14 +433,14 @@ pub struct PollingStatus {
 
 /// Frames the XDP pre-filter passed to the kernel (owned buckets),
 /// dropped (other nodes' buckets) and left to the fastpath.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PrefilterCounts {
     pub passed: u64,
     pub dropped: u64,
     pub to_fastpath: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LcoreStatus {
     pub lcore: u32,
     pub queue: u16,

@@ -195,10 +195,16 @@ impl KernelSetup {
     }
 
     /// Puts `vip` on loopback (replacing a stale one), to be removed by
-    /// `undo` or [`KernelSetup::remove_vip`].
+    /// `undo` or [`KernelSetup::remove_vip`]. The kernel's connections from
+    /// the VIP are reset first and again when it is removed: see
+    /// [`reset_connections`].
     pub fn add_vip(&mut self, vip: IpAddr) -> Result<(), SetupError> {
         let addr = lo_address(vip);
         let _ = run(&["ip", "addr", "del", &addr, "dev", "lo"]);
+        reset_connections(vip);
+        let reset = reset_command(vip);
+        self.undo
+            .push(reset.iter().map(|s| s.to_string()).collect());
         self.step(
             &["ip", "addr", "add", &addr, "dev", "lo", "nodad"],
             &["ip", "addr", "del", &addr, "dev", "lo"],
@@ -213,7 +219,11 @@ impl KernelSetup {
             .map(|s| s.to_string())
             .collect();
         self.undo.retain(|u| *u != undo);
-        run(&["ip", "addr", "del", &addr, "dev", "lo"])
+        let reset: Vec<String> = reset_command(vip).iter().map(|s| s.to_string()).collect();
+        self.undo.retain(|u| *u != reset);
+        let removed = run(&["ip", "addr", "del", &addr, "dev", "lo"]);
+        reset_connections(vip);
+        removed
     }
 
     /// Undoes everything, newest first; failures are logged, not fatal.
@@ -224,6 +234,47 @@ impl KernelSetup {
                 tracing::warn!("undo: {e}");
             }
         }
+    }
+}
+
+/// `ss` resetting every TCP connection of the kernel from `vip` (any
+/// state but listening and closed).
+fn reset_command(vip: IpAddr) -> [String; 8] {
+    let src = match vip {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    };
+    ["ss", "-K", "-t", "-n", "state", "connected", "src", &src].map(String::from)
+}
+
+/// Resets the kernel's connections from `vip`. When a node starts, those
+/// are left from before its stop or crash: the farm gave their buckets to
+/// other nodes then, whose kernels reset the clients, but this kernel would
+/// keep its side open as long as the application does (an idle one
+/// forever), and a later move out of their bucket would wait for them
+/// until `continuity.drain_timeout_ms`. When the VIP goes (a stop, a
+/// reload), nothing serves its connections any more: the application
+/// hears of it at once. Needs a kernel with `CONFIG_INET_DIAG_DESTROY`
+/// (Debian's has it); without, they stay, with a warning.
+pub fn reset_connections(vip: IpAddr) {
+    let cmd = reset_command(vip);
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    match Command::new(args[0]).args(&args[1..]).output() {
+        Ok(out) => {
+            // `ss` lists what it reset, under a header line.
+            let reset = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .count()
+                .saturating_sub(1);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if reset > 0 {
+                tracing::info!(%vip, connections = reset, "reset the kernel's connections left from before");
+            }
+            if !out.status.success() || err.contains("Operation not supported") {
+                tracing::warn!(%vip, "could not reset the kernel's connections: {}", err.trim());
+            }
+        }
+        Err(e) => tracing::warn!(%vip, "could not run ss to reset the kernel's connections: {e}"),
     }
 }
 

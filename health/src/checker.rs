@@ -13,7 +13,7 @@ pub struct Policy {
 
 /// A checker's verdict. `Unknown` until enough results are in: after a
 /// (re)start, a node does not count an untested application as healthy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Unknown,

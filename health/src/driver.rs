@@ -8,7 +8,7 @@ use crate::machine::{
 use crate::probe::{probe, NicLink};
 use crate::script::{self, Timeouts};
 use config::Config;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,9 +32,9 @@ enum Input {
 }
 
 /// What `herd status` shows of the node's health.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub state: &'static str,
+    pub state: crate::machine::NodeState,
     pub transient: bool,
     pub owns_buckets: bool,
     pub reason: String,
@@ -86,7 +86,7 @@ impl Health {
         let m = self.machine.lock().unwrap_or_else(|e| e.into_inner());
         let st = m.status();
         Snapshot {
-            state: st.state.name(),
+            state: st.state,
             transient: st.transient,
             owns_buckets: st.owns_buckets(),
             reason: m.reason().to_string(),
@@ -245,7 +245,7 @@ pub fn spawn(
                 }
             }
             let st = m.status();
-            let active = st.state != crate::machine::State::Stop;
+            let active = st.state != crate::machine::NodeState::Stop;
             drop(m);
             active_tx.send_if_modified(|a| std::mem::replace(a, active) != active);
             if st != last {

@@ -37,48 +37,23 @@
 
 use crate::checker::{Policy, Track, Verdict};
 use config::CheckerAction;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum State {
-    Stop,
-    Wait,
-    Up,
-}
-
-impl State {
-    /// `herd state`'s exit code (SafeKit's): 0 STOP, 1 WAIT, 2 UP.
-    pub fn code(self) -> u8 {
-        match self {
-            State::Stop => 0,
-            State::Wait => 1,
-            State::Up => 2,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Stop => "STOP",
-            State::Wait => "WAIT",
-            State::Up => "UP",
-        }
-    }
-}
+pub use node_state::NodeState;
 
 /// The state and whether scripts are running (transient) or not (ready).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Status {
-    pub state: State,
+    pub state: NodeState,
     pub transient: bool,
 }
 
 impl Status {
     /// Only an UP-ready node owns buckets.
     pub fn owns_buckets(self) -> bool {
-        self.state == State::Up && !self.transient
+        self.state == NodeState::Up && !self.transient
     }
 }
 
@@ -89,7 +64,7 @@ impl std::fmt::Display for Status {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Script {
     Prestart,
@@ -146,9 +121,9 @@ pub enum Refused {
 pub struct ScriptRun {
     pub script: Script,
     /// The state the procedure started from.
-    pub current: State,
+    pub current: NodeState,
     /// The state the procedure leads to.
-    pub next: State,
+    pub next: NodeState,
     /// What started it: start, stop, drain, restart, stopstart, or the
     /// checker action.
     pub action: &'static str,
@@ -192,7 +167,7 @@ pub struct Settings {
 }
 
 /// What `status` shows of a checker.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckerStatus {
     pub name: String,
     pub verdict: Verdict,
@@ -202,8 +177,8 @@ pub struct CheckerStatus {
 
 struct Procedure {
     scripts: VecDeque<Script>,
-    from: State,
-    to: State,
+    from: NodeState,
+    to: NodeState,
     action: &'static str,
     /// The reason recorded when the procedure ends.
     reason: String,
@@ -266,7 +241,7 @@ impl Machine {
                 .collect(),
             s: settings,
             status: Status {
-                state: State::Stop,
+                state: NodeState::Stop,
                 transient: false,
             },
             reason: "not started".into(),
@@ -318,29 +293,31 @@ impl Machine {
         }
         let state = self.status.state;
         match (cmd, state) {
-            (Command::Start, State::Stop) | (Command::Restart, State::Stop) => {
+            (Command::Start, NodeState::Stop) | (Command::Restart, NodeState::Stop) => {
                 self.restarts.clear();
                 self.begin(
                     now,
                     STARTING,
-                    State::Up,
+                    NodeState::Up,
                     "start",
                     "started by the operator".into(),
                 );
             }
             (Command::Start, _) => return Err(Refused::AlreadyStarted(self.status)),
-            (Command::Stop | Command::Drain, State::Stop) => return Err(Refused::AlreadyStopped),
+            (Command::Stop | Command::Drain, NodeState::Stop) => {
+                return Err(Refused::AlreadyStopped)
+            }
             (Command::Stop, _) => self.begin(
                 now,
                 STOPPING,
-                State::Stop,
+                NodeState::Stop,
                 "stop",
                 "stopped by the operator".into(),
             ),
             (Command::Drain, _) => self.begin(
                 now,
                 STOPPING,
-                State::Stop,
+                NodeState::Stop,
                 "drain",
                 "drained by the operator".into(),
             ),
@@ -349,7 +326,7 @@ impl Machine {
                 self.begin(
                     now,
                     FULL_CYCLE,
-                    State::Up,
+                    NodeState::Up,
                     "restart",
                     "restarted by the operator".into(),
                 );
@@ -410,7 +387,7 @@ impl Machine {
 
     /// One probe result of checker `index` (in the order of the settings).
     pub fn checker_result(&mut self, now: Duration, index: usize, ok: bool, detail: String) {
-        if self.status.state == State::Stop && self.procedure.is_none() {
+        if self.status.state == NodeState::Stop && self.procedure.is_none() {
             return; // Checkers do not run in STOP.
         }
         let Some(c) = self.checkers.get_mut(index) else {
@@ -444,14 +421,14 @@ impl Machine {
         let Some(p) = self.procedure.as_mut() else {
             return;
         };
-        if !ok && matches!(script, Script::Prestart | Script::Start) && p.to == State::Up {
+        if !ok && matches!(script, Script::Prestart | Script::Start) && p.to == NodeState::Up {
             // The application did not start: stop it cleanly instead.
             p.scripts = STOPPING.into();
-            p.to = State::Stop;
+            p.to = NodeState::Stop;
             p.reason = format!("{} script failed: {detail}", script.name());
             let reason = p.reason.clone();
             let to = Status {
-                state: State::Stop,
+                state: NodeState::Stop,
                 transient: true,
             };
             self.set_status(to, reason);
@@ -460,7 +437,7 @@ impl Machine {
     }
 
     fn settled(&self) -> bool {
-        self.procedure.is_none() && self.status.state != State::Stop
+        self.procedure.is_none() && self.status.state != NodeState::Stop
     }
 
     fn set_status(&mut self, to: Status, reason: String) {
@@ -481,15 +458,15 @@ impl Machine {
         &mut self,
         now: Duration,
         scripts: [Script; N],
-        to: State,
+        to: NodeState,
         action: &'static str,
         reason: String,
     ) {
         let transient = Status {
-            state: if to == State::Stop {
-                State::Stop
+            state: if to == NodeState::Stop {
+                NodeState::Stop
             } else {
-                State::Wait
+                NodeState::Wait
             },
             transient: true,
         };
@@ -524,10 +501,10 @@ impl Machine {
             return;
         }
         let p = self.procedure.take().expect("checked above");
-        if p.to == State::Stop {
+        if p.to == NodeState::Stop {
             self.set_status(
                 Status {
-                    state: State::Stop,
+                    state: NodeState::Stop,
                     transient: false,
                 },
                 p.reason,
@@ -573,7 +550,7 @@ impl Machine {
         if pending.is_empty() {
             self.set_status(
                 Status {
-                    state: State::Up,
+                    state: NodeState::Up,
                     transient: false,
                 },
                 reason,
@@ -585,7 +562,7 @@ impl Machine {
                 .collect();
             self.set_status(
                 Status {
-                    state: State::Wait,
+                    state: NodeState::Wait,
                     transient: false,
                 },
                 format!("waiting for checkers: {}", names.join(", ")),
@@ -613,7 +590,7 @@ impl Machine {
                     self.restarts.len(),
                     self.s.loop_window.as_secs()
                 );
-                self.begin(now, STOPPING, State::Stop, "stop", reason);
+                self.begin(now, STOPPING, NodeState::Stop, "stop", reason);
                 return;
             }
             self.restarts.push_back(now);
@@ -623,21 +600,21 @@ impl Machine {
             CheckerAction::Restart => self.begin(
                 now,
                 [Script::Stop, Script::Start],
-                State::Up,
+                NodeState::Up,
                 "restart",
                 format!("restarted: {why}"),
             ),
             CheckerAction::Stopstart => self.begin(
                 now,
                 FULL_CYCLE,
-                State::Up,
+                NodeState::Up,
                 "stopstart",
                 format!("restarted: {why}"),
             ),
             CheckerAction::Stop => self.begin(
                 now,
                 STOPPING,
-                State::Stop,
+                NodeState::Stop,
                 "stop",
                 format!("stopped: {why}"),
             ),

@@ -5,7 +5,10 @@ use crate::farm::MembershipHandle;
 use anyhow::{bail, Context, Result};
 use fastpath::node::StatusReader;
 use health::driver::Health;
-use health::machine::Command;
+use health::machine::{Command, NodeState};
+use herd::status::{
+    CheckerReply, CommandReply, Ownership, Readiness, Report, StateReply, WeightReply,
+};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -26,25 +29,28 @@ pub struct Node {
     pub names: Arc<BTreeMap<u16, String>>,
     /// Where `herd reload` asks the task that owns the running config.
     pub reload: tokio::sync::mpsc::Sender<crate::reload::Request>,
+    /// The node's recent log lines.
+    pub events: herd::events::EventLog,
 }
 
 impl Node {
-    /// The full status: counters, table, health, membership.
-    pub fn status_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self.status.status()).unwrap_or_default();
-        v["ownership"] = if self.membership.is_some() {
-            "membership".into()
-        } else {
-            "static".into()
-        };
-        v["health"] = serde_json::to_value(self.health.snapshot()).unwrap_or_default();
-        if let Some(m) = &self.membership {
-            v["membership"] = crate::farm::status_json(&m.shared, &self.names);
-            v["membership"]["weight_source"] = serde_json::json!(m.weights.source());
-            v["membership"]["weight_file"] = serde_json::json!(m.weights.path());
-            v["membership"]["moves"] = m.moves.status();
+    /// The full status: counters, table, health, membership, events.
+    pub fn report(&self) -> Report {
+        let health = self.health.snapshot();
+        Report {
+            node: self.status.status(),
+            ownership: if self.membership.is_some() {
+                Ownership::Membership
+            } else {
+                Ownership::Static
+            },
+            readiness: self.readiness(&health),
+            health,
+            membership: self.membership.as_ref().map(|m| {
+                crate::farm::membership_status(&m.shared, &self.names, &m.weights, m.moves.status())
+            }),
+            recent_events: self.events.recent(),
         }
-        v
     }
 
     /// Whether an operator drain is under way (membership farms): the
@@ -55,17 +61,27 @@ impl Node {
             .is_some_and(|m| m.shared.with(|mach| mach.draining()))
     }
 
-    /// How the node stands for new flows, in a word, as `herd state` and
-    /// `/health` say it: "draining" (UP, serving its connections only),
-    /// "transient" (scripts running) or "ready".
-    pub fn readiness(&self, health: &health::driver::Snapshot) -> &'static str {
+    /// How the node stands for new flows, as `herd state` and `/health`
+    /// say it.
+    pub fn readiness(&self, health: &health::driver::Snapshot) -> Readiness {
         if self.draining() {
-            "draining"
+            Readiness::Draining
         } else if health.transient {
-            "transient"
+            Readiness::Transient
         } else {
-            "ready"
+            Readiness::Ready
         }
+    }
+
+    /// The reply to an operator command: where the node stands now.
+    fn command_reply(&self, reason: Option<&str>) -> serde_json::Value {
+        let s = self.health.snapshot();
+        let reply = CommandReply {
+            state: s.state,
+            readiness: self.readiness(&s),
+            reason: reason.map_or(s.reason, str::to_string),
+        };
+        serde_json::to_value(reply).unwrap_or_default()
     }
 
     /// `herd weight N`: the farm rebalances to the new weight, keeping
@@ -101,7 +117,12 @@ impl Node {
         });
         let source = m.weights.source();
         tracing::info!(from = old, to = w, ?source, file = %m.weights.path().display(), "weight changed by the operator");
-        serde_json::json!({ "ok": true, "weight": w, "was": old, "source": source })
+        serde_json::to_value(WeightReply {
+            weight: w,
+            was: old,
+            source,
+        })
+        .unwrap_or_default()
     }
 
     /// `herd drain` with membership: new flows go elsewhere at once; the
@@ -109,7 +130,7 @@ impl Node {
     /// buckets closes, or at the drain timeout.
     fn drain(&self, m: &MembershipHandle) -> serde_json::Value {
         let st = self.health.status();
-        if st.state != health::machine::State::Up || st.transient {
+        if st.state != NodeState::Up || st.transient {
             return serde_json::json!({ "error": "drain: the node is not UP and ready" });
         }
         m.shared.change(|mach, now| mach.set_draining(now, true));
@@ -136,42 +157,51 @@ impl Node {
             }
             shared.change(|mach, now| mach.set_draining(now, false));
         });
-        let s = self.health.snapshot();
-        serde_json::json!({ "ok": true, "draining": true, "state": s.state, "transient": s.transient, "reason": "draining: waiting for the connections to end" })
+        self.command_reply(Some("draining: waiting for the connections to end"))
     }
 
     /// Answers one request line.
     pub async fn answer(&self, request: &str) -> serde_json::Value {
         let cmd = match request {
-            "status" => return self.status_json(),
+            "status" => return serde_json::to_value(self.report()).unwrap_or_default(),
             "state" => {
                 let s = self.health.snapshot();
-                let code = self.health.status().state.code();
-                // A draining node is still UP (its connections are served)
-                // but not ready for new flows: transient, as on its way down.
                 let readiness = self.readiness(&s);
-                let draining = readiness == "draining";
-                let reason = if draining {
+                // A draining node is still UP (its connections are served)
+                // but takes no new flows.
+                let reason = if readiness == Readiness::Draining {
                     "draining: new flows go to the other nodes".to_string()
                 } else {
                     s.reason
                 };
-                return serde_json::json!({
-                    "state": s.state, "transient": s.transient || draining, "draining": draining,
-                    "readiness": readiness, "code": code, "reason": reason,
-                });
+                let reply = StateReply {
+                    state: s.state,
+                    readiness,
+                    reason,
+                };
+                return serde_json::to_value(reply).unwrap_or_default();
             }
             "checker on" | "checker off" => {
                 let on = request == "checker on";
                 return match self.health.set_checkers(on).await {
-                    Ok(()) => serde_json::json!({ "ok": true, "checkers_on": on }),
+                    Ok(()) => {
+                        serde_json::to_value(CheckerReply { checkers_on: on }).unwrap_or_default()
+                    }
                     Err(e) => serde_json::json!({ "error": e }),
                 };
             }
             "start" | "restart" => {
-                // An operator start ends a drain.
+                // An operator start ends a drain; on a node still UP that
+                // is all it has to do.
                 if let Some(m) = &self.membership {
+                    let was_draining = m.shared.with(|mach| mach.draining());
                     m.shared.change(|mach, now| mach.set_draining(now, false));
+                    let s = self.health.status();
+                    if was_draining && request == "start" && s.state == NodeState::Up {
+                        tracing::info!("drain ended by an operator start");
+                        return self
+                            .command_reply(Some("drain ended: the node takes new flows again"));
+                    }
                 }
                 if request == "start" {
                     Command::Start
@@ -201,10 +231,7 @@ impl Node {
             },
         };
         match self.health.command(cmd).await {
-            Ok(()) => {
-                let s = self.health.snapshot();
-                serde_json::json!({ "ok": true, "state": s.state, "transient": s.transient, "reason": s.reason })
-            }
+            Ok(()) => self.command_reply(None),
             Err(e) => serde_json::json!({ "error": e }),
         }
     }
@@ -300,152 +327,134 @@ pub async fn request(path: &Path, what: &str) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// Renders a status reply for people.
-pub fn render_status(v: &serde_json::Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("?").to_string();
-    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+/// Renders a status for people.
+pub fn render_status(r: &Report) -> String {
+    let n = &r.node;
+    let h = &r.health;
+    let m = r.membership.as_ref();
     let mut out = String::new();
     out += &format!(
         "farm {}  node {} ({})  nic {} {}\n",
-        s("farm"),
-        n("node_id"),
-        s("node_name"),
-        s("nic"),
-        s("nic_mac")
+        n.farm, n.node_id, n.node_name, n.nic, n.nic_mac
     );
-    if let Some(vips) = v["vips"].as_array() {
-        let vips: Vec<&str> = vips.iter().filter_map(|a| a.as_str()).collect();
-        out += &format!("VIPs {}\n", vips.join(", "));
-    }
-    let h = &v["health"];
+    let vips: Vec<String> = n.vips.iter().map(|a| a.to_string()).collect();
+    out += &format!("VIPs {}\n", vips.join(", "));
     out += &format!(
         "state {} ({})  {}{}\n",
-        h["state"].as_str().unwrap_or("?"),
-        if h["transient"].as_bool() == Some(true) {
-            "transient"
-        } else {
-            "ready"
-        },
-        h["reason"].as_str().unwrap_or(""),
-        if h["checkers_on"].as_bool() == Some(false) {
-            "  [checkers off]"
-        } else {
+        h.state,
+        if h.transient { "transient" } else { "ready" },
+        h.reason,
+        if h.checkers_on {
             ""
+        } else {
+            "  [checkers off]"
         }
     );
-    if let Some(cs) = h["checkers"].as_array() {
-        for c in cs {
-            out += &format!(
-                "  checker {:<12} {:<8} action {:<9} {}\n",
-                c["name"].as_str().unwrap_or("?"),
-                c["verdict"].as_str().unwrap_or("?"),
-                c["action"].as_str().unwrap_or("?"),
-                c["detail"].as_str().unwrap_or("")
-            );
-        }
+    for c in &h.checkers {
+        out += &format!(
+            "  checker {:<12} {:<8} action {:<9} {}\n",
+            c.name,
+            serde_name(&c.verdict),
+            serde_name(&c.action),
+            c.detail
+        );
     }
     out += &format!(
         "buckets owned {}/{}  [{}]  arp responder: {}  table generation {}\n",
-        n("owned_buckets"),
-        n("buckets"),
-        s("owned_ranges"),
-        v["arp_responder"].as_bool().unwrap_or(false),
-        n("table_generation")
+        n.owned_buckets, n.buckets, n.owned_ranges, n.arp_responder, n.table_generation
     );
-    if n("moving_in") + n("moving_out") > 0 || v["membership"]["draining"].as_bool() == Some(true) {
+    let draining = m.is_some_and(|m| m.draining);
+    if n.moving_in + n.moving_out > 0 || draining {
+        let kept = m
+            .and_then(|m| m.nodes.first())
+            .and_then(|me| me.holds.as_ref())
+            .map_or(0, |h| h.kept_in);
         out += &format!(
             "moving: in {} [{}]{}  out {} [{}]  connections held {}  flows tracked {} (held {}){}\n",
-            n("moving_in"),
-            s("moving_in_ranges"),
-            match v["membership"]["nodes"][0]["kept_in"].as_u64() {
-                Some(k) if k > 0 => format!(" (kept for a newer owner: {k})"),
-                _ => String::new(),
-            },
-            n("moving_out"),
-            s("moving_out_ranges"),
-            v["membership"]["moves"]["connections_held"],
-            v["flows"]["tracked"],
-            v["flows"]["held"],
-            if v["membership"]["draining"].as_bool() == Some(true) {
-                "  [draining]"
+            n.moving_in,
+            n.moving_in_ranges,
+            if kept > 0 {
+                format!(" (kept for a newer owner: {kept})")
             } else {
-                ""
-            }
+                String::new()
+            },
+            n.moving_out,
+            n.moving_out_ranges,
+            m.map_or(0, |m| m.moves.connections_held),
+            n.flows.tracked,
+            n.flows.held,
+            if draining { "  [draining]" } else { "" }
         );
     }
     out += "counters (all lcores):\n";
-    if let Some(t) = v["totals"].as_object() {
-        for (k, val) in t {
-            out += &format!("  {k:<24}{}\n", val.as_u64().unwrap_or(0));
-        }
+    for (k, val) in n.totals.named() {
+        out += &format!("  {k:<24}{val}\n");
     }
-    if let Some(x) = v["xdp_prefilter"].as_object() {
+    if let Some(x) = n.xdp_prefilter {
         out += "XDP pre-filter (decided in the driver):\n";
-        for k in ["passed", "dropped", "to_fastpath"] {
-            out += &format!(
-                "  {k:<24}{}\n",
-                x.get(k).and_then(|c| c.as_u64()).unwrap_or(0)
-            );
+        for (k, v) in [
+            ("passed", x.passed),
+            ("dropped", x.dropped),
+            ("to_fastpath", x.to_fastpath),
+        ] {
+            out += &format!("  {k:<24}{v}\n");
         }
     }
-    if let Some(n) = v["direct_egress"].as_u64() {
+    if let Some(frames) = n.direct_egress {
         out += &format!(
-            "direct egress (the kernel's frames out of the NIC's interface, no lcore):\n  {:<24}{n}\n",
+            "direct egress (the kernel's frames out of the NIC's interface, no lcore):\n  {:<24}{frames}\n",
             "frames"
         );
     }
-    if let Some(nodes) = v["membership"]["nodes"].as_array() {
+    if let Some(m) = m {
         out += &format!(
-            "membership view {}  failovers {}  protocol versions {}:\n",
-            v["membership"]["view"],
-            v["membership"]["counters"]["failovers"],
-            v["membership"]["protocol_versions"].as_str().unwrap_or("?")
+            "membership view {:?}  failovers {}  protocol versions {}:\n",
+            m.view, m.counters.peer_deaths, m.protocol_versions
         );
-        for n in nodes {
-            out +=
-                &format!(
+        for node in &m.nodes {
+            let ages = node.heard.as_ref().map_or("-".to_string(), |h| {
+                let ages: Vec<String> = h
+                    .heartbeat_age_ms
+                    .iter()
+                    .map(|a| a.map_or("never".to_string(), |a| a.to_string()))
+                    .collect();
+                ages.join(",")
+            });
+            out += &format!(
                 "  {:>3} {:<8} {:<6} {:<5}{:<10} weight {:<3} buckets {:>5}  heartbeat age ms {}\n",
-                n["id"],
-                n["name"].as_str().unwrap_or("?"),
-                if n["self"].as_bool() == Some(true) {
+                node.id,
+                node.name.as_deref().unwrap_or("?"),
+                if node.is_self {
                     "self"
-                } else if n["alive"].as_bool() == Some(true) {
+                } else if node.alive {
                     "alive"
                 } else {
                     "dead"
                 },
-                n["state"].as_str().unwrap_or("?"),
-                if n["transient"].as_bool() == Some(true) {
-                    " transient"
-                } else {
-                    ""
-                },
-                n["weight"].as_u64().map_or("-".to_string(), |w| w.to_string()),
-                n["buckets"],
-                n.get("heartbeat_age_ms")
-                    .map_or("-".to_string(), |a| a.to_string())
+                node.state,
+                if node.transient { " transient" } else { "" },
+                node.weight,
+                node.buckets,
+                ages
             );
-            if n["farm_differs"].as_bool() == Some(true) {
+            let Some(heard) = &node.heard else { continue };
+            if heard.farm_differs {
                 out += &format!(
                     "      its farm config differs (digest {}, this node's {}): no bucket is taken until they agree\n",
-                    n["farm_digest"].as_str().unwrap_or("?"),
-                    v["membership"]["farm_digest"].as_str().unwrap_or("?")
+                    heard.farm_digest, m.farm_digest
                 );
             }
-            if n["self"].as_bool() != Some(true) {
-                if let Some(p) = n["protocol"].as_u64() {
-                    out += &format!(
-                        "      protocol {p} (it speaks {})\n",
-                        n["speaks"].as_str().unwrap_or("? (not heard yet)")
-                    );
-                }
-            }
-            if let Some(r) = n["rejected"].as_object() {
+            out += &format!(
+                "      protocol {} (it speaks {})\n",
+                heard.protocol,
+                node.speaks.as_deref().unwrap_or("? (not heard yet)")
+            );
+            if let Some(r) = &heard.rejected {
                 out += &format!(
                     "      a heartbeat {} ms ago was refused ({}): {}\n",
-                    r.get("age_ms").and_then(|a| a.as_u64()).unwrap_or(0),
-                    r.get("why").and_then(|w| w.as_str()).unwrap_or("?"),
-                    if n["alive"].as_bool() == Some(true) {
+                    r.age_ms,
+                    r.why,
+                    if node.alive {
                         "not trusted; it is alive by the others"
                     } else {
                         "not trusted, so counted dead"
@@ -453,35 +462,44 @@ pub fn render_status(v: &serde_json::Value) -> String {
                 );
             }
         }
-        match v["membership"]["weight_source"].as_str() {
-            Some("runtime") => {
+        match m.weight_source {
+            herd::status::WeightSource::Runtime => {
                 out += &format!(
                     "  this node's weight {}: set at run time, kept in {} (`herd weight config` goes back to the config's)\n",
-                    v["membership"]["weight"],
-                    v["membership"]["weight_file"].as_str().unwrap_or("?")
+                    m.weight,
+                    m.weight_file.display()
                 )
             }
-            Some(_) => {
-                out += &format!(
-                    "  this node's weight {}: from the config\n",
-                    v["membership"]["weight"]
-                )
+            herd::status::WeightSource::Config => {
+                out += &format!("  this node's weight {}: from the config\n", m.weight)
             }
-            None => {}
         }
     }
-    if let Some(lc) = v["lcores"].as_array() {
-        for l in lc {
-            out += &format!(
-                "lcore {} queue {}: rx {} accepted {} to-kernel {} from-kernel {}\n",
-                l["lcore"],
-                l["queue"],
-                l["counters"]["rx_packets"],
-                l["counters"]["accepted"],
-                l["counters"]["to_kernel"],
-                l["counters"]["from_kernel"]
-            );
+    for l in &n.lcores {
+        out += &format!(
+            "lcore {} queue {}: rx {} accepted {} to-kernel {} from-kernel {}\n",
+            l.lcore,
+            l.queue,
+            l.counters.rx_packets,
+            l.counters.accepted,
+            l.counters.to_kernel,
+            l.counters.from_kernel
+        );
+    }
+    if !r.recent_events.is_empty() {
+        out += "recent events:\n";
+        let from = r.recent_events.len().saturating_sub(5);
+        for e in &r.recent_events[from..] {
+            out += &format!("  {:<5} {}\n", e.level, e.message);
         }
     }
     out
+}
+
+/// How serde names a unit enum value ("up", "restart").
+fn serde_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".to_string(),
+    }
 }

@@ -2,7 +2,7 @@
 //! membership protocol publishing a new table whenever it changes.
 
 use anyhow::{Context, Result};
-use config::state::{NodeState, WeightSource};
+use config::state::{KeptState, WeightSource};
 use config::{Config, Ownership};
 use fastpath::decision::{Affinity, RuleTable};
 use fastpath::flows::{FlowId, FlowSet};
@@ -12,7 +12,7 @@ use herd::census;
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
 use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain};
-use membership::wire::{Key, Keyring, Versions};
+use membership::wire::{Key, Keyring, NodeState, Versions};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -31,14 +31,14 @@ pub struct WeightStore {
     path: PathBuf,
     /// The config's weight (a reload may change it).
     configured: AtomicU32,
-    kept: Mutex<NodeState>,
+    kept: Mutex<KeptState>,
 }
 
 impl WeightStore {
     /// Reads the node's state file (a damaged one is an error naming it).
     pub fn load(config: &Config) -> Result<WeightStore> {
-        let path = NodeState::path(config);
-        let kept = NodeState::load(&path)?;
+        let path = KeptState::path(config);
+        let kept = KeptState::load(&path)?;
         if let Some(w) = kept.weight {
             tracing::info!(weight = w, file = %path.display(), "weight set at run time before the restart");
         }
@@ -81,13 +81,13 @@ impl WeightStore {
     /// kept: a weight that would not survive a restart is refused.
     pub fn keep(&self, weight: Option<u32>) -> Result<u32, config::state::StateError> {
         let mut kept = self.lock();
-        let next = NodeState { weight };
+        let next = KeptState { weight };
         next.save(&self.path)?;
         *kept = next;
         Ok(weight.unwrap_or(self.configured()))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, NodeState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptState> {
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -119,7 +119,7 @@ impl Farm {
         let mut generation = 1u64;
         move |st: health::machine::Status| {
             if let Some(m) = &membership {
-                m.set_state(st.state.code(), st.transient);
+                m.set_state(st.state, st.transient);
                 return;
             }
             generation += 1;
@@ -186,7 +186,7 @@ impl Farm {
             .map_or(1, |d| d.as_micros() as u64);
         let mut machine = Machine::new(settings, incarnation, Duration::ZERO);
         // STOP until the health driver says otherwise.
-        machine.set_state(Duration::ZERO, membership::wire::STATE_STOP, false);
+        machine.set_state(Duration::ZERO, NodeState::Stop, false);
         let shared = Shared::new(machine);
         let peers: BTreeMap<u16, Vec<std::net::SocketAddr>> = c
             .farm
@@ -361,6 +361,14 @@ struct MovesState {
     empty_once: Vec<u32>,
     /// Moves out ended by an empty census, and by the drain timeout.
     released_empty: u64,
+    /// Which buckets the machine held (owned, in or out) at the last
+    /// publication.
+    held: Vec<bool>,
+    /// Buckets dropped outright since (not moved out with their
+    /// connections): the kernel's connections left in them are reset.
+    dropped: Vec<u32>,
+    /// Connections reset so.
+    reset_connections: u64,
 }
 
 /// What the census reads the kernel's connections by.
@@ -425,6 +433,19 @@ impl Moves {
             st.seeded.clear();
             st.held_connections = 0;
         }
+        let held: Vec<bool> = (0..self.n_buckets)
+            .map(|b| m.hold(b) != Hold::None)
+            .collect();
+        if st.held.len() == held.len() {
+            let dropped: Vec<u32> = (0..self.n_buckets)
+                .filter(|b| st.held[*b as usize] && !held[*b as usize])
+                .collect();
+            if !dropped.is_empty() {
+                st.dropped.extend(dropped);
+                self.wake.notify_one();
+            }
+        }
+        st.held = held;
         st.generation += 1;
         // The ARP/NDP responder is the holder of bucket 0.
         let table = BucketTable::new(st.generation, self.n_buckets, m.owned(), m.holds(0))
@@ -442,13 +463,58 @@ impl Moves {
     }
 
     /// What `herd status` shows of the moves.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> herd::status::Moves {
         let st = self.lock();
-        serde_json::json!({
-            "connections_held": st.held_connections,
-            "seeded": st.seed.is_some(),
-            "moves_ended_empty": st.released_empty,
-        })
+        herd::status::Moves {
+            connections_held: st.held_connections,
+            seeded: st.seed.is_some(),
+            moves_ended_empty: st.released_empty,
+            connections_reset: st.reset_connections,
+        }
+    }
+
+    /// Resets the kernel's connections in buckets dropped outright (a
+    /// withdrawal from a split, a move out that reached the drain
+    /// timeout, a move without continuity): another node serves their
+    /// packets now and its kernel resets the client, but this kernel would
+    /// keep its side open as long as the application does, and count it
+    /// in the bucket's next move out.
+    async fn reset_dropped(&self, shared: &Shared) {
+        let mut dropped = std::mem::take(&mut self.lock().dropped);
+        if dropped.is_empty() {
+            return;
+        }
+        dropped.sort_unstable();
+        dropped.dedup();
+        let served = self.served();
+        let vips = served.vips.clone();
+        let Ok(Ok(conns)) = tokio::task::spawn_blocking(move || census::read(&vips)).await else {
+            return;
+        };
+        let doomed: Vec<census::Connection> = conns
+            .into_iter()
+            .filter(|c| {
+                self.bucket_of(&served.rules, c).is_some_and(|b| {
+                    dropped.binary_search(&b).is_ok() && shared.with(|m| m.hold(b) == Hold::None)
+                })
+            })
+            .collect();
+        if doomed.is_empty() {
+            return;
+        }
+        let n = doomed.len();
+        let result = tokio::task::spawn_blocking(move || reset_connections(&doomed)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.lock().reset_connections += n as u64;
+                tracing::info!(
+                    connections = n,
+                    "reset the kernel's connections in buckets this node no longer serves"
+                );
+            }
+            Ok(Err(e)) => tracing::warn!("resetting the kernel's connections: {e}"),
+            Err(_) => {}
+        }
     }
 
     async fn census_loop(self: Arc<Self>, shared: Arc<Shared>) {
@@ -457,6 +523,7 @@ impl Moves {
                 _ = self.wake.notified() => tokio::time::sleep(SEED_DELAY).await,
                 _ = tokio::time::sleep(CENSUS_EVERY) => {}
             }
+            self.reset_dropped(&shared).await;
             let out: Vec<u32> = shared.with(|m| m.with_hold(Hold::Out).collect());
             if out.is_empty() {
                 continue;
@@ -528,85 +595,138 @@ impl Moves {
     }
 }
 
-/// The membership part of `herd status`.
-pub fn status_json(shared: &Shared, config_names: &BTreeMap<u16, String>) -> serde_json::Value {
+/// Resets these kernel connections (`ss -K`, a few dozen per call).
+fn reset_connections(conns: &[census::Connection]) -> Result<()> {
+    fn host(a: IpAddr) -> String {
+        match a {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        }
+    }
+    for chunk in conns.chunks(32) {
+        let mut args: Vec<String> = ["-K", "-t", "-n", "state", "connected"]
+            .map(String::from)
+            .to_vec();
+        for (i, c) in chunk.iter().enumerate() {
+            if i > 0 {
+                args.push("or".into());
+            }
+            args.extend([
+                "(".into(),
+                "src".into(),
+                host(c.vip),
+                "and".into(),
+                "sport".into(),
+                "=".into(),
+                format!(":{}", c.vip_port),
+                "and".into(),
+                "dst".into(),
+                host(c.client),
+                "and".into(),
+                "dport".into(),
+                "=".into(),
+                format!(":{}", c.client_port),
+                ")".into(),
+            ]);
+        }
+        let out = std::process::Command::new("ss")
+            .args(&args)
+            .output()
+            .context("running ss")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "ss -K failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The membership part of `herd status` (the weight's source and file and
+/// the moves are the caller's to fill in).
+pub fn membership_status(
+    shared: &Shared,
+    config_names: &BTreeMap<u16, String>,
+    weights: &WeightStore,
+    moves: herd::status::Moves,
+) -> herd::status::Membership {
+    use herd::status::{BucketMap, FarmNode, Heard, Holds, Membership, Refused};
     let now = shared.now();
     shared.with(|m| {
         let shares = m.shares();
         let members = m.view_members(m.view());
         let counters = m.counters();
         let (state, transient) = m.local_state();
-        let mut nodes = vec![serde_json::json!({
-            "id": m.me(),
-            "name": config_names.get(&m.me()),
-            "self": true,
-            "alive": true,
-            "state": state_name(state),
-            "transient": transient,
-            "in_view": members.contains(&m.me()),
-            "buckets": shares.get(&m.me()).copied().unwrap_or(0),
-            "weight": m.weight(),
-            "holds": m.owned().count(),
-            "moving_in": m.with_hold(Hold::In).count(),
-            "moving_out": m.with_hold(Hold::Out).count(),
-            "kept_in": m.kept_in().count(),
-            "speaks": m.versions().to_string(),
-        })];
+        let mut nodes = vec![FarmNode {
+            id: m.me(),
+            name: config_names.get(&m.me()).cloned(),
+            is_self: true,
+            alive: true,
+            ready: state == NodeState::Up && !transient && !m.draining(),
+            state,
+            transient,
+            weight: m.weight(),
+            in_view: members.contains(&m.me()),
+            buckets: shares.get(&m.me()).copied().unwrap_or(0),
+            speaks: Some(m.versions().to_string()),
+            holds: Some(Holds {
+                owned: m.owned().count() as u32,
+                moving_in: m.with_hold(Hold::In).count() as u32,
+                moving_out: m.with_hold(Hold::Out).count() as u32,
+                kept_in: m.kept_in().count() as u32,
+                kept_in_ranges: fastpath::node::ranges_string(m.kept_in()),
+            }),
+            heard: None,
+        }];
         for p in m.peers(now) {
-            nodes.push(serde_json::json!({
-                "id": p.id,
-                "name": config_names.get(&p.id),
-                "self": false,
-                "alive": p.alive,
-                "ready": p.ready,
-                "state": if p.alive { state_name(p.state) } else { "STOP" },
-                "transient": p.transient,
-                "weight": p.weight,
-                "in_view": members.contains(&p.id),
-                "agrees": p.agrees,
-                "buckets": shares.get(&p.id).copied().unwrap_or(0),
-                "heartbeat_age_ms": p.ages.iter().map(|a| a.map(|d| d.as_millis() as u64)).collect::<Vec<_>>(),
-                "farm_digest": format!("{:016x}", p.farm),
-                "farm_differs": p.alive && p.farm != m.farm(),
-                "speaks": p.speaks.map(|v| v.to_string()),
-                "protocol": p.talks,
-                "rejected": p.rejected.map(|(age, why)| serde_json::json!({
-                    "why": match why {
-                        Rejection::Authentication => "authentication".to_string(),
-                        Rejection::Version(v) => format!("protocol version {v}"),
-                    },
-                    "age_ms": age.as_millis() as u64,
-                })),
-            }));
+            nodes.push(FarmNode {
+                id: p.id,
+                name: config_names.get(&p.id).cloned(),
+                is_self: false,
+                alive: p.alive,
+                ready: p.ready,
+                state: if p.alive { p.state } else { NodeState::Stop },
+                transient: p.transient,
+                weight: p.weight,
+                in_view: members.contains(&p.id),
+                buckets: shares.get(&p.id).copied().unwrap_or(0),
+                speaks: p.speaks.map(|v| v.to_string()),
+                holds: None,
+                heard: Some(Heard {
+                    agrees: p.agrees,
+                    heartbeat_age_ms: p
+                        .ages
+                        .iter()
+                        .map(|a| a.map(|d| d.as_millis() as u64))
+                        .collect(),
+                    farm_digest: format!("{:016x}", p.farm),
+                    farm_differs: p.alive && p.farm != m.farm(),
+                    protocol: p.talks,
+                    rejected: p.rejected.map(|(age, why)| Refused {
+                        why: match why {
+                            Rejection::Authentication => "authentication".to_string(),
+                            Rejection::Version(v) => format!("protocol version {v}"),
+                        },
+                        age_ms: age.as_millis() as u64,
+                    }),
+                }),
+            });
         }
-        serde_json::json!({
-            "view": members,
-            "farm_digest": format!("{:016x}", m.farm()),
-            "protocol_versions": m.versions().to_string(),
-            "weight": m.weight(),
-            "draining": m.draining(),
-            "nodes": nodes,
-            "counters": {
-                "received": counters.received,
-                "dropped_malformed": counters.dropped_malformed,
-                "dropped_unauthenticated": counters.dropped_unauthenticated,
-                "dropped_version": counters.dropped_version,
-                "dropped_replayed": counters.dropped_replayed,
-                "dropped_unknown_sender": counters.dropped_unknown_sender,
-                "view_changes": counters.views,
-                "failovers": counters.peer_deaths,
-            },
-        })
+        Membership {
+            view: members,
+            farm_digest: format!("{:016x}", m.farm()),
+            protocol_versions: m.versions().to_string(),
+            weight: m.weight(),
+            weight_source: weights.source(),
+            weight_file: weights.path().to_path_buf(),
+            draining: m.draining(),
+            nodes,
+            bucket_map: BucketMap::new(&m.owners()),
+            counters,
+            moves,
+        }
     })
-}
-
-/// A heartbeat's state code as `herd state` names it.
-pub fn state_name(code: u8) -> &'static str {
-    match code {
-        membership::wire::STATE_UP => "UP",
-        membership::wire::STATE_WAIT => "WAIT",
-        _ => "STOP",
-    }
 }
 
 #[cfg(test)]

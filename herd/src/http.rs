@@ -1,8 +1,10 @@
 //! The optional HTTP listener: `/health` (200 only when UP-ready, for
-//! cloud load balancers) and `/metrics` (Prometheus text format).
+//! cloud load balancers), `/metrics` (Prometheus text format), and the
+//! read-only status page at `/` with its `/status.json`.
 
 use crate::control::Node;
 use anyhow::{Context, Result};
+use herd::status::Readiness;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
@@ -69,13 +71,26 @@ fn respond<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
             // flows: a load balancer in front must stop sending it some.
             let readiness = node.readiness(&s);
             let body = format!("{} ({readiness})\n", s.state);
-            let status = if s.owns_buckets && readiness != "draining" {
+            let status = if s.owns_buckets && readiness != Readiness::Draining {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
             };
             text(status, "text/plain", body)
         }
+        "/" => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            herd::page::HTML.to_string(),
+        ),
+        "/status.json" => match serde_json::to_string(&node.report()) {
+            Ok(body) => text(StatusCode::OK, "application/json", body),
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("{e}\n"),
+            ),
+        },
         "/metrics" => match metrics(node) {
             Ok(body) => text(
                 StatusCode::OK,
@@ -91,7 +106,7 @@ fn respond<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /health or /metrics\n".into(),
+            "try /, /status.json, /health or /metrics\n".into(),
         ),
     }
 }
@@ -108,8 +123,8 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// A fresh registry filled from one status snapshot per scrape: every
 /// value is read from the node, nothing is kept between scrapes.
 fn metrics(node: &Node) -> Result<String> {
-    let st = node.status_json();
-    let me = st["node_name"].as_str().unwrap_or("?").to_string();
+    let st = node.report();
+    let me = st.node.node_name.clone();
     let mut reg = Registry::with_prefix("herd");
 
     let state = Family::<Labels, Gauge>::default();
@@ -191,8 +206,7 @@ fn metrics(node: &Node) -> Result<String> {
         xdp.clone(),
     );
     let direct_egress = Counter::<u64>::default();
-    let direct_egress_on = st["direct_egress"].as_u64();
-    if direct_egress_on.is_some() {
+    if st.node.direct_egress.is_some() {
         reg.register(
             "direct_egress_frames",
             "Frames the node's kernel sent straight out of the NIC's interface (the TAP's direct egress; a large segment counts once)",
@@ -253,132 +267,116 @@ fn metrics(node: &Node) -> Result<String> {
         ]))
         .set(1);
 
-    let h = &st["health"];
-    let code = |s: &str| match s {
-        "UP" => 2,
-        "WAIT" => 1,
-        _ => 0,
-    };
-    let my_state = h["state"].as_str().unwrap_or("STOP");
+    let h = &st.health;
+    let n = &st.node;
     state
         .get_or_create(&labels(&[("node", &me)]))
-        .set(code(my_state));
+        .set(h.state.metric());
     transient
         .get_or_create(&labels(&[("node", &me)]))
-        .set(i64::from(h["transient"].as_bool() == Some(true)));
+        .set(i64::from(h.transient));
     alive.get_or_create(&labels(&[("node", &me)])).set(1);
-    ready.set(i64::from(h["owns_buckets"].as_bool() == Some(true)));
-    let n_buckets = st["buckets"].as_u64().unwrap_or(1).max(1) as f64;
-    buckets.set(st["buckets"].as_i64().unwrap_or(0));
-    if let Some(stats) = st["nic_stats"].as_object() {
-        for (k, v) in stats {
-            nic.get_or_create(&labels(&[("counter", k)]))
-                .inc_by(v.as_u64().unwrap_or(0));
-        }
+    ready.set(i64::from(h.owns_buckets));
+    let n_buckets = f64::from(n.buckets.max(1));
+    buckets.set(i64::from(n.buckets));
+    let s = n.nic_stats;
+    for (k, v) in [
+        ("ipackets", s.ipackets),
+        ("opackets", s.opackets),
+        ("imissed", s.imissed),
+        ("ierrors", s.ierrors),
+        ("oerrors", s.oerrors),
+        ("rx_nombuf", s.rx_nombuf),
+    ] {
+        nic.get_or_create(&labels(&[("counter", k)])).inc_by(v);
     }
-    owned.set(st["owned_buckets"].as_i64().unwrap_or(0));
-    for dir in ["in", "out"] {
+    owned.set(i64::from(n.owned_buckets));
+    for (dir, count) in [("in", n.moving_in), ("out", n.moving_out)] {
         moving
-            .get_or_create(&vec![("direction".to_string(), dir.to_string())])
-            .set(st[format!("moving_{dir}")].as_i64().unwrap_or(0));
+            .get_or_create(&labels(&[("direction", dir)]))
+            .set(i64::from(count));
     }
+    let held_connections = st
+        .membership
+        .as_ref()
+        .map_or(0, |m| m.moves.connections_held);
     for (kind, v) in [
-        ("tracked", &st["flows"]["tracked"]),
-        ("held", &st["flows"]["held"]),
-        (
-            "connections_held",
-            &st["membership"]["moves"]["connections_held"],
-        ),
+        ("tracked", n.flows.tracked),
+        ("held", n.flows.held),
+        ("connections_held", held_connections),
     ] {
         flows
-            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
-            .set(v.as_i64().unwrap_or(0));
+            .get_or_create(&labels(&[("kind", kind)]))
+            .set(v as i64);
     }
-    if let Some(t) = st["totals"].as_object() {
-        for (k, v) in t {
-            packets
-                .get_or_create(&labels(&[("counter", k)]))
-                .inc_by(v.as_u64().unwrap_or(0));
+    for (k, v) in n.totals.named() {
+        packets.get_or_create(&labels(&[("counter", k)])).inc_by(v);
+    }
+    if let Some(frames) = n.direct_egress {
+        direct_egress.inc_by(frames);
+    }
+    if let Some(x) = n.xdp_prefilter {
+        for (k, v) in [
+            ("passed", x.passed),
+            ("dropped", x.dropped),
+            ("to_fastpath", x.to_fastpath),
+        ] {
+            xdp.get_or_create(&labels(&[("verdict", k)])).inc_by(v);
         }
     }
-    if let Some(n) = direct_egress_on {
-        direct_egress.inc_by(n);
-    }
-    if let Some(x) = st["xdp_prefilter"].as_object() {
-        for (k, v) in x {
-            xdp.get_or_create(&labels(&[("verdict", k)]))
-                .inc_by(v.as_u64().unwrap_or(0));
-        }
-    }
-    for c in h["checkers"].as_array().into_iter().flatten() {
-        let v = match c["verdict"].as_str() {
-            Some("up") => 1,
-            Some("down") => 0,
-            _ => -1,
+    for c in &h.checkers {
+        let v = match c.verdict {
+            health::checker::Verdict::Up => 1,
+            health::checker::Verdict::Down => 0,
+            health::checker::Verdict::Unknown => -1,
         };
         checker
-            .get_or_create(&labels(&[("checker", c["name"].as_str().unwrap_or("?"))]))
+            .get_or_create(&labels(&[("checker", &c.name)]))
             .set(v);
     }
-    let m = &st["membership"];
-    if let Some(nodes) = m["nodes"].as_array() {
-        for n in nodes {
-            let name = n["name"].as_str().unwrap_or("?");
+    if let Some(m) = &st.membership {
+        for node in &m.nodes {
+            let name = node.name.as_deref().unwrap_or("?");
             let l = labels(&[("node", name)]);
             share
                 .get_or_create(&l)
-                .set(n["buckets"].as_u64().unwrap_or(0) as f64 / n_buckets);
-            if n["self"].as_bool() == Some(true) {
-                continue;
-            }
-            state
-                .get_or_create(&l)
-                .set(code(n["state"].as_str().unwrap_or("STOP")));
-            transient
-                .get_or_create(&l)
-                .set(i64::from(n["transient"].as_bool() == Some(true)));
-            alive
-                .get_or_create(&l)
-                .set(i64::from(n["alive"].as_bool() == Some(true)));
+                .set(f64::from(node.buckets) / n_buckets);
+            let Some(heard) = &node.heard else { continue };
+            state.get_or_create(&l).set(node.state.metric());
+            transient.get_or_create(&l).set(i64::from(node.transient));
+            alive.get_or_create(&l).set(i64::from(node.alive));
             farm_differs
                 .get_or_create(&l)
-                .set(i64::from(n["farm_differs"].as_bool() == Some(true)));
+                .set(i64::from(heard.farm_differs));
             refused
                 .get_or_create(&l)
-                .set(i64::from(n["rejected"].is_object()));
-            protocol
-                .get_or_create(&l)
-                .set(n["protocol"].as_i64().unwrap_or(0));
-            for (net, a) in n["heartbeat_age_ms"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                if let Some(ms) = a.as_u64() {
+                .set(i64::from(heard.rejected.is_some()));
+            protocol.get_or_create(&l).set(i64::from(heard.protocol));
+            for (net, a) in heard.heartbeat_age_ms.iter().enumerate() {
+                if let Some(ms) = a {
                     age.get_or_create(&labels(&[("peer", name), ("network", &net.to_string())]))
-                        .set(ms as f64 / 1000.0);
+                        .set(*ms as f64 / 1000.0);
                 }
             }
         }
-        let c = &m["counters"];
-        failovers.inc_by(c["failovers"].as_u64().unwrap_or(0));
-        views.inc_by(c["view_changes"].as_u64().unwrap_or(0));
-        for reason in [
-            "malformed",
-            "unauthenticated",
-            "version",
-            "replayed",
-            "unknown_sender",
+        let c = &m.counters;
+        failovers.inc_by(c.peer_deaths);
+        views.inc_by(c.views);
+        for (reason, v) in [
+            ("malformed", c.dropped_malformed),
+            ("unauthenticated", c.dropped_unauthenticated),
+            ("version", c.dropped_version),
+            ("replayed", c.dropped_replayed),
+            ("unknown_sender", c.dropped_unknown_sender),
         ] {
             dropped
                 .get_or_create(&labels(&[("reason", reason)]))
-                .inc_by(c[format!("dropped_{reason}")].as_u64().unwrap_or(0));
+                .inc_by(v);
         }
     } else {
         share
             .get_or_create(&labels(&[("node", &me)]))
-            .set(st["owned_buckets"].as_u64().unwrap_or(0) as f64 / n_buckets);
+            .set(f64::from(n.owned_buckets) / n_buckets);
     }
     let mut out = String::new();
     encode(&mut out, &reg)?;

@@ -1,4 +1,8 @@
-//! What the `herd` binary's pure parts export for their fuzz targets: the
-//! census parser of the kernel's connections.
+//! The `herd` binary's pure parts, a library so that the fuzz targets and
+//! the lab's tools use them too: the census parser of the kernel's
+//! connections, the typed status model, the recent events, the status page.
 
 pub mod census;
+pub mod events;
+pub mod page;
+pub mod status;

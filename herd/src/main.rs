@@ -133,13 +133,19 @@ enum Command {
     Manpage,
 }
 
+/// The node's recent log lines, for `herd status` and the status page.
+static EVENTS: std::sync::LazyLock<herd::events::EventLog> =
+    std::sync::LazyLock::new(herd::events::EventLog::default);
+
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("HERD_LOG").unwrap_or_else(|_| "info".into());
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(EVENTS.layer());
     if service::stderr_is_journal() {
         // journald stamps each line itself and reads its priority from a
         // `<N>` prefix.
@@ -170,15 +176,12 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     if let Command::State { target } = &cli.command {
-        return match ask(target, "state") {
-            Ok(v) => {
-                println!(
-                    "{} ({})  {}",
-                    v["state"].as_str().unwrap_or("?"),
-                    v["readiness"].as_str().unwrap_or("?"),
-                    v["reason"].as_str().unwrap_or("")
-                );
-                ExitCode::from(v["code"].as_u64().unwrap_or(3).min(3) as u8)
+        return match ask(target, "state")
+            .and_then(|v| Ok(serde_json::from_value::<herd::status::StateReply>(v)?))
+        {
+            Ok(r) => {
+                println!("{} ({})  {}", r.state, r.readiness, r.reason);
+                ExitCode::from(r.exit_code())
             }
             Err(e) => {
                 eprintln!("herd: {e:#}");
@@ -194,14 +197,35 @@ fn main() -> ExitCode {
         Command::Restart { target } => operate(&target, "restart"),
         Command::Drain { target } => operate(&target, "drain"),
         Command::Reload { target } => reload(&target),
-        Command::Weight { weight, target } => operate(&target, &format!("weight {weight}")),
-        Command::Checker { what, target } => operate(
-            &target,
-            match what {
+        Command::Weight { weight, target } => {
+            ask(&target, &format!("weight {weight}")).and_then(|v| {
+                let r: herd::status::WeightReply = serde_json::from_value(v)?;
+                let from = match r.source {
+                    herd::status::WeightSource::Config => "the config's",
+                    herd::status::WeightSource::Runtime => "set at run time, kept across restarts",
+                };
+                println!("weight: now {} (was {}; {from})", r.weight, r.was);
+                Ok(())
+            })
+        }
+        Command::Checker { what, target } => {
+            let request = match what {
                 OnOff::On => "checker on",
                 OnOff::Off => "checker off",
-            },
-        ),
+            };
+            ask(&target, request).and_then(|v| {
+                let r: herd::status::CheckerReply = serde_json::from_value(v)?;
+                println!(
+                    "checkers {}",
+                    if r.checkers_on {
+                        "on: their verdicts count"
+                    } else {
+                        "off: verdicts are ignored and no action runs"
+                    }
+                );
+                Ok(())
+            })
+        }
         Command::State { .. } => unreachable!("handled above"),
         Command::CheckConfig { file } => check_config(&file),
         Command::Setup { config, dry_run } => config::Config::from_file(&config)
@@ -358,6 +382,7 @@ async fn serve(
         health: health.clone(),
         names: Arc::new(names),
         reload: reload_tx,
+        events: EVENTS.clone(),
     };
     let listener = control::bind(&config.control.socket)?;
     tokio::spawn(control::serve(listener, ctl.clone()));
@@ -443,7 +468,7 @@ async fn stop_cleanly(health: &health::driver::Health, config: &config::Config) 
     let deadline = tokio::time::Instant::now() + budget;
     loop {
         let st = health.status();
-        if st.state == health::machine::State::Stop && !st.transient {
+        if st.state == health::machine::NodeState::Stop && !st.transient {
             return;
         }
         if !st.transient {
@@ -476,19 +501,8 @@ fn ask(target: &Target, what: &str) -> Result<serde_json::Value> {
 
 fn operate(target: &Target, what: &str) -> Result<()> {
     let v = ask(target, what)?;
-    match v.get("state") {
-        Some(state) => println!(
-            "{what}: now {} ({}) {}",
-            state.as_str().unwrap_or("?"),
-            if v["transient"].as_bool() == Some(true) {
-                "transient"
-            } else {
-                "ready"
-            },
-            v["reason"].as_str().unwrap_or("")
-        ),
-        None => println!("{what}: done"),
-    }
+    let r: herd::status::CommandReply = serde_json::from_value(v)?;
+    println!("{what}: now {} ({}) {}", r.state, r.readiness, r.reason);
     Ok(())
 }
 
@@ -505,11 +519,12 @@ fn reload(target: &Target) -> Result<()> {
 }
 
 fn status(json: bool, target: &Target) -> Result<()> {
-    let v = ask(target, "status")?;
+    let report: herd::status::Report = serde_json::from_value(ask(target, "status")?)
+        .context("the node's status does not read as this build's (another version?)")?;
     if json {
-        println!("{v}");
+        println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", control::render_status(&v));
+        print!("{}", control::render_status(&report));
     }
     Ok(())
 }

@@ -35,9 +35,9 @@ impl Shared {
         self.start.elapsed()
     }
 
-    /// Sets the node's state (`wire::STATE_*`, transient) and wakes the
+    /// Sets the node's state (and whether it is transient) and wakes the
     /// driver: a node that is not UP-ready releases its buckets now.
-    pub fn set_state(&self, state: u8, transient: bool) {
+    pub fn set_state(&self, state: crate::wire::NodeState, transient: bool) {
         let now = self.now();
         self.with(|m| m.set_state(now, state, transient));
         self.local_change.notify_one();
@@ -63,13 +63,20 @@ pub struct DriverSettings {
     pub binds: Vec<SocketAddr>,
     /// Every other node's address on each network.
     pub peers: BTreeMap<u16, Vec<SocketAddr>>,
-    /// Pinged (with the system's `ping`) every half second when set.
+    /// Pinged (with the system's `ping`) every [`WITNESS_EVERY`] when set.
     pub witness: Option<IpAddr>,
 }
 
+/// The pause between two witness probes.
+pub const WITNESS_EVERY: Duration = Duration::from_millis(100);
+
 enum Input {
     Datagram(usize, Vec<u8>),
-    Witness(bool),
+    /// A witness probe that started at (the machine's clock) ended.
+    Witness {
+        started: Duration,
+        reachable: bool,
+    },
 }
 
 /// Runs the protocol until the task is dropped. `on_owned` is called
@@ -111,20 +118,27 @@ pub async fn run(
         });
     }
     if let Some(w) = settings.witness {
-        let tx = tx.clone();
+        let (tx, shared) = (tx.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
             loop {
-                let ok = tokio::process::Command::new("ping")
+                let started = shared.now();
+                let reachable = tokio::process::Command::new("ping")
                     .args(["-n", "-q", "-c", "1", "-W", "1", &w.to_string()])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .status()
                     .await
                     .is_ok_and(|s| s.success());
-                if tx.send(Input::Witness(ok)).await.is_err() {
+                if tx
+                    .send(Input::Witness { started, reachable })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Often: a node that lost a peer takes its buckets only
+                // after a probe started since answers.
+                tokio::time::sleep(WITNESS_EVERY).await;
             }
         });
     }
@@ -138,7 +152,9 @@ pub async fn run(
                 let now = shared.now();
                 match input {
                     Some(Input::Datagram(net, bytes)) => shared.with(|m| m.handle_datagram(now, net, &bytes)),
-                    Some(Input::Witness(ok)) => shared.with(|m| m.set_witness_reachable(now, ok)),
+                    Some(Input::Witness { started, reachable }) => {
+                        shared.with(|m| m.set_witness(now, started, reachable))
+                    }
                     None => return Ok(()),
                 }
             }

@@ -32,14 +32,23 @@
 //! - A starting node takes nothing during its first `dead_after` of
 //!   listening (from [`Machine::new`], or from [`Machine::listen_from`]
 //!   when its driver could hear peers only later): a peer it has not heard
-//!   yet may be alive and serving.
+//!   yet may be alive and serving. Once it has heard every peer, nothing
+//!   is left to wait for and it stops listening: its peers let go of the
+//!   buckets it is to take when they hear it, and those buckets' new
+//!   flows go unanswered until it takes them.
 //! - Split brain: by default each side serves all buckets (SafeKit); when
 //!   the partition heals, a node releases what the full view gives to
 //!   others as soon as it hears one of them (within `dead_after` even
 //!   under loss).
 //!   `Majority`: a side with at most half of the nodes withdraws.
 //!   `Witness`: while some node is missing, a side that cannot reach the
-//!   witness withdraws.
+//!   witness withdraws, and a side takes no bucket until a witness probe
+//!   that started after the node went missing answered (an answer from
+//!   before could come from a side that lost the witness since: it would
+//!   take every bucket until its next probe failed). A side that withdraws drops its buckets whole,
+//!   moving out included: the other side counts it dead and serves their
+//!   old flows too, so it keeps no connection (its driver resets what its
+//!   kernel still holds in them).
 //! - Replay: a sender's (incarnation, sequence) must grow on each network; an incarnation
 //!   is taken at start (the driver uses the wall clock in microseconds).
 //! - Weights: a node's weight can change at run time; heartbeats carry it,
@@ -85,7 +94,7 @@
 //! moving it out, and every move ends.
 
 use crate::assign::{Member, Preferences};
-use crate::wire::{BucketSet, DecodeError, Heartbeat, Keyring, Versions, MAGIC};
+use crate::wire::{BucketSet, DecodeError, Heartbeat, Keyring, NodeState, Versions, MAGIC};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -167,8 +176,9 @@ impl Event {
     }
 }
 
-/// Drops and receptions, counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Drops and receptions, counted (`herd status` shows them under these
+/// names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub received: u64,
     pub dropped_malformed: u64,
@@ -177,8 +187,10 @@ pub struct Counters {
     pub dropped_version: u64,
     pub dropped_replayed: u64,
     pub dropped_unknown_sender: u64,
+    #[serde(rename = "view_changes")]
     pub views: u64,
     /// Peers that went from alive to dead (failovers of their buckets).
+    #[serde(rename = "failovers")]
     pub peer_deaths: u64,
 }
 
@@ -192,7 +204,7 @@ struct Peer {
     view: u64,
     weight: u32,
     ready: bool,
-    state: u8,
+    state: NodeState,
     transient: bool,
     /// Alive at the last update, to count deaths.
     was_alive: bool,
@@ -243,8 +255,8 @@ pub struct PeerStatus {
     pub id: u16,
     pub alive: bool,
     pub ready: bool,
-    /// Node state as the peer last said (`wire::STATE_*`).
-    pub state: u8,
+    /// Node state as the peer last said.
+    pub state: NodeState,
     pub transient: bool,
     pub weight: u32,
     /// Age of the last heartbeat per network (`None`: never heard).
@@ -275,9 +287,13 @@ pub struct Machine {
     /// Withdrawn by the operator while UP (`herd drain`): its buckets move
     /// out, keeping their connections, before the node stops.
     draining: bool,
-    state: u8,
+    state: NodeState,
     transient: bool,
     witness_reachable: bool,
+    /// When the last witness probe that answered started.
+    witness_ok_started: Option<Duration>,
+    /// Since when some node has been missing (dead or not ready).
+    missing_since: Option<Duration>,
     next_heartbeat: Duration,
     /// Until then the node only listens: a peer it has not heard yet may be
     /// alive and serving.
@@ -352,7 +368,7 @@ impl Machine {
                 view: 0,
                 weight: 0,
                 ready: false,
-                state: crate::wire::STATE_STOP,
+                state: NodeState::Stop,
                 transient: false,
                 was_alive: false,
                 acked: 0,
@@ -376,9 +392,11 @@ impl Machine {
             sequence: 0,
             ready: true,
             draining: false,
-            state: crate::wire::STATE_UP,
+            state: NodeState::Up,
             transient: false,
             witness_reachable: true,
+            witness_ok_started: None,
+            missing_since: None,
             next_heartbeat: now,
             listen_until: now + settings.dead_after,
             view: 0,
@@ -663,10 +681,10 @@ impl Machine {
         self.update(now);
     }
 
-    /// The node's state (`wire::STATE_*`) and whether scripts run: only
+    /// The node's state and whether scripts run: only
     /// UP and not transient owns buckets. Peers hear it at once.
-    pub fn set_state(&mut self, now: Duration, state: u8, transient: bool) {
-        let ready = state == crate::wire::STATE_UP && !transient;
+    pub fn set_state(&mut self, now: Duration, state: NodeState, transient: bool) {
+        let ready = state == NodeState::Up && !transient;
         if (state, transient) != (self.state, self.transient) {
             self.next_heartbeat = self.next_heartbeat.min(now);
         }
@@ -689,17 +707,33 @@ impl Machine {
         self.draining
     }
 
+    /// Listening ends after `dead_after`, or as soon as every peer has
+    /// been heard: then no peer is left that could be alive and unheard,
+    /// and a joining node need not keep the buckets it is to take without
+    /// an owner for new flows (its peers let go of them as soon as they
+    /// hear it) for the whole period.
+    fn done_listening(&self, now: Duration) -> bool {
+        now >= self.listen_until || self.peers.iter().all(|p| self.alive(p, now))
+    }
+
     /// Whether this node offers to own buckets (UP-ready, not draining).
     fn offers(&self) -> bool {
         self.ready && !self.draining
     }
 
-    pub fn local_state(&self) -> (u8, bool) {
+    pub fn local_state(&self) -> (NodeState, bool) {
         (self.state, self.transient)
     }
 
-    pub fn set_witness_reachable(&mut self, now: Duration, reachable: bool) {
+    /// A witness probe that started at `started` ended: `reachable` or
+    /// not. While some node is missing, a node takes no bucket until a
+    /// probe that started after the loss answered: a stale answer from
+    /// before it could come from a side that has lost the witness since.
+    pub fn set_witness(&mut self, now: Duration, started: Duration, reachable: bool) {
         self.witness_reachable = reachable;
+        if reachable {
+            self.witness_ok_started = Some(started);
+        }
         self.update(now);
     }
 
@@ -753,6 +787,17 @@ impl Machine {
         let digest = assignment_digest(view, &self.prefs_weights);
         let alive_count = 1 + self.peers.iter().filter(|p| self.alive(p, now)).count();
         let everyone = alive_count == self.ids.len();
+        if everyone {
+            self.missing_since = None;
+        } else if self.missing_since.is_none() {
+            self.missing_since = Some(now);
+        }
+        // With a witness, the side that takes a missing node's buckets
+        // must have reached the witness since the node went missing.
+        let witness_confirmed = self.s.split_brain != SplitBrain::Witness
+            || everyone
+            || matches!((self.witness_ok_started, self.missing_since),
+                        (Some(ok), Some(missing)) if ok >= missing);
         let split_withdraw = match self.s.split_brain {
             SplitBrain::ServeAll => false,
             SplitBrain::Majority => alive_count * 2 <= self.ids.len(),
@@ -798,7 +843,7 @@ impl Machine {
                     continue;
                 }
                 match self.held[b] {
-                    Hold::Owned if self.s.continuity => {
+                    Hold::Owned if self.s.continuity && !split_withdraw => {
                         self.set_hold(b, Hold::Out);
                         self.out_deadline[b] = now + self.s.drain_timeout;
                         changed = true;
@@ -808,11 +853,18 @@ impl Machine {
                         self.set_hold(b, Hold::None);
                         changed = true;
                     }
+                    // A side that withdraws from a split keeps no
+                    // connection: the other side counts it dead and takes
+                    // its buckets whole, old flows included.
+                    Hold::Out if split_withdraw => {
+                        self.set_hold(b, Hold::None);
+                        changed = true;
+                    }
                     _ => {}
                 }
             }
         }
-        let agreed = now >= self.listen_until
+        let agreed = self.done_listening(now)
             && self
                 .peers
                 .iter()
@@ -823,7 +875,9 @@ impl Machine {
                         && p.farm == self.s.farm
                         && p.acked >= self.view_sequence
                 });
-        if agreed && (target_changed || !self.was_agreed || self.takes_pending) {
+        if agreed && !witness_confirmed {
+            self.takes_pending = true;
+        } else if agreed && (target_changed || !self.was_agreed || self.takes_pending) {
             // A bucket a live peer keeps in is taken once that peer hands
             // it on.
             self.takes_pending = false;
@@ -1066,14 +1120,17 @@ impl Machine {
     /// Buckets per node as the current view assigns them (what the farm
     /// converges to), by node id.
     pub fn shares(&self) -> std::collections::BTreeMap<u16, u32> {
+        crate::assign::shares(&self.owners())
+    }
+
+    /// Each bucket's owner as the current view assigns it (`None`: no
+    /// member is left).
+    pub fn owners(&self) -> Vec<Option<u16>> {
         // `prefs` is built for the current view's weights.
         let ids = &self.ids;
         let view = self.view;
-        crate::assign::shares(
-            &self
-                .prefs
-                .owners(|id| ids.binary_search(&id).is_ok_and(|i| view & (1 << i) != 0)),
-        )
+        self.prefs
+            .owners(|id| ids.binary_search(&id).is_ok_and(|i| view & (1 << i) != 0))
     }
 
     pub fn me(&self) -> u16 {

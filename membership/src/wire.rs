@@ -173,9 +173,8 @@ pub struct Heartbeat {
     pub view: u64,
     pub weight: u32,
     pub ready: bool,
-    /// The sender's node state: [`STATE_STOP`], [`STATE_WAIT`] or
-    /// [`STATE_UP`].
-    pub state: u8,
+    /// The sender's node state (on the wire: [`state_byte`]).
+    pub state: NodeState,
     /// Whether the sender is running scripts.
     pub transient: bool,
     /// The recipient's (incarnation, sequence) the sender heard last.
@@ -192,9 +191,28 @@ pub struct Heartbeat {
     pub kept_in: BucketSet,
 }
 
-pub const STATE_STOP: u8 = 0;
-pub const STATE_WAIT: u8 = 1;
-pub const STATE_UP: u8 = 2;
+pub use node_state::NodeState;
+
+/// A node state's two bits on the wire: 0 STOP, 1 WAIT, 2 UP. Written
+/// out here, not taken from another numbering (the CLI's exit codes
+/// happen to match): the protocol's values never change.
+pub fn state_byte(state: NodeState) -> u8 {
+    match state {
+        NodeState::Stop => 0,
+        NodeState::Wait => 1,
+        NodeState::Up => 2,
+    }
+}
+
+/// The node state of two wire bits; 3 is undefined.
+pub fn state_of_byte(b: u8) -> Option<NodeState> {
+    match b {
+        0 => Some(NodeState::Stop),
+        1 => Some(NodeState::Wait),
+        2 => Some(NodeState::Up),
+        _ => None,
+    }
+}
 
 /// Why a datagram was dropped; each has a counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -390,7 +408,9 @@ impl Heartbeat {
         out.extend_from_slice(&self.sequence.to_be_bytes());
         out.extend_from_slice(&self.view.to_be_bytes());
         out.extend_from_slice(&self.weight.to_be_bytes());
-        out.push(u8::from(self.ready) | (self.state & 3) << 1 | u8::from(self.transient) << 3);
+        out.push(
+            u8::from(self.ready) | state_byte(self.state) << 1 | u8::from(self.transient) << 3,
+        );
         out.extend_from_slice(&self.ack.0.to_be_bytes());
         out.extend_from_slice(&self.ack.1.to_be_bytes());
         out.extend_from_slice(&self.digest.to_be_bytes());
@@ -443,8 +463,10 @@ impl Heartbeat {
             return Err(DecodeError::Auth);
         }
         let flags = bytes[36];
-        let state = (flags >> 1) & 3;
-        if state > STATE_UP || flags >> 4 != 0 {
+        let Some(state) = state_of_byte((flags >> 1) & 3) else {
+            return Err(DecodeError::Field);
+        };
+        if flags >> 4 != 0 {
             return Err(DecodeError::Field);
         }
         let speaks = if version >= 6 {
@@ -536,7 +558,7 @@ mod tests {
             view: 0b1011,
             weight: 2,
             ready: true,
-            state: STATE_UP,
+            state: NodeState::Up,
             transient: false,
             ack: (5, 40),
             digest: 0x1234_5678_9abc_def0,
@@ -763,17 +785,24 @@ mod tests {
 
     #[test]
     fn state_and_transient_round_trip_and_undefined_flags_are_refused() {
-        for state in [STATE_STOP, STATE_WAIT, STATE_UP] {
+        for (state, byte) in [
+            (NodeState::Stop, 0),
+            (NodeState::Wait, 1),
+            (NodeState::Up, 2),
+        ] {
+            assert_eq!(state_byte(state), byte);
+            assert_eq!(state_of_byte(byte), Some(state));
             for transient in [false, true] {
                 let h = Heartbeat {
                     state,
                     transient,
-                    ready: state == STATE_UP && !transient,
+                    ready: state == NodeState::Up && !transient,
                     ..hb()
                 };
                 assert_eq!(Heartbeat::decode(&h.encode(&ring()), &ring()), Ok(h));
             }
         }
+        assert_eq!(state_of_byte(3), None);
         // A correctly signed message with an undefined state or flag bit.
         for flags in [0b0110u8, 0b1_0000] {
             let mut b = hb().encode(&ring());

@@ -5,7 +5,7 @@
 use membership::assign::{Member, Preferences};
 use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain, PROBE_EVERY};
 use membership::wire::{
-    BucketSet, Heartbeat, Key, Keyring, Versions, OLDEST_VERSION, STATE_UP, VERSION,
+    BucketSet, Heartbeat, Key, Keyring, NodeState, Versions, OLDEST_VERSION, VERSION,
 };
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -196,7 +196,7 @@ impl Sim {
             }
             if self.check_old_flows {
                 let (state, transient) = m.local_state();
-                let ready = state == STATE_UP && !transient;
+                let ready = state == NodeState::Up && !transient;
                 for b in 0..BUCKETS {
                     let (before, now) = (self.prev_hold[i][b as usize], m.hold(b));
                     assert!(
@@ -328,7 +328,7 @@ impl Sim {
             return false;
         }
         // Only UP-ready nodes own buckets.
-        let ready = (membership::wire::STATE_UP, false);
+        let ready = (NodeState::Up, false);
         let live: Vec<usize> = live
             .into_iter()
             .filter(|i| self.nodes[*i].as_ref().unwrap().local_state() == ready)
@@ -440,6 +440,19 @@ fn majority_side_serves_and_minority_withdraws() {
         .is_some());
     // {1,2} | {3,4,5}
     sim.net.side = vec![0, 0, 1, 1, 1];
+    // Withdrawn whole, within dead_after and a few periods (well before
+    // the drain timeout): nothing kept moving out either (the majority
+    // takes its buckets as a dead node's, old flows included).
+    sim.run(DEAD_AFTER + 3 * PERIOD);
+    for i in 0..2 {
+        let m = sim.nodes[i].as_ref().unwrap();
+        assert_eq!(
+            m.owned().count() + m.with_hold(Hold::Out).count() + m.with_hold(Hold::In).count(),
+            0,
+            "node {} still holds buckets",
+            i + 1
+        );
+    }
     sim.run(Duration::from_millis(600));
     let held = |s: &Sim, i: usize| s.nodes[i].as_ref().unwrap().owned().count();
     assert_eq!(held(&sim, 0) + held(&sim, 1), 0, "the minority withdrew");
@@ -456,15 +469,45 @@ fn witness_decides_which_side_serves() {
     assert!(sim
         .run_until(Duration::from_secs(2), Sim::converged)
         .is_some());
+    sim.run(Duration::from_millis(500));
+    let before: Vec<Vec<u32>> = (0..4)
+        .map(|i| sim.nodes[i].as_ref().unwrap().owned().collect())
+        .collect();
     sim.net.side = vec![0, 0, 1, 1];
-    let now = sim.now;
-    for i in [2, 3] {
+    let cut = sim.now;
+    // Each side's last witness probe answered before the cut; the next
+    // ones, started 300 ms later, answer side 0 and not side 1. Until
+    // then no side takes the other's buckets: either could be the one
+    // that lost the witness.
+    let held_only_own = |s: &Sim| {
+        (0..4).all(|i| {
+            let m = s.nodes[i].as_ref().unwrap();
+            m.owned().all(|b| before[i].contains(&b)) && m.with_hold(Hold::In).count() == 0
+        })
+    };
+    for i in 0..4 {
         sim.nodes[i]
             .as_mut()
             .unwrap()
-            .set_witness_reachable(now, false);
+            .set_witness(cut, cut - 50 * MS, true);
     }
-    sim.run(Duration::from_millis(600));
+    let probe = cut + Duration::from_millis(300);
+    while sim.now < probe {
+        sim.step();
+        assert!(
+            held_only_own(&sim),
+            "t={:?}: a side took the other's buckets before its witness answered",
+            sim.now
+        );
+    }
+    for i in 0..4 {
+        let now = sim.now;
+        sim.nodes[i]
+            .as_mut()
+            .unwrap()
+            .set_witness(now, probe - 10 * MS, i < 2);
+    }
+    sim.run(Duration::from_millis(300));
     let held = |s: &Sim, i: usize| s.nodes[i].as_ref().unwrap().owned().count();
     assert_eq!(
         held(&sim, 0) + held(&sim, 1),
@@ -515,7 +558,7 @@ fn heartbeat(sender: u16, incarnation: u64, sequence: u64, view: u64) -> Heartbe
         view,
         weight: 1,
         ready: true,
-        state: membership::wire::STATE_UP,
+        state: NodeState::Up,
         transient: false,
         ack: (0, 0),
         digest: 0,
@@ -793,7 +836,6 @@ fn forged_and_replayed_heartbeats_are_counted_not_trusted() {
 
 #[test]
 fn a_node_that_withdraws_by_state_hands_over_safely_and_rejoins() {
-    use membership::wire::{STATE_UP, STATE_WAIT};
     for seed in 0..200u64 {
         let n = 2 + (seed % 4) as usize;
         let mut sim = Sim::new(seed, n, SplitBrain::ServeAll);
@@ -807,7 +849,7 @@ fn a_node_that_withdraws_by_state_hands_over_safely_and_rejoins() {
         sim.nodes[who]
             .as_mut()
             .unwrap()
-            .set_state(now, STATE_WAIT, false);
+            .set_state(now, NodeState::Wait, false);
         assert_eq!(
             sim.nodes[who].as_ref().unwrap().owned().count(),
             0,
@@ -833,7 +875,7 @@ fn a_node_that_withdraws_by_state_hands_over_safely_and_rejoins() {
         sim.nodes[who]
             .as_mut()
             .unwrap()
-            .set_state(now, STATE_UP, false);
+            .set_state(now, NodeState::Up, false);
         assert!(
             sim.run_until(Duration::from_secs(2), Sim::converged)
                 .is_some(),
@@ -845,7 +887,6 @@ fn a_node_that_withdraws_by_state_hands_over_safely_and_rejoins() {
 
 #[test]
 fn buckets_moving_between_live_nodes_keep_one_server_per_flow_and_every_move_ends() {
-    use membership::wire::STATE_WAIT;
     let mut moves_seen = 0;
     let (mut overtaken, mut kept_seen) = (0, 0);
     for seed in 0..150u64 {
@@ -933,7 +974,7 @@ fn buckets_moving_between_live_nodes_keep_one_server_per_flow_and_every_move_end
         sim.nodes[drained]
             .as_mut()
             .unwrap()
-            .set_state(now, STATE_WAIT, false);
+            .set_state(now, NodeState::Wait, false);
         assert!(
             sim.nodes[drained].as_ref().unwrap().moving(),
             "{}",
@@ -991,7 +1032,7 @@ fn a_node_listens_dead_after_from_when_its_sockets_are_bound_however_late() {
         drain_timeout: DRAIN_TIMEOUT,
     };
     let mut m = Machine::new(settings, 1, Duration::ZERO);
-    m.set_state(Duration::ZERO, STATE_UP, false);
+    m.set_state(Duration::ZERO, NodeState::Up, false);
     let bound = Duration::from_secs(1);
     m.listen_from(bound);
     let mut t = Duration::ZERO;
@@ -1009,4 +1050,52 @@ fn a_node_listens_dead_after_from_when_its_sockets_are_bound_however_late() {
         t += MS;
     }
     assert_eq!(m.owned().count(), BUCKETS as usize);
+}
+
+#[test]
+fn a_node_joining_a_farm_it_hears_whole_leaves_new_flows_unowned_only_briefly() {
+    // Its peers let go of the buckets it is to take as soon as they hear
+    // it; it takes them once it has heard every peer and they agree (not
+    // after the whole listening period): a period and a few network
+    // delays, against dead_after before.
+    let bound = PERIOD + Duration::from_micros(4 * MAX_DELAY_US) + 5 * MS;
+    let mut worst = Duration::ZERO;
+    for seed in 0..200 {
+        let n = 2 + (seed % 5) as usize;
+        let mut sim = Sim::new(seed, n, SplitBrain::ServeAll);
+        assert!(sim
+            .run_until(Duration::from_secs(2), Sim::converged)
+            .is_some());
+        let joiner = sim.rng.below(n as u64) as usize;
+        sim.crash(joiner);
+        assert!(sim
+            .run_until(Duration::from_secs(2), Sim::converged)
+            .is_some());
+        sim.start(joiner);
+        sim.phase = format!("seed {seed}, {n} nodes, node {} joins", joiner + 1);
+        let (mut gap, mut longest) = (Duration::ZERO, Duration::ZERO);
+        let start = sim.now;
+        while !sim.converged() {
+            assert!(
+                sim.now - start < Duration::from_secs(2),
+                "{}: no convergence",
+                sim.phase
+            );
+            sim.step();
+            sim.check_safety();
+            gap = if sim.unowned() > 0 {
+                gap + MS
+            } else {
+                Duration::ZERO
+            };
+            longest = longest.max(gap);
+        }
+        assert!(
+            longest <= bound,
+            "{}: new flows of some bucket had no owner for {longest:?} (bound {bound:?})",
+            sim.phase
+        );
+        worst = worst.max(longest);
+    }
+    println!("longest time a joining node left a bucket without an owner: {worst:?}");
 }

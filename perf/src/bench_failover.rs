@@ -20,16 +20,13 @@ pub struct Options {
 fn converged(nodes: u32) -> bool {
     let mut total = 0;
     for n in 1..=nodes {
-        let Ok(j) = crate::lab::node_status_json(n) else {
+        let Ok(v) = crate::lab::node_status(n) else {
             return false;
         };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&j) else {
-            return false;
-        };
-        if v["membership"]["view"].as_array().map_or(0, |a| a.len()) != nodes as usize {
+        if v.membership.map_or(0, |m| m.view.len()) != nodes as usize {
             return false;
         }
-        total += v["owned_buckets"].as_u64().unwrap_or(0);
+        total += v.node.owned_buckets;
     }
     total == 4096
 }
@@ -103,9 +100,8 @@ pub fn run(o: &Options) -> Result<()> {
             // How long the survivors' lcores took to use the table the
             // membership published after the view change.
             for n in (1..=o.nodes).filter(|n| *n != victim) {
-                let v: serde_json::Value = serde_json::from_str(&crate::lab::node_status_json(n)?)?;
-                for l in v["lcores"].as_array().into_iter().flatten() {
-                    switch_us.record(l["table"]["last_us"].as_u64().unwrap_or(0))?;
+                for l in crate::lab::node_status(n)?.node.lcores {
+                    switch_us.record(l.table.last_us)?;
                 }
             }
             crate::lab::start(victim)?;

@@ -572,6 +572,11 @@ pub fn node_status_json(n: u32) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Node `n`'s status, typed.
+pub fn node_status(n: u32) -> Result<herd::status::Report> {
+    Ok(serde_json::from_str(&node_status_json(n)?)?)
+}
+
 /// Waits until node `n` answers on its control socket with its TAP up.
 pub fn wait_ready(n: u32, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
@@ -604,18 +609,18 @@ pub fn status() -> Result<String> {
         let running = read_pid(&format!("{}.herd", node_name(n))).is_some_and(alive);
         match node_status_json(n) {
             Ok(j) => {
-                let v: serde_json::Value = serde_json::from_str(&j)?;
-                let t = &v["totals"];
+                let v: herd::status::Report = serde_json::from_str(&j)?;
+                let t = &v.node.totals;
                 out += &format!(
                     "{} up  buckets {:>4} [{}]  rx {} accepted {} not-owned {} to-kernel {} from-kernel {}\n",
                     node_name(n),
-                    v["owned_buckets"],
-                    v["owned_ranges"].as_str().unwrap_or(""),
-                    t["rx_packets"],
-                    t["accepted"],
-                    t["dropped_not_owned"],
-                    t["to_kernel"],
-                    t["from_kernel"]
+                    v.node.owned_buckets,
+                    v.node.owned_ranges,
+                    t.rx_packets,
+                    t.accepted,
+                    t.dropped_not_owned,
+                    t.to_kernel,
+                    t.from_kernel
                 );
             }
             Err(_) => {

@@ -6,6 +6,7 @@ pub mod bench_failover;
 pub mod bench_fastpath;
 pub mod bench_flows;
 pub mod bench_serve;
+pub mod chaos;
 pub mod lab;
 pub mod pcap;
 pub mod probe;

@@ -6,6 +6,7 @@ import json
 import os
 import struct
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -141,3 +142,37 @@ def http_get(node, path):
     out = client(PY, "-c", code).stdout
     first, _, rest = out.partition("\n")
     return int(first), rest
+
+
+# Long-lived connections held by `Hold` by default.
+CONNS = 300
+
+
+class Hold:
+    """`herd-lab hold` in the client namespace, until `stop()`."""
+
+    def __init__(self, first_source, conns=None, interval_ms=100):
+        conns = conns or CONNS
+        fd, path = tempfile.mkstemp(prefix="herd-hold-")
+        os.close(fd)
+        os.unlink(path)
+        self.stop_file = Path(path)
+        self.proc = subprocess.Popen(
+            [LAB, "client", "--", LAB, "hold", "--conns", str(conns), "--sources", str(conns),
+             "--first-source", str(first_source), "--interval-ms", str(interval_ms),
+             "--stop-file", str(self.stop_file),
+             "--max-seconds", "300"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The connections are open once it says so.
+        line = self.proc.stderr.readline()
+        assert "connections open" in line, line
+        time.sleep(0.5)
+
+    def stop(self):
+        self.stop_file.touch()
+        try:
+            out, err = self.proc.communicate(timeout=60)
+        finally:
+            self.stop_file.unlink(missing_ok=True)
+        assert self.proc.returncode == 0, err
+        return json.loads(out)

@@ -13,40 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import HERD, LAB, PY, down, http_get, lab, probe, run, status, up, wait_for
-
-CONNS = 300
-
-
-class Hold:
-    """`herd-lab hold` in the client namespace, until `stop()`."""
-
-    def __init__(self, first_source, conns=None, interval_ms=100):
-        conns = conns or CONNS
-        fd, path = tempfile.mkstemp(prefix="herd-hold-")
-        os.close(fd)
-        os.unlink(path)
-        self.stop_file = Path(path)
-        self.proc = subprocess.Popen(
-            [LAB, "client", "--", LAB, "hold", "--conns", str(conns), "--sources", str(conns),
-             "--first-source", str(first_source), "--interval-ms", str(interval_ms),
-             "--stop-file", str(self.stop_file),
-             "--max-seconds", "300"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        # The connections are open once it says so.
-        line = self.proc.stderr.readline()
-        assert "connections open" in line, line
-        time.sleep(0.5)
-
-    def stop(self):
-        self.stop_file.touch()
-        try:
-            out, err = self.proc.communicate(timeout=60)
-        finally:
-            self.stop_file.unlink(missing_ok=True)
-        assert self.proc.returncode == 0, err
-        return json.loads(out)
-
+from lab import CONNS, HERD, LAB, PY, Hold, down, http_get, lab, probe, run, status, up, wait_for
 
 def herd(node, *args):
     return run(HERD, *args, "--socket", f"/run/herd-lab/{node}.sock")
@@ -149,6 +116,36 @@ def test_drain_breaks_no_connection_and_stops_the_node_after_the_last(farm):
     wait_for(lambda: status("s2")["health"]["state"] == "STOP", 10, "s2 to stop after the drain")
     wait_for(lambda: settled(("s1", "s3", "s4"), ("s1", "s3", "s4")), 10, "the others to settle")
 
+
+
+def running_up():
+    """The lab's nodes that answer and are UP."""
+    up = []
+    for n in ("s1", "s2", "s3", "s4"):
+        try:
+            if status(n)["health"]["state"] == "UP":
+                up.append(n)
+        except AssertionError:
+            pass
+    return tuple(up)
+
+
+def test_a_start_during_a_drain_ends_it_without_breaking_a_connection(farm):
+    nodes = running_up()
+    assert len(nodes) >= 2, nodes
+    wait_for(lambda: settled(nodes, nodes), 20, "the running nodes to settle")
+    hold = Hold(first_source=2800)
+    node = nodes[0]
+    herd(node, "drain")
+    wait_for(lambda: status(node)["moving_out"] > 0, 5, f"{node} to move its buckets out")
+    # An operator start takes it back: the drain ends, the node is still UP.
+    out = herd(node, "start").stdout
+    assert "drain ended" in out, out
+    assert not status(node)["membership"]["draining"]
+    wait_for(lambda: status(node)["owned_buckets"] > 0, 10, f"{node} to own buckets again")
+    report = hold.stop()
+    assert broken(report) == [], broken(report)[:3]
+    wait_for(lambda: settled(nodes, nodes), 20, "the farm as it was")
 
 def test_a_weight_change_breaks_no_connection_and_moves_the_share(farm):
     nodes = ("s1", "s3", "s4")
@@ -271,7 +268,7 @@ def test_a_vip_and_a_rule_added_by_reload_under_traffic_break_no_connection(farm
         # Until the others reload, s1's farm differs from theirs: said on
         # both sides.
         def differs(n):
-            return {p["id"] for p in status(n)["membership"]["nodes"] if p.get("farm_differs")}
+            return {p["id"] for p in status(n)["membership"]["nodes"] if (p.get("heard") or {}).get("farm_differs")}
         # Every node heard (a stopped one still heartbeats).
         heard = [f"s{p['id']}" for p in status("s1")["membership"]["nodes"]
                  if not p["self"] and p["alive"]]
@@ -339,7 +336,7 @@ def test_a_weight_change_overtaking_a_join_breaks_no_connection(farm):
     # move to s2 ends: s2 keeps them (and their new flows) until it does,
     # then hands them on with their connections.
     herd("s3", "weight", "3")
-    wait_for(lambda: status("s2")["membership"]["nodes"][0]["kept_in"] > 0, 10,
+    wait_for(lambda: status("s2")["membership"]["nodes"][0]["holds"]["kept_in"] > 0, 10,
              "s2 to keep buckets moving in for s3")
     assert "kept for a newer owner" in herd("s2", "status").stdout
     time.sleep(1)
@@ -445,7 +442,15 @@ def test_a_crash_breaks_only_the_crashed_nodes_connections(farm):
     on_s1 = [r for r in report["results"] if r["nodes"][:1] == ["s1"]]
     assert on_s1, "some connections were on s1"
     assert sorted(r["sport"] for r in broken(report)) == sorted(r["sport"] for r in on_s1)
+    # s1's kernel still holds its side of them (the application lives on);
+    # the restarted node resets them: they would hold its next move out.
+    def vip_connections():
+        return len(run("ip", "netns", "exec", "herd-s1", "ss", "-t", "-n", "-H", "state", "connected",
+                       "src", "198.18.0.100").stdout.splitlines())
+    assert vip_connections() > 0
     lab("start", "s1")
+    assert vip_connections() == 0
+    assert "reset the kernel's connections left from before" in Path("/run/herd-lab/s1.herd.log").read_text()
     wait_for(lambda: settled(("s1", "s3", "s4"), nodes), 20, "s1 back")
 
 

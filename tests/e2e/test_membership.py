@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import (HERD, LAB, PY, down, lab, nft_drop, nft_remove, ns, outage, probe, run, status, up, wait_for)
-from test_continuity import Hold, broken
+from lab import (HERD, LAB, PY, Hold, down, lab, nft_drop, nft_remove, ns, outage, probe, run, status, up, wait_for)
+from test_continuity import broken
 
 NODES = ("s1", "s2", "s3")
 GOAL_MS = 250
@@ -165,6 +165,8 @@ def test_ten_percent_heartbeat_loss_for_60_seconds_on_a_saturated_host_causes_no
 def test_partition_with_a_witness_leaves_one_side_serving(farm):
     up(nodes=3, ownership="membership", split_brain="witness", driver=farm)
     wait_for(converged, 10, "the farm to converge")
+    hold = Hold(first_source=5000, conns=60)
+    assert vip_connections("s1") > 0
     # Cut s1 off from s2 and s3 (heartbeats) and from the witness (the
     # client, 198.18.0.2, pinged).
     nft_drop("s1", "herdcut", "udp dport 7100")
@@ -172,6 +174,11 @@ def test_partition_with_a_witness_leaves_one_side_serving(farm):
     nft_drop("s1", "herdcut", "ip daddr 198.18.0.2 icmp type echo-request", hook="output")
     try:
         wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 (no witness) to withdraw")
+        # Whole: s2 and s3 take its buckets as a dead node's, old flows
+        # included, so s1 keeps none moving out and lets its connections
+        # go (reset by the others' kernels, or by its own).
+        wait_for(lambda: status("s1")["moving_out"] == 0 and vip_connections("s1") == 0, 5,
+                 "s1 to let its connections go")
         wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
                  "s2 and s3 (witness reachable) to serve every bucket")
         time.sleep(1)
@@ -180,14 +187,48 @@ def test_partition_with_a_witness_leaves_one_side_serving(farm):
         assert report["ok"] == 60 and "s1" not in report["by_node"], report["by_node"]
     finally:
         nft_remove("s1", "herdcut")
+        report = hold.stop()
+    # Only s1's connections broke.
+    broke = {r["nodes"][0] for r in report["results"] if r["error"] and r["nodes"]}
+    assert broke <= {"s1"}, broke
     wait_for(converged, 10, "the farm to heal")
+
+
+def test_a_node_whose_link_goes_down_resets_its_connections_when_it_withdraws(farm):
+    """Nothing reaches a node whose link is down: the connections its
+    kernel holds would stay open forever (an idle application never
+    notices) and hold a later move out of their buckets. A withdrawn
+    node (`majority`: alone is a minority) resets them itself."""
+    up(nodes=3, ownership="membership", split_brain="majority", driver=farm)
+    wait_for(converged, 10, "the farm to converge")
+    hold = Hold(first_source=5400, conns=60)
+    held = vip_connections("s1")
+    assert held > 0
+    lab("client", "--", "ip", "link", "set", "s1", "down")
+    try:
+        wait_for(lambda: vip_connections("s1") == 0, 5, "s1 to reset its connections")
+        assert status("s1")["membership"]["moves"]["connections_reset"] >= held
+        assert "reset the kernel's connections in buckets this node no longer serves" in \
+            Path("/run/herd-lab/s1.herd.log").read_text()
+    finally:
+        lab("client", "--", "ip", "link", "set", "s1", "up")
+        report = hold.stop()
+    broke = {r["nodes"][0] for r in report["results"] if r["error"] and r["nodes"]}
+    assert broke == {"s1"}, broke
+    wait_for(converged, 10, "the farm to heal")
+
+
+def vip_connections(node):
+    """The node's kernel connections from the VIP."""
+    out = ns(node, "ss", "-t", "-n", "-H", "state", "connected", "src", "198.18.0.100").stdout
+    return len(out.splitlines())
 
 
 def test_a_peer_heard_on_either_of_two_networks_stays_alive(farm):
     up(nodes=3, ownership="membership", heartbeat_networks=2, driver=farm)
     wait_for(converged, 10, "the farm to converge")
     for n in NODES:
-        ages = [x["heartbeat_age_ms"] for x in membership(n)["nodes"] if not x["self"]]
+        ages = [x["heard"]["heartbeat_age_ms"] for x in membership(n)["nodes"] if not x["self"]]
         assert all(len(a) == 2 and None not in a for a in ages), ages
     views = {n: membership(n)["counters"]["view_changes"] for n in NODES}
     # Network 1 (through the fastpath) loses every heartbeat for 2 s: the
@@ -197,7 +238,7 @@ def test_a_peer_heard_on_either_of_two_networks_stays_alive(farm):
     try:
         time.sleep(2)
         for n in NODES:
-            ages = [x["heartbeat_age_ms"] for x in membership(n)["nodes"] if not x["self"]]
+            ages = [x["heard"]["heartbeat_age_ms"] for x in membership(n)["nodes"] if not x["self"]]
             assert all(a[0] is not None and a[0] > 1000 and a[1] < 200 for a in ages), ages
     finally:
         for n in NODES:
@@ -258,7 +299,7 @@ def test_a_key_rotated_node_by_node_under_traffic_causes_no_failover(farm):
         use_keys("s3", [stranger])
         def refused_by_s1():
             s3 = next(p for p in membership("s1")["nodes"] if p["id"] == 3)
-            return not s3["alive"] and (s3.get("rejected") or {}).get("why") == "authentication"
+            return not s3["alive"] and (s3["heard"].get("rejected") or {}).get("why") == "authentication"
         wait_for(refused_by_s1, 5, "s1 to report s3's heartbeats as refused")
         assert "refused (authentication)" in herd_at("s1", "status").stdout
         use_keys("s3", [new])
@@ -331,7 +372,7 @@ def test_a_farm_upgraded_node_by_node_under_traffic_breaks_nothing_and_serves_no
             assert membership(n)["protocol_versions"] == "5", membership(n)
             for o in NODES:
                 if o != n:
-                    assert peer(n, o)["protocol"] == 5, peer(n, o)
+                    assert peer(n, o)["heard"]["protocol"] == 5, peer(n, o)
 
         counters = lambda: {n: membership(n)["counters"] for n in NODES}
         before = counters()
@@ -346,7 +387,7 @@ def test_a_farm_upgraded_node_by_node_under_traffic_breaks_nothing_and_serves_no
                 # Within a probe period, each pair talks the newest version
                 # both speak; meanwhile one owner per bucket.
                 def talks_right():
-                    return all(peer(a, b)["protocol"] == (6 if b in upgraded else 5)
+                    return all(peer(a, b)["heard"]["protocol"] == (6 if b in upgraded else 5)
                                for a in upgraded for b in NODES if b != a)
                 deadline = time.monotonic() + 10
                 while not talks_right():

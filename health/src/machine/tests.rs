@@ -25,7 +25,7 @@ fn events(m: &mut Machine) -> Vec<Event> {
     std::iter::from_fn(|| m.poll_event()).collect()
 }
 
-fn scripts_asked(ev: &[Event]) -> Vec<(Script, State, State, &'static str)> {
+fn scripts_asked(ev: &[Event]) -> Vec<(Script, NodeState, NodeState, &'static str)> {
     ev.iter()
         .filter_map(|e| match e {
             Event::RunScript(r) => Some((r.script, r.current, r.next, r.action)),
@@ -56,7 +56,7 @@ fn started(name: &str, action: CheckerAction) -> Machine {
 
 fn up() -> Status {
     Status {
-        state: State::Up,
+        state: NodeState::Up,
         transient: false,
     }
 }
@@ -69,7 +69,7 @@ fn fail(m: &mut Machine, now: Duration, i: usize) {
 #[test]
 fn a_node_without_checkers_or_scripts_is_up_at_once() {
     let mut m = Machine::new(settings(&[], false));
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
     assert!(!m.status().owns_buckets());
     m.command(Duration::ZERO, Command::Start).unwrap();
     assert_eq!(m.status(), up());
@@ -86,19 +86,19 @@ fn start_runs_prestart_then_start_and_is_transient_meanwhile() {
     assert_eq!(
         m.status(),
         Status {
-            state: State::Wait,
+            state: NodeState::Wait,
             transient: true
         }
     );
     assert!(!m.status().owns_buckets());
     assert_eq!(
         scripts_asked(&events(&mut m)),
-        [(Script::Prestart, State::Stop, State::Up, "start")]
+        [(Script::Prestart, NodeState::Stop, NodeState::Up, "start")]
     );
     m.script_done(S, true, "exit 0");
     assert_eq!(
         scripts_asked(&events(&mut m)),
-        [(Script::Start, State::Stop, State::Up, "start")]
+        [(Script::Start, NodeState::Stop, NodeState::Up, "start")]
     );
     assert!(
         !m.status().owns_buckets(),
@@ -116,7 +116,7 @@ fn unconfigured_scripts_are_skipped() {
     m.command(Duration::ZERO, Command::Start).unwrap();
     assert_eq!(finish_scripts(&mut m, S), [Script::Start]);
     m.command(S, Command::Stop).unwrap();
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
     assert!(finish_scripts(&mut m, S).is_empty());
 }
 
@@ -130,13 +130,13 @@ fn waits_until_every_checker_is_up() {
     assert_eq!(
         m.status(),
         Status {
-            state: State::Wait,
+            state: NodeState::Wait,
             transient: false
         }
     );
     assert!(m.reason().contains("web not yet tested"), "{}", m.reason());
     m.checker_result(S, 0, true, String::new());
-    assert_eq!(m.status().state, State::Wait);
+    assert_eq!(m.status().state, NodeState::Wait);
     m.checker_result(S, 1, true, String::new());
     assert_eq!(m.status(), up());
 }
@@ -148,7 +148,7 @@ fn wait_action_withdraws_until_the_checker_passes() {
     assert_eq!(m.status(), up());
     events(&mut m);
     fail(&mut m, 2 * S, 0);
-    assert_eq!(m.status().state, State::Wait);
+    assert_eq!(m.status().state, NodeState::Wait);
     assert!(!m.status().transient);
     let ev = events(&mut m);
     assert!(scripts_asked(&ev).is_empty(), "wait runs no script");
@@ -163,7 +163,7 @@ fn wait_action_withdraws_until_the_checker_passes() {
     for i in 0..20 {
         m.checker_result(3 * S + i * S, 0, false, "refused".into());
     }
-    assert_eq!(m.status().state, State::Wait);
+    assert_eq!(m.status().state, NodeState::Wait);
     m.checker_result(30 * S, 0, true, String::new());
     assert_eq!(m.status(), up());
 }
@@ -183,12 +183,12 @@ fn restart_action_runs_stop_then_start_and_rejoins_when_healthy() {
     }));
     assert_eq!(
         scripts_asked(&ev),
-        [(Script::Stop, State::Up, State::Up, "restart")]
+        [(Script::Stop, NodeState::Up, NodeState::Up, "restart")]
     );
     assert_eq!(finish_scripts(&mut m, 2 * S), [Script::Stop, Script::Start]);
     assert_eq!(
         m.status().state,
-        State::Wait,
+        NodeState::Wait,
         "until the checker passes again"
     );
     m.checker_result(3 * S, 0, true, String::new());
@@ -209,7 +209,7 @@ fn stopstart_runs_all_four_scripts() {
             Script::Start
         ]
     );
-    assert_eq!(m.status().state, State::Wait);
+    assert_eq!(m.status().state, NodeState::Wait);
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn stop_action_stops_the_node_and_says_why() {
         finish_scripts(&mut m, 2 * S),
         [Script::Stop, Script::Poststop]
     );
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
     assert!(
         m.reason().contains("checker disk down (full)"),
         "{}",
@@ -230,7 +230,7 @@ fn stop_action_stops_the_node_and_says_why() {
     );
     // Results in STOP change nothing; only the operator starts it again.
     m.checker_result(3 * S, 0, true, String::new());
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn the_worst_action_wins() {
         action: CheckerAction::Stop
     }));
     finish_scripts(&mut m, S);
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
 }
 
 #[test]
@@ -274,7 +274,7 @@ fn restart_loop_limit_stops_the_node() {
         assert_eq!(m.status(), up());
         fail(&mut m, now, 0);
         let ran = finish_scripts(&mut m, now);
-        if m.status().state == State::Stop {
+        if m.status().state == NodeState::Stop {
             assert_eq!(ran, [Script::Stop, Script::Poststop]);
             break;
         }
@@ -282,7 +282,7 @@ fn restart_loop_limit_stops_the_node() {
         now += 10 * S;
     }
     assert_eq!(restarts, 2);
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
     assert!(
         m.reason()
             .starts_with("restart loop limit: 2 restarts within 60 s"),
@@ -299,7 +299,7 @@ fn restarts_outside_the_window_do_not_count() {
         m.checker_result(now, 0, true, String::new());
         fail(&mut m, now, 0);
         finish_scripts(&mut m, now);
-        assert_ne!(m.status().state, State::Stop);
+        assert_ne!(m.status().state, NodeState::Stop);
         now += 31 * S; // two restarts never fall within 60 s... plus one
     }
 }
@@ -313,12 +313,12 @@ fn a_failed_start_script_stops_the_node() {
     assert_eq!(
         m.status(),
         Status {
-            state: State::Stop,
+            state: NodeState::Stop,
             transient: true
         }
     );
     assert_eq!(finish_scripts(&mut m, S), [Script::Stop, Script::Poststop]);
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
     assert_eq!(m.reason(), "start script failed: exit status 3");
 }
 
@@ -330,7 +330,7 @@ fn a_failed_stop_script_does_not_block_the_stop() {
     m.command(S, Command::Stop).unwrap();
     m.script_done(S, false, "exit status 1");
     m.script_done(S, true, "exit 0");
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
 }
 
 #[test]
@@ -358,10 +358,10 @@ fn operator_commands() {
     );
     assert_eq!(
         scripts_asked(&events(&mut m)),
-        [(Script::Stop, State::Up, State::Stop, "stop")]
+        [(Script::Stop, NodeState::Up, NodeState::Stop, "stop")]
     );
     finish_scripts(&mut m, S);
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
     assert_eq!(m.reason(), "stopped by the operator");
     m.command(S, Command::Restart).unwrap();
     assert_eq!(
@@ -373,7 +373,7 @@ fn operator_commands() {
     m.command(S, Command::Restart).unwrap();
     assert_eq!(
         scripts_asked(&events(&mut m)),
-        [(Script::Stop, State::Up, State::Up, "restart")]
+        [(Script::Stop, NodeState::Up, NodeState::Up, "restart")]
     );
     assert_eq!(
         finish_scripts(&mut m, S),
@@ -387,14 +387,14 @@ fn operator_commands() {
     assert_eq!(m.status(), up());
     m.command(S, Command::Drain).unwrap();
     finish_scripts(&mut m, S);
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
     assert_eq!(m.reason(), "drained by the operator");
 }
 
 #[test]
 fn checkers_off_ignores_verdicts_and_on_applies_them() {
     let mut m = started("app", CheckerAction::Restart);
-    assert_eq!(m.status().state, State::Wait);
+    assert_eq!(m.status().state, NodeState::Wait);
     m.set_checkers(S, false);
     assert_eq!(m.status(), up());
     fail(&mut m, S, 0);
@@ -429,7 +429,7 @@ proptest::proptest! {
                 _ => m.checker_result(now, i, ok, String::new()),
             }
             let st = m.status();
-            proptest::prop_assert_eq!(st.owns_buckets(), st.state == State::Up && !st.transient);
+            proptest::prop_assert_eq!(st.owns_buckets(), st.state == NodeState::Up && !st.transient);
             if m.running_script().is_some() {
                 proptest::prop_assert!(st.transient && !st.owns_buckets());
             }
@@ -437,11 +437,11 @@ proptest::proptest! {
         }
         // Let scripts finish, then stop: the node reaches STOP.
         finish_scripts(&mut m, now);
-        if m.status().state != State::Stop {
+        if m.status().state != NodeState::Stop {
             m.command(now, Command::Stop).unwrap();
             finish_scripts(&mut m, now);
         }
-        proptest::prop_assert_eq!(m.status().state, State::Stop);
+        proptest::prop_assert_eq!(m.status().state, NodeState::Stop);
     }
 }
 
@@ -466,7 +466,7 @@ fn a_checker_added_at_run_time_does_not_withdraw_a_healthy_node_until_it_fails()
     assert_eq!(m.status(), up());
     // ...its own failure does.
     fail(&mut m, 4 * S, 1);
-    assert_eq!(m.status().state, State::Wait, "{}", m.reason());
+    assert_eq!(m.status().state, NodeState::Wait, "{}", m.reason());
     m.checker_result(5 * S, 1, true, "ok".into());
     assert_eq!(m.status(), up());
 }
@@ -475,7 +475,7 @@ fn a_checker_added_at_run_time_does_not_withdraw_a_healthy_node_until_it_fails()
 fn a_changed_checker_starts_again_and_a_removed_one_stops_counting() {
     let mut m = started("web", CheckerAction::Wait);
     fail(&mut m, S, 0);
-    assert_eq!(m.status().state, State::Wait);
+    assert_eq!(m.status().state, NodeState::Wait);
     // The waiting node's checker removed: UP at once.
     m.reconfigure(2 * S, settings(&[], true), &[]);
     assert_eq!(m.status(), up(), "{}", m.reason());
@@ -492,7 +492,7 @@ fn a_changed_checker_starts_again_and_a_removed_one_stops_counting() {
     // A restart tests every checker from scratch again: no exemption.
     m.command(3 * S, Command::Restart).unwrap();
     finish_scripts(&mut m, 3 * S);
-    assert_eq!(m.status().state, State::Wait, "{}", m.reason());
+    assert_eq!(m.status().state, NodeState::Wait, "{}", m.reason());
 }
 
 #[test]
@@ -501,5 +501,5 @@ fn scripts_removed_at_run_time_are_skipped_by_the_next_procedure() {
     m.reconfigure(S, settings(&[("web", CheckerAction::Wait)], false), &[true]);
     m.command(2 * S, Command::Stop).unwrap();
     assert_eq!(finish_scripts(&mut m, 2 * S), Vec::<Script>::new());
-    assert_eq!(m.status().state, State::Stop);
+    assert_eq!(m.status().state, NodeState::Stop);
 }

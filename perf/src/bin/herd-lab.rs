@@ -127,6 +127,11 @@ enum Cmd {
         #[arg(long, default_value_t = 600)]
         max_seconds: u64,
     },
+    /// Random faults (crash, application kill, stop/start, drain, weight,
+    /// link down, heartbeat loss, partition, busy CPUs) on a fresh
+    /// membership farm while clients hold connections and open new ones;
+    /// checks what the farm promises and exits 1 on any violation.
+    Chaos(perf::chaos::Options),
     Outage {
         #[arg(long, default_value = lab::VIP4)]
         vip: IpAddr,
@@ -191,6 +196,7 @@ fn run(cli: Cli) -> Result<i32> {
             print!("{}", lab::status()?);
         }
         Cmd::Down => lab::down()?,
+        Cmd::Chaos(o) => return Ok(if perf::chaos::run(&o)? { 0 } else { 1 }),
         Cmd::Kill { node } => lab::kill(lab::parse_node(&node)?)?,
         Cmd::Stop { node } => lab::stop(lab::parse_node(&node)?)?,
         Cmd::Start { node } => {

@@ -1,0 +1,213 @@
+//! The chaos run's faults: which, on which node, for how long, drawn from
+//! a seed so that a run can be repeated.
+//!
+//! Sans-IO: this only decides; `chaos::run` injects and heals.
+
+use std::fmt;
+use std::time::Duration;
+
+/// One kind of fault the chaos run injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// SIGKILL of the node's `herd`; healed by starting it again (a join).
+    Crash,
+    /// SIGKILL of the node's application; its checker withdraws the node;
+    /// healed by starting the application.
+    AppKill,
+    /// SIGTERM of the node's `herd` (a clean stop); healed by starting it
+    /// again (a join).
+    StopStart,
+    /// `herd drain`; healed by `herd start` (the node comes back, or ends
+    /// its drain).
+    Drain,
+    /// `herd weight W`; healed by `herd weight config`.
+    Weight,
+    /// The node's link to the bridge goes down; healed by bringing it up.
+    LinkDown,
+    /// Every node loses a share of the heartbeats it receives.
+    HeartbeatLoss,
+    /// The node hears no heartbeat and sends none (it is cut from the
+    /// others, not from the clients).
+    Partition,
+    /// Busy processes on every CPU.
+    CpuHog,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Crash,
+        FaultKind::AppKill,
+        FaultKind::StopStart,
+        FaultKind::Drain,
+        FaultKind::Weight,
+        FaultKind::LinkDown,
+        FaultKind::HeartbeatLoss,
+        FaultKind::Partition,
+        FaultKind::CpuHog,
+    ];
+
+    /// Faults after which the node's own connections may break: its
+    /// `herd` or its application is gone, or nobody can reach it.
+    /// Every other fault must break no connection at all.
+    pub fn may_break_its_node(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Crash
+                | FaultKind::AppKill
+                | FaultKind::StopStart
+                | FaultKind::LinkDown
+                | FaultKind::Partition
+        )
+    }
+
+    /// Faults that take the node's buckets from it: the others must serve
+    /// them again within the recovery bound.
+    pub fn takes_its_buckets(self) -> bool {
+        self.may_break_its_node() || self == FaultKind::Drain
+    }
+
+    /// Faults that leave the node unreachable to the clients, or unable
+    /// to answer for its buckets, while they last.
+    pub fn isolates_its_node(self) -> bool {
+        matches!(self, FaultKind::LinkDown | FaultKind::Partition)
+    }
+
+    /// Faults that concern one node (the others concern the farm).
+    pub fn has_node(self) -> bool {
+        !matches!(self, FaultKind::HeartbeatLoss | FaultKind::CpuHog)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Crash => "crash",
+            FaultKind::AppKill => "app-kill",
+            FaultKind::StopStart => "stop-start",
+            FaultKind::Drain => "drain",
+            FaultKind::Weight => "weight",
+            FaultKind::LinkDown => "link-down",
+            FaultKind::HeartbeatLoss => "heartbeat-loss",
+            FaultKind::Partition => "partition",
+            FaultKind::CpuHog => "cpu-hog",
+        }
+    }
+}
+
+/// One fault of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// The node (1-based) it hits; 0 for faults of the whole farm.
+    pub node: u32,
+    /// How long it lasts before it is healed.
+    pub hold: Duration,
+    /// `HeartbeatLoss`: the percentage lost (10–30).
+    pub loss_percent: u32,
+    /// `Weight`: the new weight (0–3, never the configured 1).
+    pub weight: u32,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind.name())?;
+        if self.kind.has_node() {
+            write!(f, " s{}", self.node)?;
+        }
+        match self.kind {
+            FaultKind::HeartbeatLoss => write!(f, " {}%", self.loss_percent)?,
+            FaultKind::Weight => write!(f, " to {}", self.weight)?,
+            _ => {}
+        }
+        write!(f, " for {} ms", self.hold.as_millis())
+    }
+}
+
+/// The faults of a run with `seed` on a farm of `nodes`, of `kinds`:
+/// every kind once in a seeded order first (a short run sees each), then
+/// kinds at random. Endless; the run takes what its time allows.
+pub struct Schedule {
+    rng: fastrand::Rng,
+    nodes: u32,
+    kinds: Vec<FaultKind>,
+    first: Vec<FaultKind>,
+}
+
+impl Schedule {
+    pub fn new(seed: u64, nodes: u32, kinds: &[FaultKind]) -> Schedule {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut kinds = kinds.to_vec();
+        if kinds.is_empty() {
+            kinds = FaultKind::ALL.to_vec();
+        }
+        let mut first = kinds.clone();
+        rng.shuffle(&mut first);
+        first.reverse(); // popped from the back
+        Schedule {
+            rng,
+            nodes: nodes.max(1),
+            kinds,
+            first,
+        }
+    }
+}
+
+impl Iterator for Schedule {
+    type Item = Fault;
+
+    fn next(&mut self) -> Option<Fault> {
+        let kind = match self.first.pop() {
+            Some(k) => k,
+            None => self.kinds[self.rng.usize(..self.kinds.len())],
+        };
+        let node = if kind.has_node() {
+            self.rng.u32(1..=self.nodes)
+        } else {
+            0
+        };
+        let hold_ms = match kind {
+            // Long enough for several heartbeat periods of loss, and for
+            // the busy processes to matter.
+            FaultKind::HeartbeatLoss | FaultKind::CpuHog => self.rng.u64(3000..=8000),
+            _ => self.rng.u64(500..=3000),
+        };
+        let weight = [0, 2, 3][self.rng.usize(..3)];
+        Some(Fault {
+            kind,
+            node,
+            hold: Duration::from_millis(hold_ms),
+            loss_percent: self.rng.u32(10..=30),
+            weight,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seed_gives_the_same_faults_and_every_kind_comes_first() {
+        let a: Vec<Fault> = Schedule::new(7, 3, &FaultKind::ALL).take(40).collect();
+        let b: Vec<Fault> = Schedule::new(7, 3, &FaultKind::ALL).take(40).collect();
+        assert_eq!(a, b);
+        let c: Vec<Fault> = Schedule::new(8, 3, &FaultKind::ALL).take(40).collect();
+        assert_ne!(a, c);
+        let mut first: Vec<FaultKind> = a[..FaultKind::ALL.len()].iter().map(|f| f.kind).collect();
+        first.sort();
+        assert_eq!(first, FaultKind::ALL.to_vec());
+        for f in &a {
+            assert_eq!(f.kind.has_node(), (1..=3).contains(&f.node), "{f}");
+            assert!((10..=30).contains(&f.loss_percent));
+            assert!(f.weight != 1 && f.weight <= 3);
+            assert!(f.hold >= Duration::from_millis(500) && f.hold <= Duration::from_secs(8));
+        }
+    }
+
+    #[test]
+    fn only_the_kinds_asked_for_are_drawn() {
+        let kinds = [FaultKind::Partition, FaultKind::Crash];
+        let faults: Vec<Fault> = Schedule::new(3, 5, &kinds).take(50).collect();
+        assert!(faults.iter().all(|f| kinds.contains(&f.kind)));
+        assert!(faults.iter().any(|f| f.kind == FaultKind::Crash));
+        assert!(faults.iter().all(|f| (1..=5).contains(&f.node)));
+    }
+}
