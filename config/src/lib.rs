@@ -3,6 +3,7 @@
 //! [`Config::from_toml`] parses and validates in one step: a node never
 //! starts half-configured, and every error names the key that is wrong.
 //! A complete example is `examples/node.toml` at the repository root.
+#![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -1,24 +1,20 @@
-//! Herd's fastpath.
+//! Herd's fastpath: the DPDK poll-mode driver of the pure packet code.
 //!
-//! The pure part — [`wire`] (header views), [`hash`] (herd-hash v1),
-//! [`decision`] (SPEC §2), [`reply`] (ARP/NDP answers), [`table`] (the
-//! RCU bucket table), [`flows`] (flow tracking while buckets move), [`counters`] and [`poll`] (adaptive idle policy) —
-//! works on byte slices and has no DPDK types. [`dpdk`] is the one thin
-//! safe layer over `dpdk-sys`, and [`node`] runs a node's lcores with it.
+//! The pure part lives in the `packet` crate (no DPDK types; re-exported
+//! here under its module names). [`dpdk`] is the one thin safe layer over
+//! `dpdk-sys`, the TAP and libbpf, with every `unsafe` of the project
+//! outside `dpdk-sys`; [`node`] runs a node's lcores with it, [`setup`]
+//! prepares the kernel side, [`prefilter`] and [`egress`] hold the XDP
+//! and tc programs' maps.
+#![deny(unsafe_code)]
 
-pub mod counters;
-pub mod decision;
+pub use packet::{counters, decision, flows, hash, offload, poll, reply, table, wire};
+
+#[allow(unsafe_code)]
 pub mod dpdk;
 pub mod egress;
-pub mod flows;
-pub mod hash;
 
-pub mod poll;
 pub mod prefilter;
-pub mod reply;
 
 pub mod node;
-pub mod offload;
 pub mod setup;
-pub mod table;
-pub mod wire;

@@ -4,7 +4,7 @@
 use crate::counters::{
     BurstCounts, FlowGauges, FlowStats, LcoreCounters, TableSwitch, TableSwitchStats,
 };
-use crate::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
+use crate::decision::{Classifier, DropReason, RuleTable, Verdict, Vip};
 use crate::dpdk::tap::{self, PacketTx, Tap, TapQueue, Waker};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
 use crate::egress::DirectEgress;
@@ -53,20 +53,7 @@ pub fn static_table(config: &Config, generation: u64) -> Result<BucketTable, con
 
 /// The classifier of a config, for a NIC with MAC `own_mac`.
 pub fn classifier(config: &Config, own_mac: [u8; 6]) -> Classifier {
-    let mut rules = RuleTable::new();
-    for r in &config.rules {
-        let t = match r.protocol {
-            config::Protocol::Tcp => Transport::Tcp,
-            config::Protocol::Udp => Transport::Udp,
-        };
-        let a = match r.affinity {
-            config::Affinity::ClientIp => Affinity::ClientIp,
-            config::Affinity::ClientIpPort => Affinity::ClientIpPort,
-        };
-        if let Some(port) = r.port {
-            rules.insert(t, port, a);
-        }
-    }
+    let rules = RuleTable::from_config(&config.rules);
     let d = config.farm.delivery;
     Classifier {
         own_mac,

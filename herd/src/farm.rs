@@ -4,10 +4,10 @@
 use anyhow::{Context, Result};
 use config::state::{KeptState, WeightSource};
 use config::{Config, Ownership};
-use fastpath::decision::{Affinity, RuleTable};
+use fastpath::decision::RuleTable;
 use fastpath::flows::{FlowId, FlowSet};
-use fastpath::hash::FlowKey;
 use fastpath::table::{BucketTable, TablePublisher};
+use fastpath::wire::IPPROTO_TCP;
 use herd::census;
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
@@ -381,7 +381,7 @@ impl Served {
     fn of(c: &Config) -> Served {
         Served {
             vips: c.farm.vips.clone(),
-            rules: fastpath::node::classifier(c, [0; 6]).rules,
+            rules: RuleTable::from_config(&c.rules),
         }
     }
 }
@@ -455,11 +455,13 @@ impl Moves {
 
     /// The bucket a kernel connection falls in, by its rule's affinity.
     fn bucket_of(&self, rules: &RuleTable, c: &census::Connection) -> Option<u32> {
-        let port = match rules.lookup(fastpath::wire::IPPROTO_TCP, c.vip_port)? {
-            Affinity::ClientIp => None,
-            Affinity::ClientIpPort => Some(c.client_port),
-        };
-        Some(FlowKey::new(c.client, port).bucket(self.n_buckets))
+        rules.bucket(
+            IPPROTO_TCP,
+            c.client,
+            c.client_port,
+            c.vip_port,
+            self.n_buckets,
+        )
     }
 
     /// What `herd status` shows of the moves.
@@ -546,7 +548,12 @@ impl Moves {
                 };
                 if out.binary_search(&b).is_ok() {
                     *per_bucket.entry(b).or_default() += 1;
-                    seed.insert(FlowId::new(c.client, c.client_port, c.vip_port, 6));
+                    seed.insert(FlowId::new(
+                        c.client,
+                        c.client_port,
+                        c.vip_port,
+                        IPPROTO_TCP,
+                    ));
                 }
             }
             let needs_seed = self.lock().seed.is_none();

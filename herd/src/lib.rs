@@ -1,6 +1,7 @@
 //! The `herd` binary's pure parts, a library so that the fuzz targets and
 //! the lab's tools use them too: the census parser of the kernel's
 //! connections, the typed status model, the recent events, the status page.
+#![forbid(unsafe_code)]
 
 pub mod census;
 pub mod events;

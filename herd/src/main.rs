@@ -1,5 +1,6 @@
 //! `herd`: run a farm node, operate it, ask it for its status, check a
 //! config.
+#![forbid(unsafe_code)]
 
 mod control;
 mod farm;

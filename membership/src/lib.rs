@@ -6,6 +6,7 @@
 //! - [`machine`]: the protocol as a sans-IO state machine (datagrams and
 //!   time in; datagrams, view and ownership changes out).
 //! - [`driver`]: the tokio driver, one UDP socket per heartbeat network.
+#![forbid(unsafe_code)]
 
 pub mod assign;
 pub mod driver;

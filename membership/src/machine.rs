@@ -40,7 +40,11 @@
 //!   the partition heals, a node releases what the full view gives to
 //!   others as soon as it hears one of them (within `dead_after` even
 //!   under loss).
-//!   `Majority`: a side with at most half of the nodes withdraws.
+//!   `Majority`: a side with at most half of the nodes withdraws. It
+//!   counts its peers for that by heartbeats heard within `dead_after`
+//!   less two periods: cut from the others, it withdraws before they
+//!   count it dead and take its buckets (a side may have heard the other
+//!   up to a period later than the other heard it).
 //!   `Witness`: while some node is missing, a side that cannot reach the
 //!   witness withdraws, and a side takes no bucket until a witness probe
 //!   that started after the node went missing answered (an answer from
@@ -429,10 +433,23 @@ impl Machine {
     }
 
     fn alive(&self, p: &Peer, now: Duration) -> bool {
+        self.heard_within(p, now, self.s.dead_after)
+    }
+
+    fn heard_within(&self, p: &Peer, now: Duration, within: Duration) -> bool {
         p.heard
             .iter()
             .flatten()
-            .any(|t| now.saturating_sub(*t) < self.s.dead_after)
+            .any(|t| now.saturating_sub(*t) < within)
+    }
+
+    /// How long a peer counts toward this side's majority without being
+    /// heard: two periods less than `dead_after` (at least half of it).
+    fn quorum_after(&self) -> Duration {
+        self.s
+            .dead_after
+            .saturating_sub(2 * self.s.period)
+            .max(self.s.dead_after / 2)
     }
 
     /// A datagram received on heartbeat network `network`.
@@ -665,6 +682,12 @@ impl Machine {
         }
         for p in &self.peers {
             if let Some(last) = p.heard.iter().flatten().max() {
+                // The majority is counted at `quorum_after`, a death at
+                // `dead_after`: wake for both.
+                let quorum = *last + self.quorum_after();
+                if quorum > self.next_heartbeat.saturating_sub(self.s.period) {
+                    t = t.min(quorum);
+                }
                 let expiry = *last + self.s.dead_after;
                 if expiry > self.next_heartbeat.saturating_sub(self.s.period) {
                     t = t.min(expiry);
@@ -787,6 +810,15 @@ impl Machine {
         let digest = assignment_digest(view, &self.prefs_weights);
         let alive_count = 1 + self.peers.iter().filter(|p| self.alive(p, now)).count();
         let everyone = alive_count == self.ids.len();
+        // A side counts itself for the majority by peers heard within
+        // `quorum_after`, shorter than `dead_after`: cut from the others,
+        // it withdraws before they count it dead and take its buckets,
+        // even when it heard them up to a period later than they heard it.
+        let quorum_count = 1 + self
+            .peers
+            .iter()
+            .filter(|p| self.heard_within(p, now, self.quorum_after()))
+            .count();
         if everyone {
             self.missing_since = None;
         } else if self.missing_since.is_none() {
@@ -800,7 +832,7 @@ impl Machine {
                         (Some(ok), Some(missing)) if ok >= missing);
         let split_withdraw = match self.s.split_brain {
             SplitBrain::ServeAll => false,
-            SplitBrain::Majority => alive_count * 2 <= self.ids.len(),
+            SplitBrain::Majority => quorum_count * 2 <= self.ids.len(),
             SplitBrain::Witness => !everyone && !self.witness_reachable,
         };
         let withdraw = !self.offers() || split_withdraw;

@@ -1099,3 +1099,37 @@ fn a_node_joining_a_farm_it_hears_whole_leaves_new_flows_unowned_only_briefly() 
     }
     println!("longest time a joining node left a bucket without an owner: {worst:?}");
 }
+
+#[test]
+fn a_majority_takes_a_cut_off_nodes_buckets_only_after_it_withdrew() {
+    // The cut node withdraws when it has not heard a majority for
+    // `dead_after` less two periods; the others take its buckets at
+    // `dead_after` and an agreement: never both at once, whatever the
+    // phase of the heartbeats when the cut falls.
+    for seed in 0..200 {
+        let mut sim = Sim::new(seed, 3, SplitBrain::Majority);
+        assert!(sim
+            .run_until(Duration::from_secs(2), Sim::converged)
+            .is_some());
+        let phase = Duration::from_millis(sim.rng.below(40));
+        sim.run(phase);
+        let cut = sim.rng.below(3) as usize;
+        sim.net.side = (0..3).map(|i| u8::from(i == cut)).collect();
+        for _ in 0..500 {
+            sim.step();
+            for b in 0..BUCKETS {
+                let holders: Vec<usize> = sim
+                    .live()
+                    .into_iter()
+                    .filter(|i| sim.nodes[*i].as_ref().unwrap().holds(b))
+                    .collect();
+                assert!(
+                    holders.len() <= 1,
+                    "seed {seed}: t={:?} ({phase:?} into the period when node {} was cut): bucket {b} takes new flows on {holders:?}",
+                    sim.now,
+                    cut + 1
+                );
+            }
+        }
+    }
+}

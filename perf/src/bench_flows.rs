@@ -124,8 +124,8 @@ pub fn run(o: &Options) -> Result<()> {
     }
     let rss_after = rss_bytes();
     let counts = tracker.counts();
-    if counts.flows != u64::from(n) {
-        bail!("the tracker holds {} flows, not {n}", counts.flows);
+    if counts.tracked != u64::from(n) {
+        bail!("the tracker holds {} flows, not {n}", counts.tracked);
     }
 
     let mut pass = |tracked: bool, tracker: &mut FlowTracker| -> f64 {

@@ -1,4 +1,5 @@
 //! Herd's lab and benchmarks: shared helpers for `herd-lab` and `herd-bench`.
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod bench_drops;

@@ -86,22 +86,17 @@ impl Tap {
                     as libc::c_short;
             // SAFETY: TUNSETIFF reads (and writes the name back into) the
             // ifreq we own, which outlives the call.
-            check(
-                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) },
-                &format!("TUNSETIFF {name} queue {q}"),
-            )?;
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+            check(rc, &format!("TUNSETIFF {name} queue {q}"))?;
             let hdr_len = VNET_HDR_LEN as libc::c_int;
             // SAFETY: TUNSETVNETHDRSZ reads one int from the pointer.
-            check(
-                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) },
-                "TUNSETVNETHDRSZ",
-            )?;
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &hdr_len) };
+            check(rc, "TUNSETVNETHDRSZ")?;
             let flags: libc::c_uint = if offloads { OFFLOADS } else { 0 };
             // SAFETY: TUNSETOFFLOAD takes its argument by value.
-            check(
-                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) },
-                "TUNSETOFFLOAD",
-            )?;
+            let rc =
+                unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+            check(rc, "TUNSETOFFLOAD")?;
             if q == 0 {
                 let mut req = ifreq(name)?;
                 let mut addr = libc::sockaddr {
@@ -114,10 +109,8 @@ impl Tap {
                 req.ifr_ifru.ifru_hwaddr = addr;
                 // SAFETY: the TAP's own descriptor takes SIOCSIFHWADDR with
                 // an ifreq we own.
-                check(
-                    unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFHWADDR, &mut req) },
-                    &format!("set the MAC of {name}"),
-                )?;
+                let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFHWADDR, &mut req) };
+                check(rc, &format!("set the MAC of {name}"))?;
             }
             opened.push(TapQueue { fd });
         }

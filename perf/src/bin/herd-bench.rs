@@ -1,5 +1,6 @@
 //! `herd-bench`: Herd's benchmarks. Each prints its figures and ends with
 //! one line `RESULT name key=value ...`. See perf/RESULTS.md.
+#![forbid(unsafe_code)]
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

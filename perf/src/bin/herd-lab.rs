@@ -1,4 +1,5 @@
 //! `herd-lab`: the Herd lab on one machine (SPEC §7). See `perf::lab`.
+#![forbid(unsafe_code)]
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};

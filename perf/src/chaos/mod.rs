@@ -154,6 +154,9 @@ pub fn run(o: &Options) -> Result<bool> {
     };
     let violations = judge::judge(&windows, &observations, &rules);
     println!("{summary}");
+    for line in per_kind(&windows, &observations) {
+        println!("{line}");
+    }
     for v in &violations {
         println!("VIOLATION at {:.1} s: {}", v.at_ms as f64 / 1000.0, v.what);
     }
@@ -168,6 +171,47 @@ pub fn run(o: &Options) -> Result<bool> {
 }
 
 type Soak = (Vec<Window>, Vec<Observation>, u64, String);
+
+/// One line per kind of fault: how many, the connections broken while
+/// they lasted, the longest time a bucket went unserved.
+fn per_kind(windows: &[Window], observations: &[Observation]) -> Vec<String> {
+    let mut kinds: BTreeMap<FaultKind, (u32, u32, u64)> = BTreeMap::new();
+    let within = |at: u64| {
+        windows
+            .iter()
+            .rev()
+            .find(|w| w.start_ms <= at)
+            .map(|w| w.fault.kind)
+    };
+    for w in windows {
+        kinds.entry(w.fault.kind).or_default().0 += 1;
+    }
+    for o in observations {
+        match o {
+            Observation::Broken { at_ms, .. } => {
+                if let Some(k) = within(*at_ms) {
+                    kinds.entry(k).or_default().1 += 1;
+                }
+            }
+            Observation::Unserved { from_ms, to_ms, .. } => {
+                if let Some(k) = within(*from_ms) {
+                    let e = kinds.entry(k).or_default();
+                    e.2 = e.2.max(to_ms - from_ms);
+                }
+            }
+            _ => {}
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|(k, (n, broken, unserved))| {
+            format!(
+                "  {:<15} {n:>3} faults, {broken:>4} connections broken, longest unserved {unserved} ms",
+                k.name()
+            )
+        })
+        .collect()
+}
 
 fn soak(o: &Options) -> Result<Soak> {
     wait_settled(o.nodes, &all(o.nodes), SETTLE_WITHIN).context("the farm did not settle")?;

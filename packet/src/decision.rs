@@ -106,6 +106,60 @@ impl RuleTable {
         };
     }
 
+    /// The rules of a config (`[[rules]]`).
+    pub fn from_config(rules: &[config::Rule]) -> RuleTable {
+        let mut table = RuleTable::new();
+        for r in rules {
+            let t = match r.protocol {
+                config::Protocol::Tcp => Transport::Tcp,
+                config::Protocol::Udp => Transport::Udp,
+            };
+            let a = match r.affinity {
+                config::Affinity::ClientIp => Affinity::ClientIp,
+                config::Affinity::ClientIpPort => Affinity::ClientIpPort,
+            };
+            if let Some(port) = r.port {
+                table.insert(t, port, a);
+            }
+        }
+        table
+    }
+
+    /// The flow key of a TCP or UDP datagram (not a fragment) from
+    /// `client`:`client_port` to a VIP's `vip_port`, by its rule's
+    /// affinity, with that affinity; `None`: no rule. The one place where
+    /// a rule becomes a key: the decision, the census of the kernel's
+    /// connections and the status all go through it.
+    #[inline]
+    pub fn key(
+        &self,
+        protocol: u8,
+        client: IpAddr,
+        client_port: u16,
+        vip_port: u16,
+    ) -> Option<(FlowKey, Affinity)> {
+        Some(match self.lookup(protocol, vip_port)? {
+            Affinity::ClientIp => (FlowKey::new(client, None), Affinity::ClientIp),
+            Affinity::ClientIpPort => (
+                FlowKey::new(client, Some(client_port)),
+                Affinity::ClientIpPort,
+            ),
+        })
+    }
+
+    /// The bucket of such a datagram among `n_buckets`; `None`: no rule.
+    pub fn bucket(
+        &self,
+        protocol: u8,
+        client: IpAddr,
+        client_port: u16,
+        vip_port: u16,
+        n_buckets: u32,
+    ) -> Option<u32> {
+        let (key, _) = self.key(protocol, client, client_port, vip_port)?;
+        Some(key.bucket(n_buckets))
+    }
+
     #[inline]
     pub fn lookup(&self, protocol: u8, port: u16) -> Option<Affinity> {
         let v = match protocol {
@@ -438,13 +492,15 @@ impl Classifier {
         } else if d.protocol == wire::IPPROTO_TCP || d.protocol == wire::IPPROTO_UDP {
             let (sport, dport) = wire::ports(l3, d.l4_offset, d.end)?;
             ports = (sport, dport);
-            match self.rules.lookup(d.protocol, dport) {
+            match self.rules.key(d.protocol, d.client, sport, dport) {
                 None => return Ok(Verdict::Drop(DropReason::NoRule)),
-                Some(Affinity::ClientIpPort) if !d.is_fragment => {
-                    affinity = Affinity::ClientIpPort;
-                    FlowKey::new(d.client, Some(sport))
+                // A first fragment is keyed like the later ones, by client
+                // IP: all of a datagram's fragments land on one node.
+                Some(_) if d.is_fragment => FlowKey::new(d.client, None),
+                Some((key, a)) => {
+                    affinity = a;
+                    key
                 }
-                Some(_) => FlowKey::new(d.client, None),
             }
         } else {
             return Ok(Verdict::Drop(DropReason::NoRule));

@@ -7,19 +7,12 @@
 //! allocates nothing. The old table is freed when the last lcore has moved
 //! past it (reference counting stands in for a grace period).
 
-use crate::flows::FlowSet;
+use crate::flows::{FlowSet, Moving};
 use arc_swap::{ArcSwap, Cache};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Which way a bucket moves, from this node's side (SPEC §5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Move {
-    /// This node is the new owner: it takes new flows, not the old ones.
-    In,
-    /// This node is the old owner: it keeps its flows until the move ends.
-    Out,
-}
+pub use crate::flows::Move;
 
 /// Which buckets this node accepts, as a bitset, which of the others are
 /// moving in or out (flows decided one by one), and whether it answers ARP
@@ -226,6 +219,16 @@ impl TableReader {
     #[inline]
     pub fn current(&mut self) -> &BucketTable {
         self.cache.load()
+    }
+}
+
+impl Moving for BucketTable {
+    fn has_moves(&self) -> bool {
+        BucketTable::has_moves(self)
+    }
+
+    fn moving(&self, b: u32) -> Option<Move> {
+        BucketTable::moving(self, b)
     }
 }
 

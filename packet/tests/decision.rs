@@ -1,185 +1,13 @@
 //! The packet decision of SPEC §2, case by case, on hand-built frames.
 
-use fastpath::decision::{Affinity, Classifier, DropReason, RuleTable, Transport, Verdict, Vip};
-use fastpath::hash::FlowKey;
-use fastpath::reply;
-use fastpath::table::BucketTable;
-use fastpath::wire::Malformed;
+mod frames;
+use frames::*;
+use packet::decision::{Classifier, DropReason, Verdict, Vip};
+use packet::reply;
+use packet::table::BucketTable;
+use packet::wire::Malformed;
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-const OWN: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xcc];
-const VMAC4: [u8; 6] = [0x02, 0x48, 198, 18, 0, 100];
-const VMAC6: [u8; 6] = [0x02, 0x86, 0, 0, 1, 0];
-const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const NODE4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
-const CLIENT4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 7);
-const N: u32 = 4096;
-
-fn vip6() -> Ipv6Addr {
-    "2001:2::100".parse().unwrap()
-}
-fn client6() -> Ipv6Addr {
-    "2001:2:1::7".parse().unwrap()
-}
-
-fn classifier() -> Classifier {
-    let mut rules = RuleTable::new();
-    rules.insert(Transport::Tcp, 80, Affinity::ClientIpPort);
-    rules.insert(Transport::Tcp, 7000, Affinity::ClientIp);
-    rules.insert(Transport::Udp, 9000, Affinity::ClientIp);
-    Classifier {
-        own_mac: OWN,
-        vips4: vec![Vip {
-            address: VIP4,
-            mac: VMAC4,
-        }],
-        vips6: vec![Vip {
-            address: vip6(),
-            mac: VMAC6,
-        }],
-        rules,
-    }
-}
-
-fn all() -> BucketTable {
-    BucketTable::new(1, N, 0..N, true)
-}
-fn none() -> BucketTable {
-    BucketTable::new(1, N, [], false)
-}
-/// A table owning exactly the bucket of `key`.
-fn only(key: FlowKey) -> BucketTable {
-    BucketTable::new(1, N, [key.bucket(N)], false)
-}
-fn all_but(key: FlowKey) -> BucketTable {
-    let b = key.bucket(N);
-    BucketTable::new(1, N, (0..N).filter(|x| *x != b), true)
-}
-
-fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&dst);
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-fn with_vlans(frame: &[u8], tags: usize) -> Vec<u8> {
-    let mut f = frame[..12].to_vec();
-    for i in 0..tags {
-        f.extend_from_slice(
-            &(if i == 0 && tags > 1 {
-                0x88a8u16
-            } else {
-                0x8100
-            })
-            .to_be_bytes(),
-        );
-        f.extend_from_slice(&(10 + i as u16).to_be_bytes());
-    }
-    f.extend_from_slice(&frame[12..]);
-    f
-}
-
-fn l4(sport: u16, dport: u16) -> Vec<u8> {
-    let mut v = sport.to_be_bytes().to_vec();
-    v.extend_from_slice(&dport.to_be_bytes());
-    v.extend_from_slice(&[0u8; 16]);
-    v
-}
-
-struct V4 {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    proto: u8,
-    frag: u16,
-    options: usize,
-    payload: Vec<u8>,
-}
-
-impl V4 {
-    fn new(proto: u8, payload: Vec<u8>) -> Self {
-        V4 {
-            src: CLIENT4,
-            dst: VIP4,
-            proto,
-            frag: 0,
-            options: 0,
-            payload,
-        }
-    }
-    fn bytes(&self) -> Vec<u8> {
-        let ihl = 5 + self.options;
-        let total = ihl * 4 + self.payload.len();
-        let mut h = vec![(4 << 4) | ihl as u8, 0];
-        h.extend_from_slice(&(total as u16).to_be_bytes());
-        h.extend_from_slice(&[0, 1]);
-        h.extend_from_slice(&self.frag.to_be_bytes());
-        h.extend_from_slice(&[64, self.proto, 0, 0]);
-        h.extend_from_slice(&self.src.octets());
-        h.extend_from_slice(&self.dst.octets());
-        h.extend(std::iter::repeat_n(1u8, self.options * 4)); // NOP options
-        h.extend_from_slice(&self.payload);
-        h
-    }
-    fn frame(&self) -> Vec<u8> {
-        eth(VMAC4, CLIENT_MAC, 0x0800, &self.bytes())
-    }
-}
-
-fn v6_frame(
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-    next: u8,
-    hop_limit: u8,
-    ext_and_payload: &[u8],
-) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(ext_and_payload.len() as u16).to_be_bytes());
-    h.push(next);
-    h.push(hop_limit);
-    h.extend_from_slice(&src.octets());
-    h.extend_from_slice(&dst.octets());
-    h.extend_from_slice(ext_and_payload);
-    eth(VMAC6, CLIENT_MAC, 0x86dd, &h)
-}
-
-fn arp(op: u16, sender_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
-    let mut a = vec![0, 1, 8, 0, 6, 4];
-    a.extend_from_slice(&op.to_be_bytes());
-    a.extend_from_slice(&CLIENT_MAC);
-    a.extend_from_slice(&sender_ip.octets());
-    a.extend_from_slice(&[0; 6]);
-    a.extend_from_slice(&target_ip.octets());
-    eth([0xff; 6], CLIENT_MAC, 0x0806, &a)
-}
-
-fn ns(target: Ipv6Addr, src: Ipv6Addr, hop_limit: u8) -> Vec<u8> {
-    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
-    icmp.extend_from_slice(&target.octets());
-    icmp.extend_from_slice(&[1, 1]);
-    icmp.extend_from_slice(&CLIENT_MAC);
-    let t = target.octets();
-    let solicited: Ipv6Addr = Ipv6Addr::from([
-        0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15],
-    ]);
-    let mut f = v6_frame(src, solicited, 58, hop_limit, &icmp);
-    f[0..6].copy_from_slice(&[0x33, 0x33, 0xff, t[13], t[14], t[15]]);
-    f
-}
-
-fn key4(port: Option<u16>) -> FlowKey {
-    FlowKey::new(IpAddr::V4(CLIENT4), port)
-}
-fn key6(port: Option<u16>) -> FlowKey {
-    FlowKey::new(IpAddr::V6(client6()), port)
-}
-
-const NOT_OWNED: Verdict = Verdict::Drop(DropReason::NotOwned);
-const NO_RULE: Verdict = Verdict::Drop(DropReason::NoRule);
 
 #[test]
 fn arp_for_a_vip_is_answered_by_the_responder_only() {
@@ -493,15 +321,6 @@ fn neighbor_solicitation_for_a_vip_is_answered_by_the_responder_only() {
     );
 }
 
-fn checksum_ok(frame: &[u8]) -> bool {
-    let ip = &frame[14..];
-    let src: [u8; 16] = ip[8..24].try_into().unwrap();
-    let dst: [u8; 16] = ip[24..40].try_into().unwrap();
-    let msg = &ip[40..];
-    // Recomputing over a message with its checksum in place gives 0.
-    reply::icmpv6_checksum(&src, &dst, msg) == 0
-}
-
 #[test]
 fn neighbor_advertisement_is_well_formed() {
     let mut buf = ns(vip6(), client6(), 255);
@@ -537,26 +356,6 @@ fn neighbor_advertisement_is_well_formed() {
         None
     );
     assert_eq!(small, before);
-}
-
-fn samples() -> Vec<Vec<u8>> {
-    let mut later = V4::new(6, vec![1; 8]);
-    later.frag = 3;
-    vec![
-        V4::new(6, l4(40000, 80)).frame(),
-        V4::new(17, l4(40000, 9000)).frame(),
-        later.frame(),
-        with_vlans(&V4::new(1, vec![8, 0, 0, 0]).frame(), 2),
-        arp(1, CLIENT4, VIP4),
-        ns(vip6(), client6(), 255),
-        v6_frame(
-            client6(),
-            vip6(),
-            0,
-            64,
-            &[6, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 80],
-        ),
-    ]
 }
 
 proptest! {
@@ -596,72 +395,6 @@ proptest! {
             }
             _ => {}
         }
-    }
-}
-
-/// Frames the fast paths may decide: TCP and UDP to the VIPs on ports
-/// with and without rules, from several clients (five IPv4, five IPv6).
-fn fast_candidates() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    for (i, (proto, dport)) in [(6, 80), (6, 7000), (17, 9000), (6, 22), (17, 53)]
-        .into_iter()
-        .enumerate()
-    {
-        let mut v = V4::new(proto, l4(40000 + i as u16, dport));
-        v.src = Ipv4Addr::new(198, 19, i as u8, 7 + i as u8);
-        out.push(v.frame());
-    }
-    for (i, (proto, dport)) in [(6, 80), (6, 7000), (17, 9000), (6, 22), (17, 53)]
-        .into_iter()
-        .enumerate()
-    {
-        let client = Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, i as u16, 7);
-        out.push(v6_frame(
-            client,
-            vip6(),
-            proto,
-            64,
-            &l4(40000 + i as u16, dport),
-        ));
-    }
-    out
-}
-
-/// `f` with bytes `flips` (position modulo the length, value), then cut
-/// short at `cut` when it falls around the headers' end (< 60), then
-/// padded with `extend` zeros.
-fn mutated(mut f: Vec<u8>, flips: &[(usize, u8)], cut: usize, extend: usize) -> Vec<u8> {
-    for &(at, v) in flips {
-        let n = f.len();
-        f[at % n] = v;
-    }
-    if cut < 60 {
-        f.truncate(cut);
-    }
-    f.extend(std::iter::repeat_n(0, extend));
-    f
-}
-
-/// Another IPv4 VIP of the farm.
-fn second_vip4() -> Vip<Ipv4Addr> {
-    Vip {
-        address: Ipv4Addr::new(198, 18, 0, 101),
-        mac: [0x02, 0x48, 198, 18, 0, 101],
-    }
-}
-
-/// A table owning every `modulus`-th bucket; with `moves`, buckets 1 and 2
-/// modulo 7 moving in and out.
-fn table_of(modulus: u32, moves: bool) -> BucketTable {
-    let table = BucketTable::new(1, N, (0..N).filter(|b| b % modulus == 0), true);
-    if moves {
-        table.with_moves(
-            (0..N).filter(|b| b % 7 == 1),
-            (0..N).filter(|b| b % 7 == 2),
-            None,
-        )
-    } else {
-        table
     }
 }
 
@@ -727,16 +460,9 @@ fn the_fast_path_and_the_parser_agree_on_the_plain_cases() {
     );
 }
 
-/// A TCP segment from `CLIENT4:sport` to the VIP's port 7000 with `flags`.
-fn tcp_segment(sport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = l4(sport, 7000);
-    l4[13] = flags;
-    V4::new(6, l4).frame()
-}
-
 #[test]
 fn moving_buckets_are_decided_flow_by_flow_from_the_tcp_flags() {
-    use fastpath::flows::{FlowId, FlowSet, FlowTracker};
+    use packet::flows::{FlowId, FlowSet, FlowTracker};
     use std::sync::Arc;
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
@@ -765,128 +491,4 @@ fn moving_buckets_are_decided_flow_by_flow_from_the_tcp_flags() {
     // Without the tracker, a bucket out is kept and one in is left.
     assert_eq!(c.classify(&tcp_segment(1002, SYN), &out), Verdict::Accept);
     assert_eq!(c.classify(&tcp_segment(1002, SYN), &inn), NOT_OWNED);
-}
-
-// --- The XDP pre-filter, run in the kernel (BPF_PROG_TEST_RUN, as root) ---
-
-mod xdp {
-    use super::*;
-    use fastpath::dpdk::bpf::Object;
-    use fastpath::prefilter::{Maps, XdpVerdict, OBJECT, PROGRAM};
-
-    /// The program loaded with `c`'s configuration.
-    fn loaded(c: &Classifier) -> (Object, Maps) {
-        let object = Object::load(OBJECT).expect("the XDP pre-filter loads (run as root)");
-        let maps = Maps::of(&object).expect("its maps");
-        maps.configure(c).expect("configured");
-        (object, maps)
-    }
-
-    /// What the program must do with a frame the fastpath decides as
-    /// `verdict`: pass what it accepts, drop what another node owns, and
-    /// leave the rest to the fastpath. Where the program is unsure it may
-    /// always leave a frame to the fastpath.
-    fn agrees(xdp: XdpVerdict, verdict: &Verdict) -> bool {
-        match xdp {
-            XdpVerdict::Pass => *verdict == Verdict::Accept,
-            XdpVerdict::Drop => *verdict == NOT_OWNED,
-            XdpVerdict::ToDpdk => true,
-            XdpVerdict::Other(_) => false,
-        }
-    }
-
-    #[test]
-    fn owned_buckets_pass_with_the_nic_mac_others_drop_the_rest_go_to_dpdk() {
-        let c = classifier();
-        let (object, maps) = loaded(&c);
-        let f = &fast_candidates()[0]; // TCP 80 to the VIP: a rule
-        for (table, want) in [(all(), XdpVerdict::Pass), (none(), XdpVerdict::Drop)] {
-            maps.publish(&table).unwrap();
-            let (code, out) = object.run_xdp(PROGRAM, f).unwrap();
-            assert_eq!(XdpVerdict::from_code(code), want);
-            if want == XdpVerdict::Pass {
-                assert_eq!(out[..6], OWN, "the destination MAC is the NIC's");
-                assert_eq!(out[6..], f[6..]);
-            }
-        }
-        // No rule (TCP 22), IPv6, a moving bucket: the fastpath's.
-        maps.publish(&all()).unwrap();
-        for f in [&fast_candidates()[3], &fast_candidates()[5]] {
-            let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
-            assert_eq!(XdpVerdict::from_code(code), XdpVerdict::ToDpdk);
-        }
-        let moving = BucketTable::new(1, N, std::iter::empty(), true).with_moves(
-            0..N,
-            std::iter::empty(),
-            None,
-        );
-        maps.publish(&moving).unwrap();
-        let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
-        assert_eq!(XdpVerdict::from_code(code), XdpVerdict::ToDpdk);
-        let [passed, dropped, to_dpdk] = maps.counts().unwrap();
-        assert_eq!((passed, dropped, to_dpdk), (1, 1, 3));
-    }
-
-    #[test]
-    fn the_program_hashes_as_herd_hash_v1() {
-        // One bucket owned at a time: the program passes exactly the
-        // frames whose bucket (by the Rust hash) is that one.
-        let c = classifier();
-        let (object, maps) = loaded(&c);
-        let n = 7;
-        for f in fast_candidates().iter().take(3) {
-            let owner = (0..n)
-                .find(|b| c.classify(f, &BucketTable::new(1, n, [*b], true)) == Verdict::Accept)
-                .expect("some bucket owns the frame");
-            for b in 0..n {
-                maps.publish(&BucketTable::new(1, n, [b], true)).unwrap();
-                let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
-                let want = if b == owner {
-                    XdpVerdict::Pass
-                } else {
-                    XdpVerdict::Drop
-                };
-                assert_eq!(XdpVerdict::from_code(code), want, "bucket {b}");
-            }
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(600))]
-
-        /// The program's verdict agrees with the fastpath's decision,
-        /// whatever the header bytes, the length, the table and the VIPs.
-        #[test]
-        fn the_prefilter_agrees_with_the_decision(
-            which in 0usize..10,
-            flips in proptest::collection::vec((0usize..60, any::<u8>()), 0..3),
-            cut in 0usize..80,
-            extend in 0usize..4,
-            modulus in 1u32..5,
-            moves in any::<bool>(),
-            second_vip in any::<bool>(),
-            ip_len in proptest::option::of(0u16..80),
-        ) {
-            let mut c = classifier();
-            if second_vip {
-                c.vips4.push(second_vip4());
-            }
-            let (object, maps) = loaded(&c);
-            let mut f = fast_candidates()[which].clone();
-            // The IPv4 total length near the headers' end (the edge the
-            // fast path checks).
-            if let (Some(len), true) = (ip_len, which < 5) {
-                f[16..18].copy_from_slice(&len.to_be_bytes());
-            }
-            let f = mutated(f, &flips, cut, extend);
-            let table = table_of(modulus, moves);
-            maps.publish(&table).unwrap();
-            // The kernel refuses a test run on less than an Ethernet header.
-            prop_assume!(f.len() >= 14);
-            let (code, _) = object.run_xdp(PROGRAM, &f).unwrap();
-            let verdict = c.classify(&f, &table);
-            prop_assert!(agrees(XdpVerdict::from_code(code), &verdict),
-                "xdp {:?}, fastpath {:?}", XdpVerdict::from_code(code), verdict);
-        }
-    }
 }

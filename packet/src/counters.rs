@@ -116,9 +116,9 @@ impl TableSwitch {
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub struct FlowGauges {
-    flows: AtomicU64,
-    mine: AtomicU64,
-    full: AtomicU64,
+    tracked: AtomicU64,
+    held: AtomicU64,
+    table_full: AtomicU64,
 }
 
 /// A snapshot of [`FlowGauges`].
@@ -145,17 +145,17 @@ impl FlowStats {
 }
 
 impl FlowGauges {
-    pub fn record(&self, c: crate::flows::TrackerCounts) {
-        self.flows.store(c.flows, Ordering::Relaxed);
-        self.mine.store(c.flows_mine, Ordering::Relaxed);
-        self.full.store(c.full_drops, Ordering::Relaxed);
+    pub fn record(&self, c: FlowStats) {
+        self.tracked.store(c.tracked, Ordering::Relaxed);
+        self.held.store(c.held, Ordering::Relaxed);
+        self.table_full.store(c.table_full, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> FlowStats {
         FlowStats {
-            tracked: self.flows.load(Ordering::Relaxed),
-            held: self.mine.load(Ordering::Relaxed),
-            table_full: self.full.load(Ordering::Relaxed),
+            tracked: self.tracked.load(Ordering::Relaxed),
+            held: self.held.load(Ordering::Relaxed),
+            table_full: self.table_full.load(Ordering::Relaxed),
         }
     }
 }

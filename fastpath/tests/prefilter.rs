@@ -1,0 +1,131 @@
+//! The XDP pre-filter, run in the kernel (BPF_PROG_TEST_RUN, as root),
+//! held to the Rust decision on the decision tests' frames.
+
+#[path = "../../packet/tests/frames/mod.rs"]
+mod frames;
+use fastpath::decision::{Classifier, Verdict};
+use fastpath::table::BucketTable;
+use frames::*;
+use proptest::prelude::*;
+
+mod xdp {
+    use super::*;
+    use fastpath::dpdk::bpf::Object;
+    use fastpath::prefilter::{Maps, XdpVerdict, OBJECT, PROGRAM};
+
+    /// The program loaded with `c`'s configuration.
+    fn loaded(c: &Classifier) -> (Object, Maps) {
+        let object = Object::load(OBJECT).expect("the XDP pre-filter loads (run as root)");
+        let maps = Maps::of(&object).expect("its maps");
+        maps.configure(c).expect("configured");
+        (object, maps)
+    }
+
+    /// What the program must do with a frame the fastpath decides as
+    /// `verdict`: pass what it accepts, drop what another node owns, and
+    /// leave the rest to the fastpath. Where the program is unsure it may
+    /// always leave a frame to the fastpath.
+    fn agrees(xdp: XdpVerdict, verdict: &Verdict) -> bool {
+        match xdp {
+            XdpVerdict::Pass => *verdict == Verdict::Accept,
+            XdpVerdict::Drop => *verdict == NOT_OWNED,
+            XdpVerdict::ToDpdk => true,
+            XdpVerdict::Other(_) => false,
+        }
+    }
+
+    #[test]
+    fn owned_buckets_pass_with_the_nic_mac_others_drop_the_rest_go_to_dpdk() {
+        let c = classifier();
+        let (object, maps) = loaded(&c);
+        let f = &fast_candidates()[0]; // TCP 80 to the VIP: a rule
+        for (table, want) in [(all(), XdpVerdict::Pass), (none(), XdpVerdict::Drop)] {
+            maps.publish(&table).unwrap();
+            let (code, out) = object.run_xdp(PROGRAM, f).unwrap();
+            assert_eq!(XdpVerdict::from_code(code), want);
+            if want == XdpVerdict::Pass {
+                assert_eq!(out[..6], OWN, "the destination MAC is the NIC's");
+                assert_eq!(out[6..], f[6..]);
+            }
+        }
+        // No rule (TCP 22), IPv6, a moving bucket: the fastpath's.
+        maps.publish(&all()).unwrap();
+        for f in [&fast_candidates()[3], &fast_candidates()[5]] {
+            let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
+            assert_eq!(XdpVerdict::from_code(code), XdpVerdict::ToDpdk);
+        }
+        let moving = BucketTable::new(1, N, std::iter::empty(), true).with_moves(
+            0..N,
+            std::iter::empty(),
+            None,
+        );
+        maps.publish(&moving).unwrap();
+        let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
+        assert_eq!(XdpVerdict::from_code(code), XdpVerdict::ToDpdk);
+        let [passed, dropped, to_dpdk] = maps.counts().unwrap();
+        assert_eq!((passed, dropped, to_dpdk), (1, 1, 3));
+    }
+
+    #[test]
+    fn the_program_hashes_as_herd_hash_v1() {
+        // One bucket owned at a time: the program passes exactly the
+        // frames whose bucket (by the Rust hash) is that one.
+        let c = classifier();
+        let (object, maps) = loaded(&c);
+        let n = 7;
+        for f in fast_candidates().iter().take(3) {
+            let owner = (0..n)
+                .find(|b| c.classify(f, &BucketTable::new(1, n, [*b], true)) == Verdict::Accept)
+                .expect("some bucket owns the frame");
+            for b in 0..n {
+                maps.publish(&BucketTable::new(1, n, [b], true)).unwrap();
+                let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
+                let want = if b == owner {
+                    XdpVerdict::Pass
+                } else {
+                    XdpVerdict::Drop
+                };
+                assert_eq!(XdpVerdict::from_code(code), want, "bucket {b}");
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(600))]
+
+        /// The program's verdict agrees with the fastpath's decision,
+        /// whatever the header bytes, the length, the table and the VIPs.
+        #[test]
+        fn the_prefilter_agrees_with_the_decision(
+            which in 0usize..10,
+            flips in proptest::collection::vec((0usize..60, any::<u8>()), 0..3),
+            cut in 0usize..80,
+            extend in 0usize..4,
+            modulus in 1u32..5,
+            moves in any::<bool>(),
+            second_vip in any::<bool>(),
+            ip_len in proptest::option::of(0u16..80),
+        ) {
+            let mut c = classifier();
+            if second_vip {
+                c.vips4.push(second_vip4());
+            }
+            let (object, maps) = loaded(&c);
+            let mut f = fast_candidates()[which].clone();
+            // The IPv4 total length near the headers' end (the edge the
+            // fast path checks).
+            if let (Some(len), true) = (ip_len, which < 5) {
+                f[16..18].copy_from_slice(&len.to_be_bytes());
+            }
+            let f = mutated(f, &flips, cut, extend);
+            let table = table_of(modulus, moves);
+            maps.publish(&table).unwrap();
+            // The kernel refuses a test run on less than an Ethernet header.
+            prop_assume!(f.len() >= 14);
+            let (code, _) = object.run_xdp(PROGRAM, &f).unwrap();
+            let verdict = c.classify(&f, &table);
+            prop_assert!(agrees(XdpVerdict::from_code(code), &verdict),
+                "xdp {:?}, fastpath {:?}", XdpVerdict::from_code(code), verdict);
+        }
+    }
+}
