@@ -493,12 +493,18 @@ impl Moves {
         let Ok(Ok(conns)) = tokio::task::spawn_blocking(move || census::read(&vips)).await else {
             return;
         };
+        // Those still dropped now (one look at the machine).
+        dropped = shared.with(|m| {
+            dropped
+                .into_iter()
+                .filter(|b| m.hold(*b) == Hold::None)
+                .collect()
+        });
         let doomed: Vec<census::Connection> = conns
             .into_iter()
             .filter(|c| {
-                self.bucket_of(&served.rules, c).is_some_and(|b| {
-                    dropped.binary_search(&b).is_ok() && shared.with(|m| m.hold(b) == Hold::None)
-                })
+                self.bucket_of(&served.rules, c)
+                    .is_some_and(|b| dropped.binary_search(&b).is_ok())
             })
             .collect();
         if doomed.is_empty() {

@@ -160,7 +160,8 @@ fn probe_one(plan: &Plan, source: IpAddr) -> Outcome {
     }
 }
 
-fn parse_echo(line: &str, sent: &str) -> std::io::Result<String> {
+/// The node named by an echo of `sent` ("s2 <sent>").
+pub fn parse_echo(line: &str, sent: &str) -> std::io::Result<String> {
     match line.trim_end().split_once(' ') {
         Some((node, rest)) if rest == sent => Ok(node.to_string()),
         _ => Err(std::io::Error::other(format!("bad echo {line:?}"))),

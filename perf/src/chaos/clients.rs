@@ -163,11 +163,8 @@ pub fn hold(rec: Arc<Recorder>, index: u32, seed: u64, interval: Duration, timeo
                 if reader.read_line(&mut line)? == 0 {
                     return Err(std::io::Error::other("closed by the server"));
                 }
-                let Some((who, rest)) = line.trim_end().split_once(' ') else {
-                    return Err(std::io::Error::other(format!("bad echo {line:?}")));
-                };
-                let who = node_of(who);
-                if rest != sent || who.is_none() {
+                let who = node_of(&crate::probe::parse_echo(&line, &sent)?);
+                if who.is_none() {
                     return Err(std::io::Error::other(format!("bad echo {line:?}")));
                 }
                 if node.is_some() && node != who {

@@ -124,10 +124,10 @@ pub fn run(o: &Options) -> Result<bool> {
         extra: EXTRA_CONFIG.into(),
         cpus: None,
     };
-    let kinds = if o.faults.is_empty() {
-        FaultKind::ALL.to_vec()
+    let kinds: &[FaultKind] = if o.faults.is_empty() {
+        &FaultKind::ALL
     } else {
-        o.faults.clone()
+        &o.faults
     };
     println!(
         "chaos: seed {}, {} minutes, {} nodes ({}, split brain {}), {} held connections, {} new connections/s, faults {}",
@@ -277,12 +277,8 @@ fn inject_all(o: &Options, rec: &Recorder, excluded: &Excluded) -> Result<Vec<Wi
     rss.sample(o.nodes);
     // Give the clients a moment to open their connections.
     std::thread::sleep(Duration::from_secs(2));
-    let kinds = if o.faults.is_empty() {
-        FaultKind::ALL.to_vec()
-    } else {
-        o.faults.clone()
-    };
-    for fault in Schedule::new(o.seed, o.nodes, &kinds) {
+    // An empty `--faults` is every kind (the schedule's default).
+    for fault in Schedule::new(o.seed, o.nodes, &o.faults) {
         if rec.start.elapsed() + fault.hold > deadline {
             break;
         }
