@@ -408,8 +408,8 @@ pub fn render_status(r: &Report) -> String {
     }
     if let Some(m) = m {
         out += &format!(
-            "membership view {:?}  failovers {}  protocol versions {}:\n",
-            m.view, m.counters.peer_deaths, m.protocol_versions
+            "membership view {:?}  failovers {}  disowned {}  protocol versions {}:\n",
+            m.view, m.counters.peer_deaths, m.counters.disowned, m.protocol_versions
         );
         for node in &m.nodes {
             let ages = node.heard.as_ref().map_or("-".to_string(), |h| {

@@ -233,6 +233,12 @@ fn metrics(node: &Node) -> Result<String> {
     );
     let views = Counter::<u64>::default();
     reg.register("view_changes", "Membership view changes", views.clone());
+    let disowned = Counter::<u64>::default();
+    reg.register(
+        "disowned",
+        "Times every peer counted this node out while it heard them (it withdrew)",
+        disowned.clone(),
+    );
     let dropped = Family::<Labels, Counter>::default();
     reg.register(
         "heartbeats_dropped",
@@ -362,6 +368,7 @@ fn metrics(node: &Node) -> Result<String> {
         let c = &m.counters;
         failovers.inc_by(c.peer_deaths);
         views.inc_by(c.views);
+        disowned.inc_by(c.disowned);
         for (reason, v) in [
             ("malformed", c.dropped_malformed),
             ("unauthenticated", c.dropped_unauthenticated),

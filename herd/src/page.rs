@@ -29,6 +29,7 @@ pub const FIELDS: &[&str] = &[
     "membership.draining",
     "membership.counters.failovers",
     "membership.counters.view_changes",
+    "membership.counters.disowned",
     "membership.bucket_map.nodes",
     "membership.bucket_map.owners",
     "membership.nodes.0.id",
@@ -192,6 +193,7 @@ function render(st) {
   // Counters.
   const rows = [];
   if (m) rows.push(["failovers", m.counters.failovers], ["view changes", m.counters.view_changes],
+    ["counted out (withdrew)", m.counters.disowned],
     ["view", "[" + m.view.join(", ") + "]"], ["draining", m.draining]);
   for (const [k, v] of Object.entries(st.totals)) rows.push([k, v]);
   const ct = document.querySelector("#counters tbody");

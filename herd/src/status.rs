@@ -422,6 +422,7 @@ mod tests {
         "membership.nodes.0.holds.kept_in",
         "membership.nodes.1.heard.protocol",
         "membership.counters.failovers",
+        "membership.counters.disowned",
         "health.checkers",
         "polling.max_sleep_us",
         "vips",

@@ -53,6 +53,15 @@
 //!   moving out included: the other side counts it dead and serves their
 //!   old flows too, so it keeps no connection (its driver resets what its
 //!   kernel still holds in them).
+//!   One-way cut, whatever the policy: a node that every live, ready
+//!   peer of its view reports out of that view (each announcing the view
+//!   less this node, after acknowledging the heartbeat that announced
+//!   this node's current view) is *disowned*: they stopped hearing it and
+//!   take its buckets as a dead node's, while it still hears them. It
+//!   withdraws as a split side does. A peer that has not heard its
+//!   current view (a join, the end of a drain, a healed split) or that
+//!   disagrees with another peer does not count; with `Majority`, only
+//!   peers that are a majority without it.
 //! - Replay: a sender's (incarnation, sequence) must grow on each network; an incarnation
 //!   is taken at start (the driver uses the wall clock in microseconds).
 //! - Weights: a node's weight can change at run time; heartbeats carry it,
@@ -196,6 +205,10 @@ pub struct Counters {
     /// Peers that went from alive to dead (failovers of their buckets).
     #[serde(rename = "failovers")]
     pub peer_deaths: u64,
+    /// Times every peer counted this node out while it heard them (its
+    /// heartbeats lost one way): it withdrew (see the module doc).
+    #[serde(default)]
+    pub disowned: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -294,6 +307,8 @@ pub struct Machine {
     state: NodeState,
     transient: bool,
     witness_reachable: bool,
+    /// Counted out by its peers while hearing them (see `disowned`).
+    disowned: bool,
     /// When the last witness probe that answered started.
     witness_ok_started: Option<Duration>,
     /// Since when some node has been missing (dead or not ready).
@@ -399,6 +414,7 @@ impl Machine {
             state: NodeState::Up,
             transient: false,
             witness_reachable: true,
+            disowned: false,
             witness_ok_started: None,
             missing_since: None,
             next_heartbeat: now,
@@ -760,6 +776,35 @@ impl Machine {
         self.update(now);
     }
 
+    /// Whether the others count this node out while it hears them: every
+    /// live, ready peer of its view announces that view without this node,
+    /// after it acknowledged the heartbeat in which this node announced it
+    /// (so it heard this node in it, and dropped it since). They stopped
+    /// hearing it (its heartbeats are lost one way) and take, or have
+    /// taken, its buckets as a dead node's: it withdraws like a side of a
+    /// split, whatever the policy. Not a peer that has not heard this
+    /// node's view yet (a join, the end of a drain, a healed split), nor
+    /// one that disagrees with another peer (it takes nothing alone).
+    /// With `majority`, only peers that are a majority without this node
+    /// take its buckets (fewer withdraw themselves); with a witness, the
+    /// peers take them when they reach it, and a node they count out
+    /// defers to them.
+    fn disowned(&self, now: Duration) -> bool {
+        let others = self.view & !(1u64 << self.me_index);
+        if !self.offers() || self.view & (1u64 << self.me_index) == 0 || others == 0 {
+            return false;
+        }
+        if self.s.split_brain == SplitBrain::Majority
+            && others.count_ones() as usize * 2 <= self.ids.len()
+        {
+            return false;
+        }
+        self.peers
+            .iter()
+            .filter(|p| self.index(p.id).is_some_and(|i| others & (1u64 << i) != 0))
+            .all(|p| self.alive(p, now) && p.view == others && p.acked >= self.view_sequence)
+    }
+
     fn update(&mut self, now: Duration) {
         for i in 0..self.peers.len() {
             let alive = self.alive(&self.peers[i], now);
@@ -830,18 +875,6 @@ impl Machine {
             || everyone
             || matches!((self.witness_ok_started, self.missing_since),
                         (Some(ok), Some(missing)) if ok >= missing);
-        let split_withdraw = match self.s.split_brain {
-            SplitBrain::ServeAll => false,
-            SplitBrain::Majority => quorum_count * 2 <= self.ids.len(),
-            SplitBrain::Witness => !everyone && !self.witness_reachable,
-        };
-        let withdraw = !self.offers() || split_withdraw;
-        // A bucket still moving in when the assignment gives it to another
-        // node is kept (its new flows still come here) until its move ends,
-        // then handed on like an owned one: its connections stay. Not when
-        // the application is down or the farm is split.
-        let keep_in = self.s.continuity && self.ready && !split_withdraw;
-        let mut changed = false;
         if (view, digest) != (self.view, self.digest) {
             self.view = view;
             self.digest = digest;
@@ -853,6 +886,24 @@ impl Machine {
             // a period longer.
             self.next_heartbeat = self.next_heartbeat.min(now);
         }
+        let disowned = self.disowned(now);
+        if disowned && !self.disowned {
+            self.counters.disowned += 1;
+        }
+        self.disowned = disowned;
+        let split_withdraw = disowned
+            || match self.s.split_brain {
+                SplitBrain::ServeAll => false,
+                SplitBrain::Majority => quorum_count * 2 <= self.ids.len(),
+                SplitBrain::Witness => !everyone && !self.witness_reachable,
+            };
+        let withdraw = !self.offers() || split_withdraw;
+        // A bucket still moving in when the assignment gives it to another
+        // node is kept (its new flows still come here) until its move ends,
+        // then handed on like an owned one: its connections stay. Not when
+        // the application is down or the farm is split.
+        let keep_in = self.s.continuity && self.ready && !split_withdraw;
+        let mut changed = false;
         // Target: recomputed only when the assignment or the withdrawal
         // changed.
         let target_changed = self.target_of != Some((digest, withdraw));

@@ -43,6 +43,8 @@ struct Net {
     dup: u64,
     /// Partition: the side of each node; messages cross only within a side.
     side: Vec<u8>,
+    /// Nodes whose heartbeats are lost on the way out (they still hear).
+    mute: Vec<bool>,
 }
 
 struct Sim {
@@ -115,6 +117,7 @@ impl Sim {
                 loss: 0,
                 dup: 0,
                 side: vec![0; n],
+                mute: vec![false; n],
             },
             split_brain,
             phase: format!("seed {seed}, {n} nodes, cold start"),
@@ -211,7 +214,10 @@ impl Sim {
             }
             for t in out {
                 let to = usize::from(t.to) - 1;
-                if self.net.side[i] != self.net.side[to] || self.rng.chance(self.net.loss) {
+                if self.net.side[i] != self.net.side[to]
+                    || self.net.mute[i]
+                    || self.rng.chance(self.net.loss)
+                {
                     continue;
                 }
                 let copies = if self.rng.chance(self.net.dup) { 2 } else { 1 };
@@ -1130,6 +1136,83 @@ fn a_majority_takes_a_cut_off_nodes_buckets_only_after_it_withdrew() {
                     cut + 1
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn a_node_no_one_hears_withdraws_as_the_others_take_its_buckets() {
+    // Its heartbeats are lost on the way out: the others count it dead and
+    // take its buckets; it hears their new view, without it, and
+    // withdraws. Whatever the policy, a bucket takes new flows on two
+    // nodes at most for the few milliseconds a heartbeat is on its way
+    // (without the rule, for as long as the cut lasts); when its
+    // heartbeats get through again it rejoins.
+    let window = Duration::from_micros(MAX_DELAY_US + 1_000);
+    for policy in [SplitBrain::ServeAll, SplitBrain::Majority] {
+        for seed in 0..40 {
+            let n = 2 + (seed as usize % 3);
+            let mut sim = Sim::new(seed, n, policy);
+            assert!(sim
+                .run_until(Duration::from_secs(2), Sim::converged)
+                .is_some());
+            let phase = Duration::from_millis(sim.rng.below(40));
+            sim.run(phase);
+            let mute = sim.rng.below(n as u64) as usize;
+            sim.net.mute[mute] = true;
+            let mut double_since: Option<Duration> = None;
+            for _ in 0..800 {
+                sim.step();
+                let double = (0..BUCKETS).any(|b| {
+                    sim.live()
+                        .into_iter()
+                        .filter(|i| sim.nodes[*i].as_ref().unwrap().holds(b))
+                        .count()
+                        > 1
+                });
+                match (double, double_since) {
+                    (true, None) => double_since = Some(sim.now),
+                    (true, Some(t)) => assert!(
+                        sim.now - t <= window,
+                        "{policy:?} seed {seed}: {n} nodes, node {} mute: a bucket on two nodes since {t:?} (now {:?})",
+                        mute + 1,
+                        sim.now
+                    ),
+                    (false, _) => double_since = None,
+                }
+            }
+            // With `majority`, the others take its buckets only if they
+            // are a majority without it (alone of two, the other withdraws
+            // and it keeps serving its own).
+            let taken = policy != SplitBrain::Majority || (n - 1) * 2 > n;
+            let me = sim.nodes[mute].as_ref().unwrap();
+            assert_eq!(me.counters().disowned, u64::from(taken));
+            if taken {
+                assert_eq!(
+                    me.owned().count(),
+                    0,
+                    "{policy:?} seed {seed}: the mute node still owns buckets"
+                );
+                assert_eq!(
+                    sim.unowned(),
+                    0,
+                    "{policy:?} seed {seed}: {}",
+                    sim.describe()
+                );
+            } else {
+                assert!(
+                    me.owned().count() > 0,
+                    "{policy:?} seed {seed}: {}",
+                    sim.describe()
+                );
+            }
+            sim.net.mute[mute] = false;
+            assert!(
+                sim.run_until(Duration::from_secs(3), Sim::converged)
+                    .is_some(),
+                "{policy:?} seed {seed}: no rejoin: {}",
+                sim.describe()
+            );
         }
     }
 }

@@ -10,7 +10,7 @@ import subprocess
 from lab import LAB, down
 
 FAULTS = ("crash", "app-kill", "stop-start", "drain", "weight", "link-down",
-          "heartbeat-loss", "partition", "cpu-hog")
+          "heartbeat-loss", "partition", "mute", "cpu-hog")
 
 
 def chaos(*args, timeout):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import (HERD, LAB, PY, Hold, down, lab, nft_drop, nft_remove, ns, outage, probe, run, status, up, wait_for)
+from lab import (HERD, LAB, PY, Hold, down, http_get, lab, nft_drop, nft_remove, ns, outage, probe, run, status, up,
+                 wait_for)
 from test_continuity import broken
 
 NODES = ("s1", "s2", "s3")
@@ -183,15 +184,40 @@ def test_partition_with_a_witness_leaves_one_side_serving(farm):
                  "s2 and s3 (witness reachable) to serve every bucket")
         time.sleep(1)
         assert status("s1")["owned_buckets"] == 0
-        report = probe("udp", sources=60, conns=60, timeout_ms=1000)
-        assert report["ok"] == 60 and "s1" not in report["by_node"], report["by_node"]
+        served_without_s1()
     finally:
         nft_remove("s1", "herdcut")
-        report = hold.stop()
-    # Only s1's connections broke.
-    broke = {r["nodes"][0] for r in report["results"] if r["error"] and r["nodes"]}
+        broke = broken_nodes(hold.stop())
     assert broke <= {"s1"}, broke
     wait_for(converged, 10, "the farm to heal")
+
+
+def test_a_node_whose_heartbeats_are_lost_one_way_withdraws_and_no_bucket_is_served_twice(farm):
+    """s1 hears s2 and s3, they stop hearing it (its heartbeats are lost on
+    the way out): they take its buckets as a dead node's, and s1, which
+    sees them count it out, withdraws instead of serving its buckets
+    beside them (default split-brain policy, which cannot see this)."""
+    up(nodes=3, ownership="membership", driver=farm)
+    wait_for(converged, 10, "the farm to converge")
+    hold = Hold(first_source=5200, conns=60)
+    nft_drop("s1", "herdmute", "udp dport 7100", hook="output")
+    try:
+        wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 to withdraw")
+        wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
+                 "s2 and s3 to serve every bucket")
+        assert membership("s1")["counters"]["disowned"] == 1
+        code, metrics = http_get("s1", "/metrics")
+        assert code == 200 and "herd_disowned_total 1\n" in metrics
+        assert sorted(membership("s1")["view"]) == [1, 2, 3], "s1 still hears everyone"
+        owned = owned_sets()
+        assert not owned["s1"] and not owned["s2"] & owned["s3"], "a bucket owned twice"
+        served_without_s1()
+    finally:
+        nft_remove("s1", "herdmute")
+        broke = broken_nodes(hold.stop())
+    # s2 and s3 took s1's buckets as a dead node's.
+    assert broke <= {"s1"}, broke
+    wait_for(converged, 10, "s1 to rejoin")
 
 
 def test_a_node_whose_link_goes_down_resets_its_connections_when_it_withdraws(farm):
@@ -213,9 +239,21 @@ def test_a_node_whose_link_goes_down_resets_its_connections_when_it_withdraws(fa
     finally:
         lab("client", "--", "ip", "link", "set", "s1", "up")
         report = hold.stop()
-    broke = {r["nodes"][0] for r in report["results"] if r["error"] and r["nodes"]}
+    broke = broken_nodes(report)
     assert broke == {"s1"}, broke
     wait_for(converged, 10, "the farm to heal")
+
+
+def served_without_s1():
+    """60 clients answered, none by s1."""
+    report = probe("udp", sources=60, conns=60, timeout_ms=1000)
+    assert report["ok"] == 60 and "s1" not in report["by_node"], report["by_node"]
+
+
+def broken_nodes(report):
+    """The nodes whose held connections broke, from a `Hold` report (only
+    s1's may, in the tests that take s1 out)."""
+    return {r["nodes"][0] for r in report["results"] if r["error"] and r["nodes"]}
 
 
 def vip_connections(node):

@@ -129,7 +129,8 @@ enum Cmd {
         max_seconds: u64,
     },
     /// Random faults (crash, application kill, stop/start, drain, weight,
-    /// link down, heartbeat loss, partition, busy CPUs) on a fresh
+    /// link down, heartbeat loss, partition, one-way heartbeat loss, busy
+    /// CPUs) on a fresh
     /// membership farm while clients hold connections and open new ones;
     /// checks what the farm promises and exits 1 on any violation.
     Chaos(perf::chaos::Options),

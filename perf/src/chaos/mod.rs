@@ -6,7 +6,7 @@
 //!   the client namespace sees every SYN-ACK: two nodes answering one
 //!   attempt is a violation);
 //! - only connections of a node a fault took out break (crash, application
-//!   kill, stop, link down, partition), and only while that fault lasts
+//!   kill, stop, link down, partition, mute), and only while that fault lasts
 //!   (until the farm settled after the heal, plus the clients' timeout);
 //!   drain, weight changes, heartbeat loss and busy CPUs break nothing;
 //! - every bucket is served again within the recovery bound (a monitor
@@ -61,7 +61,7 @@ pub struct Options {
     pub new_per_second: u32,
     /// The faults to draw from (comma-separated names; default: all of
     /// crash, app-kill, stop-start, drain, weight, link-down,
-    /// heartbeat-loss, partition, cpu-hog).
+    /// heartbeat-loss, partition, mute, cpu-hog).
     #[arg(long, value_delimiter = ',', value_parser = parse_fault_kind)]
     pub faults: Vec<FaultKind>,
     /// The farm's split-brain policy. `majority` (default) lets a node cut
@@ -392,6 +392,11 @@ fn inject(f: Fault, nodes: u32, excluded: &Excluded, rec: &Recorder) -> Result<H
         FaultKind::Partition => {
             let rule = format!("udp dport {} drop", lab::HEARTBEAT_PORT);
             nft_table(n, &[("input", &rule), ("output", &rule)])?;
+            Heal::RemoveTables(vec![n])
+        }
+        FaultKind::Mute => {
+            let rule = format!("udp dport {} drop", lab::HEARTBEAT_PORT);
+            nft_table(n, &[("output", &rule)])?;
             Heal::RemoveTables(vec![n])
         }
         FaultKind::CpuHog => {

@@ -29,12 +29,15 @@ pub enum FaultKind {
     /// The node hears no heartbeat and sends none (it is cut from the
     /// others, not from the clients).
     Partition,
+    /// The node's heartbeats are lost on the way out: the others count it
+    /// dead while it still hears them (a one-way cut).
+    Mute,
     /// Busy processes on every CPU.
     CpuHog,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Crash,
         FaultKind::AppKill,
         FaultKind::StopStart,
@@ -43,6 +46,7 @@ impl FaultKind {
         FaultKind::LinkDown,
         FaultKind::HeartbeatLoss,
         FaultKind::Partition,
+        FaultKind::Mute,
         FaultKind::CpuHog,
     ];
 
@@ -57,6 +61,7 @@ impl FaultKind {
                 | FaultKind::StopStart
                 | FaultKind::LinkDown
                 | FaultKind::Partition
+                | FaultKind::Mute
         )
     }
 
@@ -87,6 +92,7 @@ impl FaultKind {
             FaultKind::LinkDown => "link-down",
             FaultKind::HeartbeatLoss => "heartbeat-loss",
             FaultKind::Partition => "partition",
+            FaultKind::Mute => "mute",
             FaultKind::CpuHog => "cpu-hog",
         }
     }
