@@ -171,6 +171,13 @@ impl KernelSetup {
             sysctl(&format!("net/ipv4/conf/{key}/arp_announce"), "2")?;
         }
         let _ = sysctl(&format!("net/ipv6/conf/{name}/accept_dad"), "0");
+        // No queueing discipline: a TAP never stops its queue (it drops
+        // what its reader has not taken), so the default one only costs
+        // an enqueue and a dequeue per frame the kernel sends, on the
+        // application's CPU (a veth, a kernel node's interface, has none).
+        if let Err(e) = run(&["tc", "qdisc", "replace", "dev", name, "root", "noqueue"]) {
+            tracing::warn!("{name} keeps its queueing discipline: {e}");
+        }
         run(&["ip", "link", "set", "dev", name, "up"])?;
         for a in &tap.addresses {
             run(&["ip", "addr", "add", a, "dev", name, "nodad"])?;
@@ -240,11 +247,17 @@ impl KernelSetup {
 /// `ss` resetting every TCP connection of the kernel from `vip` (any
 /// state but listening and closed).
 fn reset_command(vip: IpAddr) -> [String; 8] {
-    let src = match vip {
+    let src = ss_host(vip);
+    ["ss", "-K", "-t", "-n", "state", "connected", "src", &src].map(String::from)
+}
+
+/// An address as `ss` filters take it (IPv6 in brackets, so a port can
+/// follow).
+pub fn ss_host(a: IpAddr) -> String {
+    match a {
         IpAddr::V4(a) => a.to_string(),
         IpAddr::V6(a) => format!("[{a}]"),
-    };
-    ["ss", "-K", "-t", "-n", "state", "connected", "src", &src].map(String::from)
+    }
 }
 
 /// Resets the kernel's connections from `vip`. When a node starts, those

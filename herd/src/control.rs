@@ -7,7 +7,7 @@ use fastpath::node::StatusReader;
 use health::driver::Health;
 use health::machine::{Command, NodeState};
 use herd::status::{
-    CheckerReply, CommandReply, Ownership, Readiness, Report, StateReply, WeightReply,
+    CheckerReply, CommandReply, Ownership, Readiness, ReloadReply, Report, StateReply, WeightReply,
 };
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -215,7 +215,9 @@ impl Node {
                     return serde_json::json!({ "error": "the node is stopping" });
                 }
                 return match rx.await {
-                    Ok(o) if o.ok => serde_json::json!({ "ok": true, "applied": o.message }),
+                    Ok(o) if o.ok => {
+                        serde_json::to_value(ReloadReply { applied: o.message }).unwrap_or_default()
+                    }
                     Ok(o) => serde_json::json!({ "error": o.message }),
                     Err(_) => serde_json::json!({ "error": "the node is stopping" }),
                 };

@@ -610,12 +610,7 @@ impl Moves {
 
 /// Resets these kernel connections (`ss -K`, a few dozen per call).
 fn reset_connections(conns: &[census::Connection]) -> Result<()> {
-    fn host(a: IpAddr) -> String {
-        match a {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("[{a}]"),
-        }
-    }
+    use fastpath::setup::ss_host as host;
     for chunk in conns.chunks(32) {
         let mut args: Vec<String> = ["-K", "-t", "-n", "state", "connected"]
             .map(String::from)

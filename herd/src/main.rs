@@ -508,15 +508,11 @@ fn operate(target: &Target, what: &str) -> Result<()> {
 }
 
 fn reload(target: &Target) -> Result<()> {
-    let v = ask(target, "reload")?;
-    match (v["applied"].as_str(), v["error"].as_str()) {
-        (Some(applied), _) => {
-            println!("reload: {applied}");
-            Ok(())
-        }
-        (None, Some(e)) => anyhow::bail!("reload: {e}"),
-        _ => anyhow::bail!("reload: unexpected answer {v}"),
-    }
+    let r: herd::status::ReloadReply =
+        serde_json::from_value(ask(target, "reload").context("reload")?)
+            .context("reload: an answer this build does not read")?;
+    println!("reload: {}", r.applied);
+    Ok(())
 }
 
 fn status(json: bool, target: &Target) -> Result<()> {

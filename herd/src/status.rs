@@ -220,6 +220,14 @@ pub struct CheckerReply {
     pub checkers_on: bool,
 }
 
+/// The control socket's answer to a `reload` it applied (one it refused
+/// answers an error).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// What changed, in words.
+    pub applied: String,
+}
+
 /// The control socket's answer to `start`, `stop`, `restart`, `drain`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandReply {

@@ -212,14 +212,18 @@ def test_sigterm_stops_cleanly_and_start_restores_service():
 
 
 def test_the_tap_offers_offloads_and_the_virtio_user_backend_needs_vhost_net():
-    """Herd's own TAP announces TSO and checksum offload to the kernel; the
-    virtio-user backend runs where the kernel has vhost-net and is refused
-    with a clear error where it has none."""
+    """Herd's own TAP announces TSO and checksum offload to the kernel and
+    has no queueing discipline; the virtio-user backend runs where the
+    kernel has vhost-net and is refused with a clear error where it has
+    none."""
     up(nodes=1)
     try:
         features = ns_run("herd-s1", "ethtool", "-k", "herd0").stdout
         assert "tcp-segmentation-offload: on" in features, features
         assert status("s1")["tap"] == "herd0 (TSO, checksum offload)"
+        # No queueing discipline in the way of what the kernel sends.
+        qdisc = ns_run("herd-s1", "tc", "qdisc", "show", "dev", "herd0").stdout
+        assert qdisc.startswith("qdisc noqueue"), qdisc
         lab("stop", "s1")
         cfg = "/run/herd-lab/s1.toml"
         text = open(cfg).read()
