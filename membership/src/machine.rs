@@ -17,7 +17,14 @@
 //! - A node takes a bucket it does not hold only when every peer alive in
 //!   its view reports the same view *and acknowledges the heartbeat in
 //!   which this node first announced it* (each heartbeat is addressed to
-//!   one peer and carries the last sequence heard from it). Then that
+//!   one peer and carries the last sequence heard from it), and every
+//!   other live peer, not ready, agrees the same way: one last heard not
+//!   ready may be coming up at the same moment, alone in its own view
+//!   (both would take every bucket), or know a node this one has not
+//!   heard again yet (its view, the ready nodes it hears, says so). One
+//!   that is not ready and has not agreed within `dead_after` of this
+//!   node's view or of its own coming back hears nothing (deaf, or
+//!   withdrawn for not hearing) and is not waited for longer. Then that
 //!   peer held the view after it knew this node's, so it has released
 //!   whatever the view moves away from it and cannot have moved on
 //!   without this node hearing it: a bucket comes from a live owner only
@@ -49,7 +56,11 @@
 //!   witness withdraws, and a side takes no bucket until a witness probe
 //!   that started after the node went missing answered (an answer from
 //!   before could come from a side that lost the witness since: it would
-//!   take every bucket until its next probe failed). A side that withdraws drops its buckets whole,
+//!   take every bucket until its next probe failed). A node withdrawn by
+//!   the policy says so: its heartbeats say not ready, so peers that
+//!   still hear it (it is deaf, not cut off) take its share instead of
+//!   leaving it unowned, and do not wait for its agreement.
+//!   A side that withdraws drops its buckets whole,
 //!   moving out included: the other side counts it dead and serves their
 //!   old flows too, so it keeps no connection (its driver resets what its
 //!   kernel still holds in them).
@@ -225,6 +236,8 @@ struct Peer {
     transient: bool,
     /// Alive at the last update, to count deaths.
     was_alive: bool,
+    /// Since when it has been alive (heard within `dead_after`).
+    alive_since: Duration,
     /// The highest of our sequences (current incarnation) it reported
     /// hearing.
     acked: u64,
@@ -309,6 +322,9 @@ pub struct Machine {
     witness_reachable: bool,
     /// Counted out by its peers while hearing them (see `disowned`).
     disowned: bool,
+    /// Withdrawn by the split-brain policy (`majority`, `witness`): its
+    /// heartbeats say it is not ready.
+    policy_withdrawn: bool,
     /// When the last witness probe that answered started.
     witness_ok_started: Option<Duration>,
     /// Since when some node has been missing (dead or not ready).
@@ -321,6 +337,9 @@ pub struct Machine {
     /// The sequence of the first heartbeat that carries `view`: a peer
     /// agrees once it reports `view` and has heard that heartbeat.
     view_sequence: u64,
+    /// When `view` was taken up: a live peer that is not ready and has not
+    /// heard it within `dead_after` (it hears nothing) is not waited for.
+    view_at: Duration,
     /// (view, withdrawn) the target was computed for, and whether the
     /// peers agreed at the last update: the bucket walks run only when one
     /// of them changes, not on every heartbeat.
@@ -390,6 +409,7 @@ impl Machine {
                 state: NodeState::Stop,
                 transient: false,
                 was_alive: false,
+                alive_since: Duration::ZERO,
                 acked: 0,
                 digest: 0,
                 farm: settings.farm,
@@ -415,12 +435,14 @@ impl Machine {
             transient: false,
             witness_reachable: true,
             disowned: false,
+            policy_withdrawn: false,
             witness_ok_started: None,
             missing_since: None,
             next_heartbeat: now,
             listen_until: now + settings.dead_after,
             view: 0,
             view_sequence: 1,
+            view_at: Duration::ZERO,
             target_of: None,
             was_agreed: false,
             takes_pending: false,
@@ -578,7 +600,7 @@ impl Machine {
                     sequence: self.sequence,
                     view: self.view,
                     weight,
-                    ready: self.offers(),
+                    ready: self.offers() && !self.policy_withdrawn,
                     state: self.state,
                     transient: self.transient,
                     ack: (p.incarnation, p.sequence.iter().copied().max().unwrap_or(0)),
@@ -812,6 +834,9 @@ impl Machine {
             if p.was_alive && !alive {
                 self.counters.peer_deaths += 1;
             }
+            if alive && !p.was_alive {
+                p.alive_since = now;
+            }
             p.was_alive = alive;
         }
         let mut view = 0u64;
@@ -879,6 +904,7 @@ impl Machine {
             self.view = view;
             self.digest = digest;
             self.view_sequence = self.sequence + 1;
+            self.view_at = now;
             self.counters.views += 1;
             self.events.push_back(Event::ViewChanged { view });
             // Tell the peers at once: taking buckets waits for their
@@ -891,12 +917,20 @@ impl Machine {
             self.counters.disowned += 1;
         }
         self.disowned = disowned;
-        let split_withdraw = disowned
-            || match self.s.split_brain {
-                SplitBrain::ServeAll => false,
-                SplitBrain::Majority => quorum_count * 2 <= self.ids.len(),
-                SplitBrain::Witness => !everyone && !self.witness_reachable,
-            };
+        let policy_withdrawn = match self.s.split_brain {
+            SplitBrain::ServeAll => false,
+            SplitBrain::Majority => quorum_count * 2 <= self.ids.len(),
+            SplitBrain::Witness => !everyone && !self.witness_reachable,
+        };
+        if policy_withdrawn != self.policy_withdrawn {
+            // The peers that still hear it (it is deaf, not cut off) learn
+            // at once that it serves nothing: its heartbeats say not
+            // ready, so they take the buckets it dropped, and do not wait
+            // for it to agree with a view it cannot hear.
+            self.policy_withdrawn = policy_withdrawn;
+            self.next_heartbeat = self.next_heartbeat.min(now);
+        }
+        let split_withdraw = disowned || policy_withdrawn;
         let withdraw = !self.offers() || split_withdraw;
         // A bucket still moving in when the assignment gives it to another
         // node is kept (its new flows still come here) until its move ends,
@@ -947,17 +981,21 @@ impl Machine {
                 }
             }
         }
+        // Every live peer agrees, ready or not: one last heard not ready
+        // may be coming up at this very moment, alone in its own view
+        // (each would take every bucket the other's absence gives it),
+        // or know a node this one has not heard again yet. One that is
+        // not ready and has not agreed within `dead_after` of this view,
+        // or of its coming back, hears nothing (it is deaf, or withdrawn
+        // for not hearing): it is not waited for longer.
         let agreed = self.done_listening(now)
-            && self
-                .peers
-                .iter()
-                .filter(|p| p.ready && self.alive(p, now))
-                .all(|p| {
-                    p.view == self.view
-                        && p.digest == self.digest
-                        && p.farm == self.s.farm
-                        && p.acked >= self.view_sequence
-                });
+            && self.peers.iter().filter(|p| self.alive(p, now)).all(|p| {
+                let agrees = p.view == self.view
+                    && p.digest == self.digest
+                    && p.farm == self.s.farm
+                    && p.acked >= self.view_sequence;
+                agrees || (!p.ready && now >= self.view_at.max(p.alive_since) + self.s.dead_after)
+            });
         if agreed && !witness_confirmed {
             self.takes_pending = true;
         } else if agreed && (target_changed || !self.was_agreed || self.takes_pending) {

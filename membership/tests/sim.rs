@@ -45,6 +45,8 @@ struct Net {
     side: Vec<u8>,
     /// Nodes whose heartbeats are lost on the way out (they still hear).
     mute: Vec<bool>,
+    /// Nodes that hear nothing (their own heartbeats get through).
+    deaf: Vec<bool>,
 }
 
 struct Sim {
@@ -95,6 +97,25 @@ impl Sim {
         Sim::with_running(seed, n, n, split_brain)
     }
 
+    /// The live nodes that take bucket `b`'s new flows.
+    fn new_flow_holders(&self, b: u32) -> Vec<usize> {
+        self.live()
+            .into_iter()
+            .filter(|i| self.nodes[*i].as_ref().unwrap().holds(b))
+            .collect()
+    }
+
+    /// A farm of `n` nodes, started and converged.
+    fn converged_farm(seed: u64, n: usize, split_brain: SplitBrain) -> Sim {
+        let mut sim = Sim::new(seed, n, split_brain);
+        assert!(
+            sim.run_until(Duration::from_secs(2), Sim::converged)
+                .is_some(),
+            "seed {seed}: {n} nodes do not converge"
+        );
+        sim
+    }
+
     /// A farm of `n` nodes of which the first `running` start.
     fn with_running(seed: u64, n: usize, running: usize, split_brain: SplitBrain) -> Sim {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
@@ -118,6 +139,7 @@ impl Sim {
                 dup: 0,
                 side: vec![0; n],
                 mute: vec![false; n],
+                deaf: vec![false; n],
             },
             split_brain,
             phase: format!("seed {seed}, {n} nodes, cold start"),
@@ -216,6 +238,7 @@ impl Sim {
                 let to = usize::from(t.to) - 1;
                 if self.net.side[i] != self.net.side[to]
                     || self.net.mute[i]
+                    || self.net.deaf[to]
                     || self.rng.chance(self.net.loss)
                 {
                     continue;
@@ -1068,10 +1091,7 @@ fn a_node_joining_a_farm_it_hears_whole_leaves_new_flows_unowned_only_briefly() 
     let mut worst = Duration::ZERO;
     for seed in 0..200 {
         let n = 2 + (seed % 5) as usize;
-        let mut sim = Sim::new(seed, n, SplitBrain::ServeAll);
-        assert!(sim
-            .run_until(Duration::from_secs(2), Sim::converged)
-            .is_some());
+        let mut sim = Sim::converged_farm(seed, n, SplitBrain::ServeAll);
         let joiner = sim.rng.below(n as u64) as usize;
         sim.crash(joiner);
         assert!(sim
@@ -1124,11 +1144,7 @@ fn a_majority_takes_a_cut_off_nodes_buckets_only_after_it_withdrew() {
         for _ in 0..500 {
             sim.step();
             for b in 0..BUCKETS {
-                let holders: Vec<usize> = sim
-                    .live()
-                    .into_iter()
-                    .filter(|i| sim.nodes[*i].as_ref().unwrap().holds(b))
-                    .collect();
+                let holders = sim.new_flow_holders(b);
                 assert!(
                     holders.len() <= 1,
                     "seed {seed}: t={:?} ({phase:?} into the period when node {} was cut): bucket {b} takes new flows on {holders:?}",
@@ -1152,10 +1168,7 @@ fn a_node_no_one_hears_withdraws_as_the_others_take_its_buckets() {
     for policy in [SplitBrain::ServeAll, SplitBrain::Majority] {
         for seed in 0..40 {
             let n = 2 + (seed as usize % 3);
-            let mut sim = Sim::new(seed, n, policy);
-            assert!(sim
-                .run_until(Duration::from_secs(2), Sim::converged)
-                .is_some());
+            let mut sim = Sim::converged_farm(seed, n, policy);
             let phase = Duration::from_millis(sim.rng.below(40));
             sim.run(phase);
             let mute = sim.rng.below(n as u64) as usize;
@@ -1163,13 +1176,7 @@ fn a_node_no_one_hears_withdraws_as_the_others_take_its_buckets() {
             let mut double_since: Option<Duration> = None;
             for _ in 0..800 {
                 sim.step();
-                let double = (0..BUCKETS).any(|b| {
-                    sim.live()
-                        .into_iter()
-                        .filter(|i| sim.nodes[*i].as_ref().unwrap().holds(b))
-                        .count()
-                        > 1
-                });
+                let double = (0..BUCKETS).any(|b| sim.new_flow_holders(b).len() > 1);
                 match (double, double_since) {
                     (true, None) => double_since = Some(sim.now),
                     (true, Some(t)) => assert!(
@@ -1214,5 +1221,131 @@ fn a_node_no_one_hears_withdraws_as_the_others_take_its_buckets() {
                 sim.describe()
             );
         }
+    }
+}
+
+#[test]
+fn nodes_coming_up_at_once_never_take_a_bucket_twice() {
+    // Each last heard the others not ready: each alone in its view, each
+    // would take every bucket until it heard them (found by this test: a
+    // farm whose applications all recover at the same moment). A node
+    // takes only once every live peer, ready or not, acknowledged its view.
+    for seed in 0..100 {
+        let n = 2 + (seed as usize % 3);
+        let mut sim = Sim::converged_farm(seed, n, SplitBrain::ServeAll);
+        for i in 0..n {
+            let now = sim.now;
+            sim.nodes[i]
+                .as_mut()
+                .unwrap()
+                .set_state(now, NodeState::Wait, false);
+        }
+        sim.run(Duration::from_millis(300));
+        sim.phase = format!("seed {seed}: {n} nodes come back UP at once");
+        let now = sim.now;
+        for i in 0..n {
+            sim.nodes[i]
+                .as_mut()
+                .unwrap()
+                .set_state(now, NodeState::Up, false);
+        }
+        for _ in 0..300 {
+            sim.step();
+            for b in 0..BUCKETS {
+                let holders = sim.new_flow_holders(b);
+                assert!(
+                    holders.len() <= 1,
+                    "{}: t={:?}: bucket {b} on {holders:?}",
+                    sim.phase,
+                    sim.now
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_deaf_node_that_is_not_ready_delays_a_failover_by_dead_after_at_most() {
+    // The survivors wait for every live peer to hear their view, ready or
+    // not; one that hears nothing is not waited for past `dead_after`.
+    for seed in 0..20 {
+        let mut sim = Sim::converged_farm(seed, 3, SplitBrain::ServeAll);
+        let now = sim.now;
+        sim.nodes[2]
+            .as_mut()
+            .unwrap()
+            .set_state(now, NodeState::Wait, false);
+        let two_hold_all = |s: &Sim| {
+            (0..BUCKETS).all(|b| (0..2).any(|i| s.nodes[i].as_ref().is_some_and(|m| m.holds(b))))
+        };
+        assert!(sim
+            .run_until(Duration::from_secs(1), two_hold_all)
+            .is_some());
+        sim.net.deaf[2] = true;
+        sim.crash(0);
+        let took = sim.run_until(Duration::from_secs(2), |s| {
+            s.nodes[1].as_ref().unwrap().owned().count() == BUCKETS as usize
+        });
+        let took =
+            took.unwrap_or_else(|| panic!("seed {seed}: node 2 never took node 1's buckets"));
+        assert!(
+            took <= DEAD_AFTER * 2 + 100 * MS,
+            "seed {seed}: took {took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_deaf_node_withdraws_and_the_majority_takes_its_share_and_fails_over() {
+    // `majority`: a node that hears no heartbeat (while it is heard) is a
+    // minority of one and withdraws; its heartbeats say so (not ready),
+    // so the others take its share instead of leaving it unowned, and it
+    // does not hold up their failovers with a view it cannot share. Safety
+    // is checked at every step.
+    for seed in 0..30 {
+        let n = 3 + (seed as usize % 2);
+        let mut sim = Sim::converged_farm(seed, n, SplitBrain::Majority);
+        let deaf = sim.rng.below(n as u64) as usize;
+        sim.phase = format!("seed {seed}: {n} nodes, node {} deaf", deaf + 1);
+        sim.net.deaf[deaf] = true;
+        let others: Vec<usize> = (0..n).filter(|i| *i != deaf).collect();
+        let others_hold_all = |s: &Sim, others: &[usize]| {
+            (0..BUCKETS).all(|b| {
+                others
+                    .iter()
+                    .any(|i| s.nodes[*i].as_ref().is_some_and(|m| m.holds(b)))
+            })
+        };
+        let took = sim.run_until(Duration::from_secs(2), |s| {
+            s.nodes[deaf].as_ref().unwrap().owned().count() == 0 && others_hold_all(s, &others)
+        });
+        assert!(
+            took.is_some(),
+            "{}: its share is not taken: {}",
+            sim.phase,
+            sim.describe()
+        );
+        // A failover beside it.
+        let crashed = others[0];
+        sim.crash(crashed);
+        sim.phase = format!("{} and node {} crashed", sim.phase, crashed + 1);
+        let rest: Vec<usize> = others[1..].to_vec();
+        let took = sim.run_until(Duration::from_secs(2), |s| others_hold_all(s, &rest));
+        assert!(
+            took.is_some_and(|t| t <= DEAD_AFTER * 2 + 100 * MS),
+            "{}: failover took {took:?}: {}",
+            sim.phase,
+            sim.describe()
+        );
+        sim.phase = format!("{}, then healed", sim.phase);
+        sim.net.deaf[deaf] = false;
+        sim.start(crashed);
+        assert!(
+            sim.run_until(Duration::from_secs(3), Sim::converged)
+                .is_some(),
+            "{}: no convergence after the heal: {}",
+            sim.phase,
+            sim.describe()
+        );
     }
 }

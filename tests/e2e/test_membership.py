@@ -220,6 +220,26 @@ def test_a_node_whose_heartbeats_are_lost_one_way_withdraws_and_no_bucket_is_ser
     wait_for(converged, 10, "s1 to rejoin")
 
 
+def test_a_deaf_node_withdraws_and_the_majority_serves_its_share(farm):
+    """`majority`: s1 hears no heartbeat while s2 and s3 hear it. Alone, it
+    is a minority and withdraws; its heartbeats say so, so s2 and s3 take
+    its share instead of leaving it unserved beside a node they still
+    hear."""
+    up(nodes=3, ownership="membership", split_brain="majority", driver=farm)
+    wait_for(converged, 10, "the farm to converge")
+    nft_drop("s1", "herddeaf", "udp dport 7100")
+    try:
+        wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 to withdraw")
+        wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
+                 "s2 and s3 to serve every bucket")
+        owned = owned_sets()
+        assert not owned["s2"] & owned["s3"], "a bucket owned twice"
+        served_without_s1()
+    finally:
+        nft_remove("s1", "herddeaf")
+    wait_for(converged, 10, "s1 to rejoin")
+
+
 def test_a_node_whose_link_goes_down_resets_its_connections_when_it_withdraws(farm):
     """Nothing reaches a node whose link is down: the connections its
     kernel holds would stay open forever (an idle application never
