@@ -21,7 +21,10 @@
 //!   `arp_announce=2`), and a `netdev ingress` chain on `eth0` marks VIP
 //!   frames as the host's and drops those whose `jhash ip saddr . tcp
 //!   sport mod N` is not the node's index. Offloads: the kernel's defaults
-//!   for a veth, tx checksum, TSO and GSO on (`eth0` and `sN`), GRO off.
+//!   for a veth, tx checksum, TSO and GSO on (`eth0` and `sN`), GRO off;
+//!   with `--kernel-nic nic`, wire and `eth0` as the af_xdp node's (tx
+//!   checksum off on `sN`, GRO on, its NAPI threaded on CPU 1 on equal
+//!   CPUs: the same emulated NIC).
 //! - **plain**: one kernel node with the VIP on `eth0` (the client ARPs it),
 //!   no filter; offloads as nftables. It runs in the 1-node case only: it
 //!   is the reference for a single server, not for a farm.
@@ -104,6 +107,21 @@ pub struct Options {
     /// Herd's port driver.
     #[arg(long, default_value = "af_packet", value_parser = ["af_packet", "af_xdp"])]
     pub driver: String,
+    /// The kernel nodes' `eth0` and wire: `veth` (the kernel's defaults
+    /// for a veth: the client's large segments whole, no GRO, no NAPI, the
+    /// driver work in the sender's context; the comparison the issues
+    /// define) or `nic` (as the af_xdp node's: finished MTU frames from the
+    /// wire, GRO on and, on equal CPUs, its NAPI threaded on CPU 1; the
+    /// same emulated NIC and wire for every setup, a diagnosis of what
+    /// Herd itself adds).
+    #[arg(long, value_enum, default_value_t = KernelNic::Veth)]
+    pub kernel_nic: KernelNic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelNic {
+    Veth,
+    Nic,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -310,8 +328,9 @@ pub fn run(o: &Options) -> Result<()> {
             .trim()
     );
     println!(
-        "driver {}, {} round(s) of {} s per client run; nginx {}, 1 worker",
+        "driver {}, kernel nodes' eth0 {:?}, {} round(s) of {} s per client run; nginx {}, 1 worker",
         o.driver,
+        o.kernel_nic,
         o.rounds,
         o.seconds,
         nginx_version()
@@ -463,7 +482,7 @@ fn measure(
 ) -> Result<Figures> {
     let nodes = if setup == Setup::Plain { 1 } else { nodes };
     let pin = layout == Layout::Equal;
-    bring_up(setup, nodes, layout, &o.driver)?;
+    bring_up(setup, nodes, layout, o)?;
     if first {
         print_offloads(setup, nodes)?;
     }
@@ -508,8 +527,9 @@ fn measure(
         units: w.requests as f64,
         cpu: cpu.0,
     };
-    // RPS must have moved the kernel node's receive work to CPU 1.
-    if pin && setup != Setup::Herd && cpu.1 == 0 {
+    // RPS must have moved the kernel node's receive work to CPU 1 (on the
+    // emulated NIC its NAPI thread there does it all: no IPI to count).
+    if pin && setup != Setup::Herd && o.kernel_nic == KernelNic::Veth && cpu.1 == 0 {
         bail!("RPS did not take effect: CPU 1 received no RPS interrupt during the keep-alive run");
     }
 
@@ -676,7 +696,8 @@ fn transfer(o: &Options, procs: &Procs, pin: bool, way: Transfer, dir: &Path) ->
 }
 
 /// Builds the lab for `setup` and configures the nodes' kernels.
-fn bring_up(setup: Setup, nodes: u32, layout: Layout, driver: &str) -> Result<()> {
+fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()> {
+    let driver = o.driver.as_str();
     let spec = lab::LabSpec {
         nodes,
         running: if setup == Setup::Herd { nodes } else { 0 },
@@ -722,11 +743,16 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, driver: &str) -> Result<()
         let ns = node_ns(n);
         let peer = node_name(n);
         // A kernel node runs with the kernel's own offloads (the lab turns
-        // tx off for the af_packet fastpath).
-        in_ns(
-            CLIENT_NS,
-            &["ethtool", "-K", &peer, "tx", "on", "tso", "on", "gso", "on"],
-        )?;
+        // tx off for the af_packet fastpath). On the emulated NIC its wire
+        // stays as Herd's is: finished MTU frames (no TSO toward the node),
+        // which also gives its veth NAPI (a veth takes GRO only for frames
+        // its peer could not have segmented).
+        if o.kernel_nic == KernelNic::Veth {
+            in_ns(
+                CLIENT_NS,
+                &["ethtool", "-K", &peer, "tx", "on", "tso", "on", "gso", "on"],
+            )?;
+        }
         in_ns(
             &ns,
             &[
@@ -768,8 +794,16 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, driver: &str) -> Result<()
             in_ns(&ns, &["ip", "maddr", "add", &mac, "dev", "eth0"])?;
             nft_load(&ns, &nft_ruleset(nodes, n - 1))?;
         }
+        if o.kernel_nic == KernelNic::Nic {
+            // The af_xdp node's emulated NIC (see above): a veth with GRO
+            // has NAPI, which runs where its thread is.
+            in_ns(&ns, &["ethtool", "-K", "eth0", "gro", "on"])?;
+        }
         if layout == Layout::Equal {
             steer_rps(&ns)?;
+            if o.kernel_nic == KernelNic::Nic {
+                steer_napi(&ns)?;
+            }
         }
     }
     if setup == Setup::Nft {
@@ -850,12 +884,12 @@ fn steer_rps(ns: &str) -> Result<()> {
 }
 
 /// Threaded NAPI on eth0 of `ns` (a veth: it has NAPI while an XDP
-/// program is attached), its threads on CPU 1, checked.
+/// program is attached or GRO is on), its threads on CPU 1, checked.
 fn steer_napi(ns: &str) -> Result<()> {
     let file = "/sys/class/net/eth0/threaded";
     in_ns(ns, &["sh", "-c", &format!("echo 1 > {file}")])?;
     if in_ns_output(ns, &["cat", file])?.trim() != "1" {
-        bail!("{ns}: eth0's NAPI is not threaded (no XDP program on it?)");
+        bail!("{ns}: eth0's NAPI is not threaded (no XDP program and no GRO on it?)");
     }
     // Every node's thread is named after its eth0: all go to CPU 1.
     let pids = Command::new("pgrep").arg("^napi/eth0-").output()?;

@@ -202,16 +202,11 @@ def test_a_node_whose_heartbeats_are_lost_one_way_withdraws_and_no_bucket_is_ser
     hold = Hold(first_source=5200, conns=60)
     nft_drop("s1", "herdmute", "udp dport 7100", hook="output")
     try:
-        wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 to withdraw")
-        wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
-                 "s2 and s3 to serve every bucket")
+        s2_and_s3_serve_alone()
         assert membership("s1")["counters"]["disowned"] == 1
         code, metrics = http_get("s1", "/metrics")
         assert code == 200 and "herd_disowned_total 1\n" in metrics
         assert sorted(membership("s1")["view"]) == [1, 2, 3], "s1 still hears everyone"
-        owned = owned_sets()
-        assert not owned["s1"] and not owned["s2"] & owned["s3"], "a bucket owned twice"
-        served_without_s1()
     finally:
         nft_remove("s1", "herdmute")
         broke = broken_nodes(hold.stop())
@@ -229,12 +224,7 @@ def test_a_deaf_node_withdraws_and_the_majority_serves_its_share(farm):
     wait_for(converged, 10, "the farm to converge")
     nft_drop("s1", "herddeaf", "udp dport 7100")
     try:
-        wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 to withdraw")
-        wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
-                 "s2 and s3 to serve every bucket")
-        owned = owned_sets()
-        assert not owned["s2"] & owned["s3"], "a bucket owned twice"
-        served_without_s1()
+        s2_and_s3_serve_alone()
     finally:
         nft_remove("s1", "herddeaf")
     wait_for(converged, 10, "s1 to rejoin")
@@ -262,6 +252,17 @@ def test_a_node_whose_link_goes_down_resets_its_connections_when_it_withdraws(fa
     broke = broken_nodes(report)
     assert broke == {"s1"}, broke
     wait_for(converged, 10, "the farm to heal")
+
+
+def s2_and_s3_serve_alone():
+    """s1 withdraws, s2 and s3 take every bucket between them, none
+    twice, and clients are answered without s1."""
+    wait_for(lambda: status("s1")["owned_buckets"] == 0, 5, "s1 to withdraw")
+    wait_for(lambda: status("s2")["owned_buckets"] + status("s3")["owned_buckets"] == 4096, 5,
+             "s2 and s3 to serve every bucket")
+    owned = owned_sets()
+    assert not owned["s1"] and not owned["s2"] & owned["s3"], "a bucket owned twice"
+    served_without_s1()
 
 
 def served_without_s1():
