@@ -328,9 +328,12 @@ pub fn run(o: &Options) -> Result<()> {
             .trim()
     );
     println!(
-        "driver {}, kernel nodes' eth0 {:?}, {} round(s) of {} s per client run; nginx {}, 1 worker",
+        "driver {}, kernel nodes' NIC {}, {} round(s) of {} s per client run; nginx {}, 1 worker",
         o.driver,
-        o.kernel_nic,
+        match o.kernel_nic {
+            KernelNic::Veth => "veth",
+            KernelNic::Nic => "nic (as the af_xdp node's)",
+        },
         o.rounds,
         o.seconds,
         nginx_version()
@@ -745,8 +748,8 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
         // A kernel node runs with the kernel's own offloads (the lab turns
         // tx off for the af_packet fastpath). On the emulated NIC its wire
         // stays as Herd's is: finished MTU frames (no TSO toward the node),
-        // which also gives its veth NAPI (a veth takes GRO only for frames
-        // its peer could not have segmented).
+        // which also gives its veth NAPI (a veth uses its NAPI, and GRO,
+        // only while its peer has no TSO).
         if o.kernel_nic == KernelNic::Veth {
             in_ns(
                 CLIENT_NS,
