@@ -105,6 +105,15 @@ impl Sim {
             .collect()
     }
 
+    /// Every bucket is taken by one of `nodes` (new flows).
+    fn held_by(&self, nodes: &[usize]) -> bool {
+        (0..BUCKETS).all(|b| {
+            nodes
+                .iter()
+                .any(|i| self.nodes[*i].as_ref().is_some_and(|m| m.holds(b)))
+        })
+    }
+
     /// A farm of `n` nodes, started and converged.
     fn converged_farm(seed: u64, n: usize, split_brain: SplitBrain) -> Sim {
         let mut sim = Sim::new(seed, n, split_brain);
@@ -374,11 +383,7 @@ impl Sim {
         let expected =
             Preferences::new(&weights, BUCKETS).owners(|id| live.contains(&(usize::from(id) - 1)));
         (0..BUCKETS).all(|b| {
-            let holders: Vec<usize> = live
-                .iter()
-                .copied()
-                .filter(|i| self.nodes[*i].as_ref().unwrap().holds(b))
-                .collect();
+            let holders = self.new_flow_holders(b);
             holders.len() == 1 && expected[b as usize] == Some(holders[0] as u16 + 1)
         })
     }
@@ -463,10 +468,7 @@ fn seeded_runs_converge_fail_over_and_rejoin() {
 
 #[test]
 fn majority_side_serves_and_minority_withdraws() {
-    let mut sim = Sim::new(7, 5, SplitBrain::Majority);
-    assert!(sim
-        .run_until(Duration::from_secs(2), Sim::converged)
-        .is_some());
+    let mut sim = Sim::converged_farm(7, 5, SplitBrain::Majority);
     // {1,2} | {3,4,5}
     sim.net.side = vec![0, 0, 1, 1, 1];
     // Withdrawn whole, within dead_after and a few periods (well before
@@ -494,10 +496,7 @@ fn majority_side_serves_and_minority_withdraws() {
 
 #[test]
 fn witness_decides_which_side_serves() {
-    let mut sim = Sim::new(11, 4, SplitBrain::Witness);
-    assert!(sim
-        .run_until(Duration::from_secs(2), Sim::converged)
-        .is_some());
+    let mut sim = Sim::converged_farm(11, 4, SplitBrain::Witness);
     sim.run(Duration::from_millis(500));
     let before: Vec<Vec<u32>> = (0..4)
         .map(|i| sim.nodes[i].as_ref().unwrap().owned().collect())
@@ -548,10 +547,7 @@ fn witness_decides_which_side_serves() {
 
 #[test]
 fn default_split_brain_serves_all_on_both_sides() {
-    let mut sim = Sim::new(3, 4, SplitBrain::ServeAll);
-    assert!(sim
-        .run_until(Duration::from_secs(2), Sim::converged)
-        .is_some());
+    let mut sim = Sim::converged_farm(3, 4, SplitBrain::ServeAll);
     sim.net.side = vec![0, 0, 1, 1];
     sim.run(Duration::from_millis(600));
     let held = |s: &Sim, i: usize| s.nodes[i].as_ref().unwrap().owned().count();
@@ -561,10 +557,7 @@ fn default_split_brain_serves_all_on_both_sides() {
 
 #[test]
 fn ten_percent_loss_on_both_networks_causes_no_failover() {
-    let mut sim = Sim::new(5, 3, SplitBrain::ServeAll);
-    assert!(sim
-        .run_until(Duration::from_secs(2), Sim::converged)
-        .is_some());
+    let mut sim = Sim::converged_farm(5, 3, SplitBrain::ServeAll);
     sim.net.loss = 10;
     let views_before: Vec<u64> = (0..3)
         .map(|i| sim.nodes[i].as_ref().unwrap().counters().views)
@@ -650,10 +643,7 @@ impl Sim {
 
 #[test]
 fn a_key_rotated_node_by_node_causes_no_failover() {
-    let mut sim = Sim::new(21, 3, SplitBrain::ServeAll);
-    assert!(sim
-        .run_until(Duration::from_secs(2), Sim::converged)
-        .is_some());
+    let mut sim = Sim::converged_farm(21, 3, SplitBrain::ServeAll);
     sim.net.loss = 10;
     let before = sim.deaths_and_views();
     let old = Key::new(b"simulation farm key 0123").unwrap();
@@ -756,10 +746,7 @@ fn old_and_new_builds_restarting_in_turn_keep_one_owner_per_bucket() {
 fn a_peer_with_another_key_is_reported_and_the_policy_decides() {
     let stranger = || Keyring::from(Key::new(b"a key the others do not hold").unwrap());
     for policy in [SplitBrain::ServeAll, SplitBrain::Majority] {
-        let mut sim = Sim::new(23, 3, policy);
-        assert!(sim
-            .run_until(Duration::from_secs(2), Sim::converged)
-            .is_some());
+        let mut sim = Sim::converged_farm(23, 3, policy);
         // Node 3 restarts with another key (a bad rotation): a split brain
         // the network does not show, so the one-owner check is off.
         sim.safe_from = Duration::from_secs(3600);
@@ -794,10 +781,7 @@ fn a_peer_with_another_key_is_reported_and_the_policy_decides() {
 
 #[test]
 fn a_node_whose_farm_differs_is_reported_and_no_bucket_is_taken_meanwhile() {
-    let mut sim = Sim::new(25, 3, SplitBrain::ServeAll);
-    assert!(sim
-        .run_until(Duration::from_secs(2), Sim::converged)
-        .is_some());
+    let mut sim = Sim::converged_farm(25, 3, SplitBrain::ServeAll);
     // Node 3 reloads a config the others do not have yet.
     let now = sim.now;
     sim.nodes[2].as_mut().unwrap().set_farm(now, 7);
@@ -886,15 +870,9 @@ fn a_node_that_withdraws_by_state_hands_over_safely_and_rejoins() {
         );
         // The others take its share (handoff by agreement, safety checked
         // at every step).
-        let others_hold_all = |s: &Sim| {
-            (0..BUCKETS).all(|b| {
-                (0..n)
-                    .filter(|i| *i != who)
-                    .any(|i| s.nodes[i].as_ref().unwrap().holds(b))
-            })
-        };
+        let others: Vec<usize> = (0..n).filter(|i| *i != who).collect();
         assert!(
-            sim.run_until(Duration::from_secs(1), others_hold_all)
+            sim.run_until(Duration::from_secs(1), |s| s.held_by(&others))
                 .is_some(),
             "{}: the share of a withdrawn node is not taken",
             sim.phase
@@ -1133,10 +1111,7 @@ fn a_majority_takes_a_cut_off_nodes_buckets_only_after_it_withdrew() {
     // `dead_after` and an agreement: never both at once, whatever the
     // phase of the heartbeats when the cut falls.
     for seed in 0..200 {
-        let mut sim = Sim::new(seed, 3, SplitBrain::Majority);
-        assert!(sim
-            .run_until(Duration::from_secs(2), Sim::converged)
-            .is_some());
+        let mut sim = Sim::converged_farm(seed, 3, SplitBrain::Majority);
         let phase = Duration::from_millis(sim.rng.below(40));
         sim.run(phase);
         let cut = sim.rng.below(3) as usize;
@@ -1249,18 +1224,9 @@ fn nodes_coming_up_at_once_never_take_a_bucket_twice() {
                 .unwrap()
                 .set_state(now, NodeState::Up, false);
         }
-        for _ in 0..300 {
-            sim.step();
-            for b in 0..BUCKETS {
-                let holders = sim.new_flow_holders(b);
-                assert!(
-                    holders.len() <= 1,
-                    "{}: t={:?}: bucket {b} on {holders:?}",
-                    sim.phase,
-                    sim.now
-                );
-            }
-        }
+        // `run` checks at every step that no bucket takes new flows on
+        // two nodes.
+        sim.run(Duration::from_millis(300));
     }
 }
 
@@ -1275,11 +1241,8 @@ fn a_deaf_node_that_is_not_ready_delays_a_failover_by_dead_after_at_most() {
             .as_mut()
             .unwrap()
             .set_state(now, NodeState::Wait, false);
-        let two_hold_all = |s: &Sim| {
-            (0..BUCKETS).all(|b| (0..2).any(|i| s.nodes[i].as_ref().is_some_and(|m| m.holds(b))))
-        };
         assert!(sim
-            .run_until(Duration::from_secs(1), two_hold_all)
+            .run_until(Duration::from_secs(1), |s| s.held_by(&[0, 1]))
             .is_some());
         sim.net.deaf[2] = true;
         sim.crash(0);
@@ -1309,15 +1272,8 @@ fn a_deaf_node_withdraws_and_the_majority_takes_its_share_and_fails_over() {
         sim.phase = format!("seed {seed}: {n} nodes, node {} deaf", deaf + 1);
         sim.net.deaf[deaf] = true;
         let others: Vec<usize> = (0..n).filter(|i| *i != deaf).collect();
-        let others_hold_all = |s: &Sim, others: &[usize]| {
-            (0..BUCKETS).all(|b| {
-                others
-                    .iter()
-                    .any(|i| s.nodes[*i].as_ref().is_some_and(|m| m.holds(b)))
-            })
-        };
         let took = sim.run_until(Duration::from_secs(2), |s| {
-            s.nodes[deaf].as_ref().unwrap().owned().count() == 0 && others_hold_all(s, &others)
+            s.nodes[deaf].as_ref().unwrap().owned().count() == 0 && s.held_by(&others)
         });
         assert!(
             took.is_some(),
@@ -1330,7 +1286,7 @@ fn a_deaf_node_withdraws_and_the_majority_takes_its_share_and_fails_over() {
         sim.crash(crashed);
         sim.phase = format!("{} and node {} crashed", sim.phase, crashed + 1);
         let rest: Vec<usize> = others[1..].to_vec();
-        let took = sim.run_until(Duration::from_secs(2), |s| others_hold_all(s, &rest));
+        let took = sim.run_until(Duration::from_secs(2), |s| s.held_by(&rest));
         assert!(
             took.is_some_and(|t| t <= DEAD_AFTER * 2 + 100 * MS),
             "{}: failover took {took:?}: {}",
