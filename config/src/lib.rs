@@ -374,6 +374,45 @@ pub struct Port {
     /// (a start fails with the kernel's reason); `false`: off.
     #[serde(default)]
     pub xdp_prefilter: Option<bool>,
+    /// How the pre-filter attaches: `native` (in the driver's receive) or
+    /// `generic` (in the kernel's receive path, after RPS). Unset: generic
+    /// on a veth, native on any other interface (see [`XdpMode`]).
+    #[serde(default)]
+    pub xdp_mode: Option<XdpMode>,
+}
+
+/// Where an XDP program runs on an interface.
+///
+/// On a NIC, `Native` is the fast one: the driver runs the program on its
+/// own buffers in the softirq of its interrupt. A veth has no interrupt and
+/// no buffers of its own: its native XDP moves the peer's frames through a
+/// ring into NAPI (a thread to wake, or the sender's CPU) and copies each
+/// one into a page first, where `Generic` runs the program in the veth's
+/// ordinary receive path, on the CPU that receive is steered to (RPS), as a
+/// NIC's interrupt would be. Measured in `perf/RESULTS.md` (session 11).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    Native,
+    Generic,
+}
+
+impl XdpMode {
+    /// The mode for unset `port.xdp_mode` on an interface of kind `kind`
+    /// (`ip -d link`'s `info_kind`, none for a physical NIC's driver).
+    pub fn for_interface_kind(kind: Option<&str>) -> XdpMode {
+        match kind {
+            Some("veth") => XdpMode::Generic,
+            _ => XdpMode::Native,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        }
+    }
 }
 
 fn default_queues() -> u16 {
@@ -760,6 +799,14 @@ impl Config {
             return Err(invalid(
                 "port.xdp_prefilter",
                 "needs driver \"af_xdp\" (the XDP program runs on a kernel-owned NIC)",
+            ));
+        }
+        if port.xdp_mode.is_some()
+            && (port.driver != Driver::AfXdp || port.xdp_prefilter == Some(false))
+        {
+            return Err(invalid(
+                "port.xdp_mode",
+                "says how the XDP pre-filter attaches: it needs driver \"af_xdp\" with the pre-filter on",
             ));
         }
         if !(1..=16).contains(&port.queues) {

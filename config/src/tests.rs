@@ -278,6 +278,51 @@ fn the_xdp_prefilter_is_for_af_xdp_only() {
 }
 
 #[test]
+fn the_xdp_mode_is_for_the_af_xdp_prefilter_only() {
+    assert_eq!(Config::from_toml(EXAMPLE).unwrap().port.xdp_mode, None);
+    for (driver, prefilter) in [("af_packet", None), ("af_xdp", Some(false))] {
+        let e = err_of(&with(|t| {
+            let port = table(t, "port");
+            port.insert("driver".into(), driver.into());
+            if let Some(p) = prefilter {
+                port.insert("xdp_prefilter".into(), p.into());
+            }
+            port.insert("xdp_mode".into(), "generic".into());
+        }));
+        assert!(
+            e.starts_with("port.xdp_mode:") && e.contains("af_xdp"),
+            "{e}"
+        );
+    }
+    for (name, mode) in [("native", XdpMode::Native), ("generic", XdpMode::Generic)] {
+        let c = with(|t| {
+            table(t, "port").insert("driver".into(), "af_xdp".into());
+            table(t, "port").insert("xdp_mode".into(), name.into());
+        });
+        assert_eq!(Config::from_toml(&c).unwrap().port.xdp_mode, Some(mode));
+        assert_eq!(mode.as_str(), name);
+    }
+    let bad = with(|t| {
+        table(t, "port").insert("driver".into(), "af_xdp".into());
+        table(t, "port").insert("xdp_mode".into(), "offload".into());
+    });
+    let e = err_of(&bad);
+    assert!(e.contains("xdp_mode") && e.contains("native"), "{e}");
+}
+
+#[test]
+fn unset_xdp_mode_is_generic_on_a_veth_only() {
+    assert_eq!(XdpMode::for_interface_kind(Some("veth")), XdpMode::Generic);
+    for kind in [None, Some("macvlan"), Some("bond"), Some("vlan")] {
+        assert_eq!(
+            XdpMode::for_interface_kind(kind),
+            XdpMode::Native,
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
 fn out_of_range_numbers_are_named() {
     let e = err_of(&with(|t| {
         table(t, "port").insert("queues".into(), 0.into());

@@ -18,6 +18,7 @@
 /* libbpf (Debian's libbpf-dev): the XDP pre-filter's maps and tests. */
 #include <bpf/libbpf.h>
 #include <bpf/bpf.h>
+#include <linux/if_link.h> /* XDP_FLAGS_*: the pre-filter's attach mode */
 
 uint16_t herd_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t herd_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

@@ -16,7 +16,7 @@ use crate::prefilter;
 use crate::reply;
 use crate::setup::KernelSetup;
 use crate::table::{BucketTable, Mirror, Move, TablePublisher, TableReader};
-use config::{Config, Driver, TapBackend};
+use config::{Config, Driver, TapBackend, XdpMode};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -261,6 +261,52 @@ fn prefilter_object(config: &Config) -> Result<Option<std::path::PathBuf>, NodeE
     }
 }
 
+/// Puts the pre-filter the PMD attached (in native mode) where
+/// `port.xdp_mode` wants it, unset: generic on a veth, native elsewhere
+/// (see [`XdpMode`]). A mode the config names is required; the default
+/// falls back to native, with a log line.
+fn place_prefilter(config: &Config, nic: &str, t: &mut Teardown) -> Result<XdpMode, NodeError> {
+    let mode = match config.port.xdp_mode {
+        Some(m) => m,
+        None => match crate::setup::interface_kind(nic) {
+            Ok(kind) => XdpMode::for_interface_kind(kind.as_deref()),
+            Err(e) => {
+                tracing::warn!("{e}: the XDP pre-filter stays in native mode");
+                XdpMode::Native
+            }
+        },
+    };
+    let ifindex = tap::interface_index(nic);
+    if mode == XdpMode::Native {
+        // A driver without native XDP got the program in generic mode.
+        return match dpdk::bpf::xdp_native_attached(ifindex) {
+            Ok(true) => Ok(XdpMode::Native),
+            Ok(false) if config.port.xdp_mode.is_some() => Err(NodeError::Other(format!(
+                "port.xdp_mode = \"native\", but {nic}'s driver has no native XDP (unset, the pre-filter runs in generic mode)"
+            ))),
+            Ok(false) => Ok(XdpMode::Generic),
+            Err(e) => {
+                tracing::warn!("could not ask the kernel where the XDP pre-filter runs on {nic}: {e}");
+                Ok(mode)
+            }
+        };
+    }
+    match dpdk::bpf::move_xdp_to_generic(ifindex) {
+        Ok(a) => {
+            t.xdp_generic = Some(a);
+            tracing::info!("the XDP pre-filter runs in generic mode on {nic}");
+            Ok(XdpMode::Generic)
+        }
+        Err(e) if config.port.xdp_mode.is_some() => Err(NodeError::Other(format!(
+            "port.xdp_mode = \"generic\", but the kernel does not take the XDP pre-filter in generic mode on {nic}: {e}"
+        ))),
+        Err(e) => {
+            tracing::warn!("the XDP pre-filter stays in native mode on {nic} (generic mode: {e})");
+            Ok(XdpMode::Native)
+        }
+    }
+}
+
 /// The TAP's direct egress (`tap.direct_egress`, see [`crate::egress`])
 /// when the config wants it and the port has a kernel interface to send
 /// through. Unset: on with `af_xdp`, with a log line where the kernel
@@ -401,6 +447,9 @@ pub struct NodeStatus {
     pub tap_stats: PortStats,
     /// What the XDP pre-filter decided in the driver (af_xdp), if it runs.
     pub xdp_prefilter: Option<PrefilterCounts>,
+    /// Where the pre-filter runs (native: in the driver; generic: in the
+    /// kernel's receive path), if it runs.
+    pub xdp_mode: Option<XdpMode>,
     /// Frames the kernel sent straight out of the NIC's interface (the
     /// TAP's direct egress; a large segment counts once), if it runs.
     pub direct_egress: Option<u64>,
@@ -510,6 +559,7 @@ pub struct StatusReader {
     flow_gauges: Arc<[FlowGauges]>,
     publisher: TablePublisher,
     prefilter: Option<Arc<prefilter::Maps>>,
+    xdp_mode: Option<XdpMode>,
     direct_egress: Option<Arc<DirectEgress>>,
     settings: Arc<LcoreSettings>,
 }
@@ -561,6 +611,7 @@ impl StatusReader {
             arp_responder: table.is_arp_responder(),
             tap: self.kernel.describe(),
             tap_stats: self.kernel.stats(&totals),
+            xdp_mode: self.xdp_mode,
             xdp_prefilter: self.prefilter.as_ref().map(|m| match m.counts() {
                 Ok([passed, dropped, to_fastpath]) => PrefilterCounts {
                     passed,
@@ -615,6 +666,9 @@ pub struct RunningNode {
 struct Teardown {
     stop: Arc<AtomicBool>,
     kernel: Mutex<KernelSetup>,
+    /// The pre-filter moved to generic mode (the PMD's close knows only
+    /// the native one).
+    xdp_generic: Option<dpdk::bpf::XdpAttachment>,
     nic: Option<Arc<Port>>,
     /// Whether the NIC was put in promiscuous mode (left when it closes).
     promiscuous: bool,
@@ -641,6 +695,7 @@ impl Drop for Teardown {
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .undo();
+        drop(self.xdp_generic.take());
         if let (true, Some(nic)) = (self.promiscuous, &self.nic) {
             if let Err(e) = nic.disable_promiscuous() {
                 tracing::warn!("{e}");
@@ -671,6 +726,7 @@ impl RunningNode {
         let mut t = Teardown {
             stop: Arc::new(AtomicBool::new(false)),
             kernel: Mutex::new(KernelSetup::default()),
+            xdp_generic: None,
             nic: None,
             promiscuous: false,
             kernel_port: None,
@@ -697,6 +753,10 @@ impl RunningNode {
         )?;
         nic.enable_promiscuous()?;
         t.promiscuous = true;
+        let xdp_mode = match (&xdp_prog, &config.port.interface) {
+            (Some(_), Some(nic_if)) => Some(place_prefilter(&config, nic_if, &mut t)?),
+            _ => None,
+        };
         let nic_mac = nic.mac()?;
 
         // The TAP (or virtio-user's interface) has the NIC's MAC, so what
@@ -860,6 +920,7 @@ impl RunningNode {
                 flow_gauges,
                 publisher,
                 prefilter,
+                xdp_mode,
                 direct_egress,
                 settings: Arc::clone(&settings),
             },

@@ -80,9 +80,38 @@ pub fn detach_stale_xdp(nic: &str, program: &str) -> Result<bool, SetupError> {
         .skip(1)
         .any(|rest| rest.split_whitespace().skip_while(|w| *w != "name").nth(1) == Some(program));
     if ours {
-        run(&["ip", "link", "set", "dev", nic, "xdp", "off"])?;
+        // `xdp off` detaches the driver's (native) mode only.
+        let mode = if text.contains(" xdpgeneric") {
+            "xdpgeneric"
+        } else {
+            "xdp"
+        };
+        run(&["ip", "link", "set", "dev", nic, mode, "off"])?;
     }
     Ok(ours)
+}
+
+/// The kind of interface `nic` is (`ip -d link`'s `info_kind`: "veth",
+/// "macvlan", …), or None for a physical NIC's (which has none).
+pub fn interface_kind(nic: &str) -> Result<Option<String>, SetupError> {
+    let failed = |reason: String| SetupError {
+        command: format!("ip -d -j link show dev {nic}"),
+        reason,
+    };
+    let out = Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", nic])
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let links: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| failed(e.to_string()))?;
+    Ok(links[0]["linkinfo"]["info_kind"]
+        .as_str()
+        .map(str::to_string))
 }
 
 impl KernelSetup {

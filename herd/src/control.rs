@@ -3,6 +3,7 @@
 
 use crate::farm::MembershipHandle;
 use anyhow::{bail, Context, Result};
+use config::XdpMode;
 use fastpath::node::StatusReader;
 use health::driver::Health;
 use health::machine::{Command, NodeState};
@@ -393,7 +394,12 @@ pub fn render_status(r: &Report) -> String {
         out += &format!("  {k:<24}{val}\n");
     }
     if let Some(x) = n.xdp_prefilter {
-        out += "XDP pre-filter (decided in the driver):\n";
+        out += match n.xdp_mode {
+            Some(XdpMode::Generic) => {
+                "XDP pre-filter (generic mode: in the kernel's receive path):\n"
+            }
+            _ => "XDP pre-filter (native mode: decided in the driver):\n",
+        };
         for (k, v) in [
             ("passed", x.passed),
             ("dropped", x.dropped),

@@ -4,6 +4,7 @@
 
 use crate::control::Node;
 use anyhow::{Context, Result};
+use config::XdpMode;
 use herd::status::Readiness;
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -202,7 +203,7 @@ fn metrics(node: &Node) -> Result<String> {
     let xdp = Family::<Labels, Counter>::default();
     reg.register(
         "xdp_prefilter_packets",
-        "Frames the XDP pre-filter decided in the driver (af_xdp): passed to the kernel, dropped, left to the fastpath",
+        "Frames the XDP pre-filter decided (af_xdp; mode: native, in the driver, or generic, in the kernel's receive path): passed to the kernel, dropped, left to the fastpath",
         xdp.clone(),
     );
     let direct_egress = Counter::<u64>::default();
@@ -327,7 +328,9 @@ fn metrics(node: &Node) -> Result<String> {
             ("dropped", x.dropped),
             ("to_fastpath", x.to_fastpath),
         ] {
-            xdp.get_or_create(&labels(&[("verdict", k)])).inc_by(v);
+            let mode = n.xdp_mode.map_or("unknown", XdpMode::as_str);
+            xdp.get_or_create(&labels(&[("verdict", k), ("mode", mode)]))
+                .inc_by(v);
         }
     }
     for c in &h.checkers {

@@ -279,6 +279,7 @@ mod tests {
                 tap: "herd0 (own TAP)".into(),
                 tap_stats: PortStats::default(),
                 xdp_prefilter: Some(PrefilterCounts::default()),
+                xdp_mode: Some(config::XdpMode::Generic),
                 direct_egress: Some(5),
                 vips: vec!["198.18.0.100".parse().unwrap()],
                 polling: PollingStatus {

@@ -19,18 +19,22 @@
 //!   The skb's allocation and copy happen before that (in the sender's
 //!   system time), so the kernel's side is, if anything, understated.
 //! - **XDP**: Herd's XDP pre-filter (af_xdp ports) attached to a veth in
-//!   this namespace, same sender, owning 1 bucket of 4096 like Herd's run:
-//!   the other buckets' frames are dropped in the veth's driver (native
-//!   XDP, in the sender's softirq); its cost is the softirq CPU time over
-//!   the frames its counter dropped. On a veth the skb already exists
-//!   (the sender's packet socket made it) and the veth's NAPI queue runs
-//!   before the program: that is most of the figure. On a NIC's driver
-//!   XDP runs before any skb; this bench has no such NIC.
+//!   this namespace, same sender, owning 1 bucket of 4096 like Herd's run,
+//!   once in each mode (`port.xdp_mode`): the other buckets' frames are
+//!   dropped in the veth's driver (native XDP, in the sender's softirq) or
+//!   in the kernel's receive path (generic XDP, where the nftables ingress
+//!   hook runs, just before it); its cost is the softirq CPU time over the
+//!   frames its counter dropped. On a veth the skb already exists (the
+//!   sender's packet socket made it) and the veth's NAPI queue (native) or
+//!   the backlog queue (generic) runs before the program: that is most of
+//!   the figure. On a NIC's driver XDP runs before any skb; this bench has
+//!   no such NIC.
 
 use crate::bench_fastpath::{clock_ticks_per_second, herd_rate, Guard, VIP};
 use crate::lab::sh;
 use crate::median;
 use anyhow::{bail, Context, Result};
+use config::XdpMode;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -116,28 +120,33 @@ pub fn run(o: &Options) -> Result<()> {
     // Per round: Herd's, XDP's, ingress's and prerouting's ns per drop,
     // and the ratios to Herd's (taken within the round, under the same
     // machine noise).
-    let mut figures: [Vec<f64>; 7] = Default::default();
+    let mut figures: [Vec<f64>; 9] = Default::default();
     for round in 1..=o.rounds {
         let h = 1e3 / herd_rate(o.cpu, o.seconds, &out, &pcap, "0", VIP.into())?;
-        let x = xdp_ns(o, &out, &pcap, vmac)?;
+        let x = xdp_ns(o, &out, &pcap, vmac, XdpMode::Native)?;
+        let g = xdp_ns(o, &out, &pcap, vmac, XdpMode::Generic)?;
         let i = kernel_ns(o, &out, &pcap, vmac, Hook::Ingress)?;
         let p = kernel_ns(o, &out, &pcap, vmac, Hook::Prerouting)?;
         println!(
-            "round {round}: herd {h:.1} ns/drop   xdp pre-filter {x:.1} ns/drop ({:.2}x)   nft ingress {i:.0} ns/drop ({:.1}x)   nft prerouting {p:.0} ns/drop ({:.1}x)",
+            "round {round}: herd {h:.1} ns/drop   xdp pre-filter {x:.1} ns/drop ({:.2}x), generic {g:.1} ns/drop ({:.2}x)   nft ingress {i:.0} ns/drop ({:.1}x)   nft prerouting {p:.0} ns/drop ({:.1}x)",
             x / h,
+            g / h,
             i / h,
             p / h
         );
-        for (f, v) in figures.iter_mut().zip([h, x, i, p, x / h, i / h, p / h]) {
+        for (f, v) in figures
+            .iter_mut()
+            .zip([h, x, g, i, p, x / h, g / h, i / h, p / h])
+        {
             f.push(v);
         }
     }
-    let [h, x, i, p, rx, ri, rp] = figures.map(|mut f| median(&mut f));
+    let [h, x, g, i, p, rx, rg, ri, rp] = figures.map(|mut f| median(&mut f));
     println!(
-        "median: herd {h:.1} ns per dropped packet; its XDP pre-filter {x:.1} ns ({rx:.2}x); nftables jhash farm {i:.0} ns (ingress, {ri:.1}x) and {p:.0} ns (prerouting, {rp:.1}x)"
+        "median: herd {h:.1} ns per dropped packet; its XDP pre-filter {x:.1} ns native ({rx:.2}x), {g:.1} ns generic ({rg:.2}x); nftables jhash farm {i:.0} ns (ingress, {ri:.1}x) and {p:.0} ns (prerouting, {rp:.1}x)"
     );
     println!(
-        "RESULT drops herd_ns={h:.1} xdp_ns={x:.1} nft_ingress_ns={i:.0} nft_prerouting_ns={p:.0} xdp_ratio={rx:.2} ingress_ratio={ri:.1} prerouting_ratio={rp:.1}"
+        "RESULT drops herd_ns={h:.1} xdp_ns={x:.1} xdp_generic_ns={g:.1} nft_ingress_ns={i:.0} nft_prerouting_ns={p:.0} xdp_ratio={rx:.2} xdp_generic_ratio={rg:.2} ingress_ratio={ri:.1} prerouting_ratio={rp:.1}"
     );
     Ok(())
 }
@@ -330,11 +339,12 @@ impl Drop for XdpVeth {
     }
 }
 
-/// The XDP pre-filter (`port.xdp_prefilter`, af_xdp) in the veth's driver
-/// (native veth XDP, in the sender's softirq like the kernel farm's
-/// rule), owning 1 bucket of 4096 as Herd's run does: the frames of the
-/// other buckets are dropped in the driver, before the kernel's stack.
-fn xdp_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6]) -> Result<f64> {
+/// The XDP pre-filter (`port.xdp_prefilter`, af_xdp) on the veth in `mode`
+/// (native: in the veth's driver; generic: in the kernel's receive path;
+/// both in the sender's softirq like the kernel farm's rule), owning 1
+/// bucket of 4096 as Herd's run does: the frames of the other buckets are
+/// dropped before the kernel's stack.
+fn xdp_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6], mode: XdpMode) -> Result<f64> {
     use fastpath::decision::{Affinity, Classifier, RuleTable, Transport, Vip};
     use fastpath::dpdk::bpf::Object;
     use fastpath::prefilter::{Maps, OBJECT, PROGRAM};
@@ -354,7 +364,11 @@ fn xdp_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6]) -> Result<f64> {
     })?;
     maps.publish(&fastpath::table::BucketTable::new(1, 4096, [0], false))?;
     let _attached = object
-        .attach_xdp(PROGRAM, fastpath::dpdk::tap::interface_index(VETH_XDP))
+        .attach_xdp(
+            PROGRAM,
+            fastpath::dpdk::tap::interface_index(VETH_XDP),
+            mode,
+        )
         .context("attaching the XDP pre-filter")?;
     drop_cost(o, out, pcap, || Ok(maps.counts()?[1]))
 }

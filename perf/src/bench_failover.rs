@@ -53,6 +53,7 @@ pub fn run(o: &Options) -> Result<()> {
         split_brain: "serve-all".into(),
         heartbeat_networks: 1,
         extra: String::new(),
+        xdp_mode: None,
         cpus: None,
     };
     crate::lab::up(&spec)?;

@@ -22,7 +22,7 @@
 //!   frames as the host's and drops those whose `jhash ip saddr . tcp
 //!   sport mod N` is not the node's index. Offloads: the kernel's defaults
 //!   for a veth, tx checksum, TSO and GSO on (`eth0` and `sN`), GRO off;
-//!   with `--kernel-nic nic`, wire and `eth0` as the af_xdp node's (tx
+//!   with `--kernel-nic nic`, wire and `eth0` as a native-mode af_xdp node's (tx
 //!   checksum off on `sN`, GRO on, its NAPI threaded on CPU 1 on equal
 //!   CPUs: the same emulated NIC).
 //! - **plain**: one kernel node with the VIP on `eth0` (the client ARPs it),
@@ -59,10 +59,14 @@
 //! DMA would be; with RPS to CPU 1 as well, new connections measured 0.81
 //! instead of 0.89: the IPI costs more than the copy). Herd's `af_xdp`
 //! nodes hand their own flows to the kernel on `eth0` (the XDP pre-filter)
-//! and send through it (the TAP's direct egress): `eth0` gets GRO, as a
-//! NIC has, and on equal CPUs RPS to CPU 1 like the kernel nodes, and its
-//! NAPI (the veth's driver work, with the XDP program) threaded on CPU 1,
-//! where a NIC's interrupt would be steered.
+//! and send through it (the TAP's direct egress). By default (herd's
+//! default on a veth) the pre-filter runs in generic mode, in the veth's
+//! own receive path: on equal CPUs after RPS to CPU 1, like the kernel
+//! nodes' nftables filter, where a NIC's interrupt and its native XDP
+//! would be. With `--xdp-mode native` it runs in the veth's native XDP,
+//! and `eth0` is set up as a NIC's interface: GRO on, and on equal CPUs
+//! RPS to CPU 1 and its NAPI (the veth's driver work, with the program)
+//! threaded on CPU 1.
 //!
 //! CPU time (`/proc`, clock ticks) around each client run: nginx (master
 //! and workers), the client (this process's reaped children's time), herd
@@ -110,12 +114,25 @@ pub struct Options {
     /// The kernel nodes' `eth0` and wire: `veth` (the kernel's defaults
     /// for a veth: the client's large segments whole, no GRO, no NAPI, the
     /// driver work in the sender's context; the comparison the issues
-    /// define) or `nic` (as the af_xdp node's: finished MTU frames from the
-    /// wire, GRO on and, on equal CPUs, its NAPI threaded on CPU 1; the
-    /// same emulated NIC and wire for every setup, a diagnosis of what
-    /// Herd itself adds).
+    /// define) or `nic` (as a native-mode af_xdp node's: finished MTU
+    /// frames from the wire, GRO on and, on equal CPUs, its NAPI threaded
+    /// on CPU 1; the same emulated NIC and wire for every setup, a
+    /// diagnosis of what Herd itself adds).
     #[arg(long, value_enum, default_value_t = KernelNic::Veth)]
     pub kernel_nic: KernelNic,
+    /// With af_xdp, where the pre-filter runs (herd's `port.xdp_mode`).
+    /// Unset: herd's default, `generic` on the lab's veth (the veth's
+    /// receive path, after RPS, as a NIC's interrupt would be steered);
+    /// `native`: the veth's own XDP, with the node's `eth0` set up as a
+    /// NIC's interface (GRO on and, on equal CPUs, its NAPI threaded on
+    /// CPU 1).
+    #[arg(long, value_parser = ["native", "generic"])]
+    pub xdp_mode: Option<String>,
+}
+
+/// Whether herd's af_xdp nodes run the pre-filter in the veth's native XDP.
+fn xdp_native(o: &Options) -> bool {
+    o.driver == "af_xdp" && o.xdp_mode.as_deref() == Some("native")
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -328,11 +345,16 @@ pub fn run(o: &Options) -> Result<()> {
             .trim()
     );
     println!(
-        "driver {}, kernel nodes' NIC {}, {} round(s) of {} s per client run; nginx {}, 1 worker",
+        "driver {}{}, kernel nodes' NIC {}, {} round(s) of {} s per client run; nginx {}, 1 worker",
         o.driver,
+        match (o.driver.as_str(), xdp_native(o)) {
+            ("af_xdp", true) => " (XDP pre-filter native)",
+            ("af_xdp", false) => " (XDP pre-filter generic)",
+            _ => "",
+        },
         match o.kernel_nic {
             KernelNic::Veth => "veth",
-            KernelNic::Nic => "nic (as the af_xdp node's)",
+            KernelNic::Nic => "nic (as a native-mode af_xdp node's)",
         },
         o.rounds,
         o.seconds,
@@ -530,9 +552,14 @@ fn measure(
         units: w.requests as f64,
         cpu: cpu.0,
     };
-    // RPS must have moved the kernel node's receive work to CPU 1 (on the
-    // emulated NIC its NAPI thread there does it all: no IPI to count).
-    if pin && setup != Setup::Herd && o.kernel_nic == KernelNic::Veth && cpu.1 == 0 {
+    // RPS must have moved the kernel node's (and a generic-mode af_xdp
+    // node's) receive work to CPU 1 (on the emulated NIC its NAPI thread
+    // there does it all: no IPI to count).
+    let steered = match setup {
+        Setup::Herd => o.driver == "af_xdp" && !xdp_native(o),
+        _ => o.kernel_nic == KernelNic::Veth,
+    };
+    if pin && steered && cpu.1 == 0 {
         bail!("RPS did not take effect: CPU 1 received no RPS interrupt during the keep-alive run");
     }
 
@@ -711,6 +738,7 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
         split_brain: "serve-all".into(),
         heartbeat_networks: 1,
         extra: String::new(),
+        xdp_mode: o.xdp_mode.clone(),
         cpus: (layout == Layout::Equal).then(|| "1".to_string()),
     };
     lab::up(&spec)?;
@@ -729,6 +757,14 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
         // XDP, no GRO) and does its driver work in the sender's context.
         if driver == "af_xdp" {
             for n in 1..=nodes {
+                if !xdp_native(o) {
+                    // Generic mode: the program runs in the veth's own
+                    // receive path, after RPS, as the kernel nodes' filter.
+                    if layout == Layout::Equal {
+                        steer_rps(&node_ns(n))?;
+                    }
+                    continue;
+                }
                 in_ns(&node_ns(n), &["ethtool", "-K", "eth0", "gro", "on"])?;
                 if layout == Layout::Equal {
                     steer_rps(&node_ns(n))?;
@@ -798,7 +834,7 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
             nft_load(&ns, &nft_ruleset(nodes, n - 1))?;
         }
         if o.kernel_nic == KernelNic::Nic {
-            // The af_xdp node's emulated NIC (see above): a veth with GRO
+            // A native-mode af_xdp node's emulated NIC (see above): a veth with GRO
             // has NAPI, which runs where its thread is.
             in_ns(&ns, &["ethtool", "-K", "eth0", "gro", "on"])?;
         }

@@ -131,6 +131,9 @@ pub struct LabSpec {
     pub heartbeat_networks: u32,
     /// Extra TOML appended to every node's config.
     pub extra: String,
+    /// `port.xdp_mode` of every node (af_xdp); `None`: herd's default
+    /// (generic on the lab's veth).
+    pub xdp_mode: Option<String>,
     /// `dpdk.cpus` of every node (the CPUs its lcores run on); `None`:
     /// herd's default, all CPUs.
     pub cpus: Option<String>,
@@ -213,7 +216,7 @@ affinity = "client-ip"
 driver = "{driver}"
 interface = "eth0"
 queues = {queues}
-
+{xdp_mode}
 [tap]
 name = "herd0"
 addresses = ["{ip4}/24", "{ip6}/64"]
@@ -239,6 +242,11 @@ http = "{ip4}:{HTTP_PORT}"
         sock = state(&format!("{}.sock", node_name(n))).display(),
         state_dir = STATE_DIR,
         extra = spec.extra,
+        xdp_mode = spec
+            .xdp_mode
+            .as_ref()
+            .map(|m| format!("xdp_mode = \"{m}\"\n"))
+            .unwrap_or_default(),
         cpus = spec
             .cpus
             .as_ref()

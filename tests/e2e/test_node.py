@@ -9,7 +9,8 @@ import tempfile
 
 import pytest
 
-from lab import (HERD, LAB, VIP4, bucket, client, down, l2probe, lab, owner, probe, run, status, up, wait_for)
+from lab import (HERD, LAB, VIP4, bucket, client, down, l2probe, lab, ns, owner, probe, run, status, up,
+                 wait_for)
 
 
 def test_two_queues_two_lcores_both_carry_traffic():
@@ -41,29 +42,81 @@ def test_multicast_delivery():
         down()
 
 
+def both_prefilters_decide(what, during=lambda: None):
+    """Once the 2-node af_xdp farm serves every flow (with a deadline: its
+    first heartbeats), 200 connections each answered by its bucket's
+    owner, and each VIP frame one node's pre-filter passed to its kernel
+    and the other's dropped. Returns the counters' increase by node."""
+    wait_for(lambda: probe("udp", sources=50, conns=50, timeout_ms=500)["ok"] == 50, 20, what)
+    before = {n: status(n)["xdp_prefilter"] for n in ("s1", "s2")}
+    report = probe("http", sources=50, conns=200)
+    assert report["ok"] == 200 and set(report["by_node"]) == {"s1", "s2"}
+    for r in report["results"]:
+        assert r["node"] == owner(bucket(r["source"], r["sport"]), 2)
+    during()
+    after = {n: status(n)["xdp_prefilter"] for n in ("s1", "s2")}
+    d = {n: {k: after[n][k] - before[n][k] for k in after[n]} for n in after}
+    assert d["s1"]["passed"] == d["s2"]["dropped"] > 0, d
+    assert d["s2"]["passed"] == d["s1"]["dropped"] > 0, d
+    return d
+
+
 def test_af_xdp_driver():
     up(nodes=2, driver="af_xdp")
     try:
         assert status("s1")["nic"] == "net_af_xdp0"
-        # Every flow served (with a deadline: the farm's first heartbeats),
-        # then a full probe.
-        wait_for(lambda: probe("udp", sources=50, conns=50, timeout_ms=500)["ok"] == 50, 20,
-                 "the af_xdp farm to serve every flow")
-        before = {n: status(n)["xdp_prefilter"] for n in ("s1", "s2")}
-        report = probe("http", sources=50, conns=200)
-        assert report["ok"] == 200 and set(report["by_node"]) == {"s1", "s2"}
-        for r in report["results"]:
-            assert r["node"] == owner(bucket(r["source"], r["sport"]), 2)
-        assert l2probe("arp", VIP4)["replies"][0]["hwsrc"] == "02:48:c6:12:00:64"
-        # The XDP pre-filter decided the VIP's frames in the driver: each
-        # frame one node passed to its kernel, the other dropped; ARP went
-        # to the fastpath (which answered it above).
-        after = {n: status(n)["xdp_prefilter"] for n in ("s1", "s2")}
-        d = {n: {k: after[n][k] - before[n][k] for k in after[n]} for n in after}
-        assert d["s1"]["passed"] > 0 and d["s2"]["passed"] > 0, d
-        assert d["s1"]["passed"] == d["s2"]["dropped"], d
-        assert d["s2"]["passed"] == d["s1"]["dropped"], d
+
+        def arp():
+            assert l2probe("arp", VIP4)["replies"][0]["hwsrc"] == "02:48:c6:12:00:64"
+        d = both_prefilters_decide("the af_xdp farm to serve every flow", during=arp)
+        # ARP went to the fastpath (which answered it).
         assert d["s1"]["to_fastpath"] > 0 or d["s2"]["to_fastpath"] > 0, d
+    finally:
+        down()
+
+
+def xdp_on_eth0(node):
+    """(mode, program name) of the XDP program on `node`'s eth0 as
+    `ip link` shows it, or None."""
+    text = ns(node, "ip", "-d", "link", "show", "dev", "eth0").stdout
+    if "prog/xdp" not in text:
+        return None
+    mode = "generic" if " xdpgeneric " in text else "native"
+    words = text.split("prog/xdp", 1)[1].split()
+    return mode, words[words.index("name") + 1]
+
+
+def assert_no_xdp(node):
+    assert xdp_on_eth0(node) is None
+
+
+def test_the_xdp_prefilter_runs_generic_on_a_veth_and_native_when_asked():
+    """Unset `port.xdp_mode`: on the lab's veth the pre-filter runs in
+    generic mode; `native` puts it in the veth's own XDP. Either way it
+    decides the VIP's frames, a clean stop takes it off, and a crash's
+    leftover is taken off at the next start."""
+    up(nodes=2, driver="af_xdp")
+    try:
+        for n in ("s1", "s2"):
+            assert status(n)["xdp_mode"] == "generic"
+            assert xdp_on_eth0(n) == ("generic", "herd_prefilter")
+        # A clean stop takes the program off.
+        restart_with("s1", 'driver = "af_xdp"\n', 'xdp_mode = "native"\n',
+                     while_stopped=lambda: assert_no_xdp("s1"))
+        assert status("s1")["xdp_mode"] == "native"
+        assert xdp_on_eth0("s1") == ("native", "herd_prefilter")
+        both_prefilters_decide("the farm to serve every flow again")
+        # A crash leaves the program on the interface; the next start
+        # takes it off before the PMD attaches its own.
+        lab("kill", "s2")
+        assert xdp_on_eth0("s2") == ("generic", "herd_prefilter")
+        lab("start", "s2")
+        assert status("s2")["xdp_mode"] == "generic"
+        assert xdp_on_eth0("s2") == ("generic", "herd_prefilter")
+        with open("/run/herd-lab/s2.herd.log") as f:
+            assert "a crashed run left on eth0" in f.read()
+        wait_for(lambda: probe("udp", sources=50, conns=50, timeout_ms=500)["ok"] == 50, 20,
+                 "the farm to serve every flow after s2's restart")
     finally:
         down()
 
@@ -124,17 +177,22 @@ def download(size):
     return int(got)
 
 
-def set_tap_option(node, key, value):
-    """Restarts `node` with `tap.<key> = <value>` in its config."""
+def restart_with(node, after, line, while_stopped=lambda: None):
+    """Restarts `node` with `line` added to its config after `after`."""
     lab("stop", node)
+    while_stopped()
     path = f"/run/herd-lab/{node}.toml"
     with open(path) as f:
         text = f.read()
-    head = '[tap]\nname = "herd0"\n'
-    assert head in text, text
+    assert after in text, text
     with open(path, "w") as f:
-        f.write(text.replace(head, f"{head}{key} = {value}\n"))
+        f.write(text.replace(after, after + line))
     lab("start", node)
+
+
+def set_tap_option(node, key, value):
+    """Restarts `node` with `tap.<key> = <value>` in its config."""
+    restart_with(node, '[tap]\nname = "herd0"\n', f"{key} = {value}\n")
 
 
 def eth0_tx_bytes(node):

@@ -3,6 +3,7 @@
 //! loaded the program) and, in tests, loading the program and running it
 //! on a frame (`BPF_PROG_TEST_RUN`).
 
+use config::XdpMode;
 use dpdk_sys as sys;
 use std::ffi::CString;
 use std::io;
@@ -242,14 +243,23 @@ impl Object {
     }
 
     /// Attaches XDP program `program` to interface `ifindex` (in this
-    /// process's network namespace) until the returned guard is dropped.
-    pub fn attach_xdp(&self, program: &str, ifindex: u32) -> io::Result<XdpAttachment> {
+    /// process's network namespace) in `mode` until the returned guard is
+    /// dropped.
+    pub fn attach_xdp(
+        &self,
+        program: &str,
+        ifindex: u32,
+        mode: XdpMode,
+    ) -> io::Result<XdpAttachment> {
         let fd = self.program_fd(program)?;
+        let flags = match mode {
+            XdpMode::Native => sys::XDP_FLAGS_DRV_MODE,
+            XdpMode::Generic => sys::XDP_FLAGS_SKB_MODE,
+        };
         // SAFETY: `fd` is the loaded program's descriptor; null options
-        // are libbpf's defaults. No flags: the driver's native mode where
-        // it has one, generic otherwise.
-        check(unsafe { sys::bpf_xdp_attach(ifindex as i32, fd, 0, std::ptr::null()) })?;
-        Ok(XdpAttachment { ifindex })
+        // are libbpf's defaults.
+        check(unsafe { sys::bpf_xdp_attach(ifindex as i32, fd, flags, std::ptr::null()) })?;
+        Ok(XdpAttachment { ifindex, flags })
     }
 
     fn program_fd(&self, program: &str) -> io::Result<RawFd> {
@@ -373,14 +383,71 @@ impl Drop for TcAttachment {
 /// An XDP program attached to an interface; detached when dropped.
 pub struct XdpAttachment {
     ifindex: u32,
+    /// The mode it was attached in (XDP_FLAGS_*; 0: the kernel's choice).
+    flags: u32,
 }
 
 impl Drop for XdpAttachment {
     fn drop(&mut self) {
         // SAFETY: detaching by interface index takes no pointer but the
         // (null) options.
-        let _ = unsafe { sys::bpf_xdp_detach(self.ifindex as i32, 0, std::ptr::null()) };
+        let _ = unsafe { sys::bpf_xdp_detach(self.ifindex as i32, self.flags, std::ptr::null()) };
     }
+}
+
+/// Whether an XDP program runs in the driver's (native) mode on
+/// interface `ifindex` (where a driver has none, the kernel attaches in
+/// generic mode).
+pub fn xdp_native_attached(ifindex: u32) -> io::Result<bool> {
+    let mut id = 0u32;
+    // SAFETY: `id` is a valid u32 the call writes the program's id into.
+    check(unsafe {
+        sys::bpf_xdp_query_id(ifindex as i32, sys::XDP_FLAGS_DRV_MODE as i32, &mut id)
+    })?;
+    Ok(id != 0)
+}
+
+/// Moves the XDP program attached in the driver's (native) mode on
+/// interface `ifindex` to generic mode: the same program, its maps and the
+/// XDP sockets in them unchanged; until the returned guard is dropped.
+/// (The af_xdp PMD attaches in native mode wherever the driver has one.)
+/// While it moves, for a moment no program runs: frames take the kernel's
+/// path. If the generic attach fails, the program goes back to native.
+pub fn move_xdp_to_generic(ifindex: u32) -> io::Result<XdpAttachment> {
+    let drv = sys::XDP_FLAGS_DRV_MODE;
+    let mut id = 0u32;
+    // SAFETY: `id` is a valid u32 the call writes the program's id into.
+    check(unsafe { sys::bpf_xdp_query_id(ifindex as i32, drv as i32, &mut id) })?;
+    if id == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no XDP program in native mode on the interface",
+        ));
+    }
+    // SAFETY: takes an id by value; returns a new descriptor or -errno.
+    let fd = unsafe { sys::bpf_prog_get_fd_by_id(id) };
+    check(fd)?;
+    // SAFETY: `fd` was just returned to this process and nothing else owns it.
+    let prog = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: detaching by interface index takes no pointer but the
+    // (null) options.
+    check(unsafe { sys::bpf_xdp_detach(ifindex as i32, drv, std::ptr::null()) })?;
+    let skb = sys::XDP_FLAGS_SKB_MODE;
+    // SAFETY: `prog` is an open program descriptor; null options are
+    // libbpf's defaults.
+    let attached = check(unsafe {
+        sys::bpf_xdp_attach(ifindex as i32, prog.as_raw_fd(), skb, std::ptr::null())
+    });
+    if let Err(e) = attached {
+        // SAFETY: as above, back in the mode it was in.
+        let _ =
+            unsafe { sys::bpf_xdp_attach(ifindex as i32, prog.as_raw_fd(), drv, std::ptr::null()) };
+        return Err(e);
+    }
+    Ok(XdpAttachment {
+        ifindex,
+        flags: skb,
+    })
 }
 
 impl Drop for Object {

@@ -192,6 +192,7 @@ fn run(cli: Cli) -> Result<i32> {
                 split_brain,
                 heartbeat_networks,
                 extra,
+                xdp_mode: None,
                 cpus: None,
             };
             lab::up(&spec)?;

@@ -122,6 +122,7 @@ pub fn run(o: &Options) -> Result<bool> {
         split_brain: o.split_brain.clone(),
         heartbeat_networks: 1,
         extra: EXTRA_CONFIG.into(),
+        xdp_mode: None,
         cpus: None,
     };
     let kinds: &[FaultKind] = if o.faults.is_empty() {
