@@ -22,9 +22,11 @@
 //!   frames as the host's and drops those whose `jhash ip saddr . tcp
 //!   sport mod N` is not the node's index. Offloads: the kernel's defaults
 //!   for a veth, tx checksum, TSO and GSO on (`eth0` and `sN`), GRO off;
-//!   with `--kernel-nic nic`, wire and `eth0` as a native-mode af_xdp node's (tx
-//!   checksum off on `sN`, GRO on, its NAPI threaded on CPU 1 on equal
-//!   CPUs: the same emulated NIC).
+//!   with `--kernel-nic nic`, the wire of Herd's nodes (tx checksum off on
+//!   `sN`: MTU frames) and, unless Herd's are generic-mode af_xdp nodes
+//!   (whose `eth0` is set up as the kernel nodes'), `eth0` as a
+//!   native-mode af_xdp node's (GRO on, its NAPI threaded on CPU 1 on
+//!   equal CPUs: the same emulated NIC).
 //! - **plain**: one kernel node with the VIP on `eth0` (the client ARPs it),
 //!   no filter; offloads as nftables. It runs in the 1-node case only: it
 //!   is the reference for a single server, not for a farm.
@@ -114,10 +116,11 @@ pub struct Options {
     /// The kernel nodes' `eth0` and wire: `veth` (the kernel's defaults
     /// for a veth: the client's large segments whole, no GRO, no NAPI, the
     /// driver work in the sender's context; the comparison the issues
-    /// define) or `nic` (as a native-mode af_xdp node's: finished MTU
-    /// frames from the wire, GRO on and, on equal CPUs, its NAPI threaded
-    /// on CPU 1; the same emulated NIC and wire for every setup, a
-    /// diagnosis of what Herd itself adds).
+    /// define) or `nic`, a diagnosis of what Herd itself adds: the wire
+    /// Herd's nodes have (finished MTU frames), and with a generic-mode
+    /// af_xdp node (the default) nothing else, its `eth0` is the kernel
+    /// nodes'; otherwise an emulated NIC too (GRO on and, on equal CPUs,
+    /// its NAPI threaded on CPU 1, as a native-mode af_xdp node's).
     #[arg(long, value_enum, default_value_t = KernelNic::Veth)]
     pub kernel_nic: KernelNic,
     /// With af_xdp, where the pre-filter runs (herd's `port.xdp_mode`).
@@ -133,6 +136,12 @@ pub struct Options {
 /// Whether herd's af_xdp nodes run the pre-filter in the veth's native XDP.
 fn xdp_native(o: &Options) -> bool {
     o.driver == "af_xdp" && o.xdp_mode.as_deref() == Some("native")
+}
+
+/// Whether herd's af_xdp nodes run the pre-filter in generic mode (herd's
+/// default on the lab's veth).
+fn xdp_generic(o: &Options) -> bool {
+    o.driver == "af_xdp" && !xdp_native(o)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -354,7 +363,8 @@ pub fn run(o: &Options) -> Result<()> {
         },
         match o.kernel_nic {
             KernelNic::Veth => "veth",
-            KernelNic::Nic => "nic (as a native-mode af_xdp node's)",
+            KernelNic::Nic if xdp_generic(o) => "nic (the generic-mode af_xdp node's wire)",
+            KernelNic::Nic => "nic (an emulated NIC, as a native-mode af_xdp node's)",
         },
         o.rounds,
         o.seconds,
@@ -557,7 +567,7 @@ fn measure(
     // there does it all: no IPI to count).
     let steered = match setup {
         Setup::Herd => o.driver == "af_xdp" && !xdp_native(o),
-        _ => o.kernel_nic == KernelNic::Veth,
+        _ => o.kernel_nic == KernelNic::Veth || xdp_generic(o),
     };
     if pin && steered && cpu.1 == 0 {
         bail!("RPS did not take effect: CPU 1 received no RPS interrupt during the keep-alive run");
@@ -833,14 +843,15 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
             in_ns(&ns, &["ip", "maddr", "add", &mac, "dev", "eth0"])?;
             nft_load(&ns, &nft_ruleset(nodes, n - 1))?;
         }
-        if o.kernel_nic == KernelNic::Nic {
-            // A native-mode af_xdp node's emulated NIC (see above): a veth with GRO
-            // has NAPI, which runs where its thread is.
+        let emulated_nic = o.kernel_nic == KernelNic::Nic && !xdp_generic(o);
+        if emulated_nic {
+            // The emulated NIC (see above): a veth with GRO has NAPI,
+            // which runs where its thread is.
             in_ns(&ns, &["ethtool", "-K", "eth0", "gro", "on"])?;
         }
         if layout == Layout::Equal {
             steer_rps(&ns)?;
-            if o.kernel_nic == KernelNic::Nic {
+            if emulated_nic {
                 steer_napi(&ns)?;
             }
         }
