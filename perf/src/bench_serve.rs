@@ -213,9 +213,10 @@ struct Cpu {
     softirq: f64,
     ksoftirqd: f64,
     machine: f64,
+    steal: f64,
 }
 
-const CPU_ROWS: [&str; 7] = [
+const CPU_ROWS: [&str; 8] = [
     "nginx",
     "client",
     "herd",
@@ -223,10 +224,11 @@ const CPU_ROWS: [&str; 7] = [
     "softirq",
     "  ksoftirqd",
     "total (machine)",
+    "stolen by host",
 ];
 
 impl Cpu {
-    fn rows(&self) -> [f64; 7] {
+    fn rows(&self) -> [f64; 8] {
         [
             self.nginx,
             self.client,
@@ -235,6 +237,7 @@ impl Cpu {
             self.softirq,
             self.ksoftirqd,
             self.machine,
+            self.steal,
         ]
     }
 }
@@ -404,13 +407,14 @@ pub fn run(o: &Options) -> Result<()> {
                             )
                         })?;
                     println!(
-                        "  r{round} {:<8} keepalive {:>8.0} req/s  newconn {:>7.0} req/s  1 conn {:>7.0} req/s p50 {:>5.0} us  bulk {:>6.2} Gbit/s",
+                        "  r{round} {:<8} keepalive {:>8.0} req/s  newconn {:>7.0} req/s  1 conn {:>7.0} req/s p50 {:>5.0} us  bulk {:>6.2} Gbit/s  stolen {:.2} s",
                         setup.name(),
                         f.keepalive.value,
                         f.newconn.value,
                         f.c1.value,
                         f.c1_p50_us,
-                        f.bulk.value
+                        f.bulk.value,
+                        f.runs().iter().map(|r| r.1.cpu.steal).sum::<f64>()
                     );
                     results.push((setup, f));
                 }
@@ -1271,6 +1275,7 @@ struct Sample {
     softirq: u64,
     ksoftirqd: u64,
     machine: u64,
+    steal: u64,
     rps_cpu1: u64,
 }
 
@@ -1293,7 +1298,7 @@ impl Procs {
         let me = std::fs::read_to_string("/proc/self/stat")?;
         let f = stat_fields(&me);
         s.children = f[13].parse::<u64>()? + f[14].parse::<u64>()?;
-        (s.softirq, s.machine) = cpu_stat(&std::fs::read_to_string("/proc/stat")?)?;
+        (s.softirq, s.machine, s.steal) = cpu_stat(&std::fs::read_to_string("/proc/stat")?)?;
         s.rps_cpu1 = received_rps(&std::fs::read_to_string("/proc/net/softnet_stat")?, 1);
         Ok(s)
     }
@@ -1311,6 +1316,7 @@ impl Sample {
             softirq: d(self.softirq, before.softirq),
             ksoftirqd: d(self.ksoftirqd, before.ksoftirqd),
             machine: d(self.machine, before.machine),
+            steal: d(self.steal, before.steal),
         })
     }
 }
@@ -1369,11 +1375,12 @@ fn ksoftirqd_pids() -> Vec<u32> {
     out
 }
 
-/// Softirq and busy ticks summed over the per-CPU lines of /proc/stat
-/// (`cpuN user nice system idle iowait irq softirq steal ...`); busy
-/// leaves out idle, iowait and steal.
-fn cpu_stat(stat: &str) -> Result<(u64, u64)> {
-    let (mut softirq, mut busy) = (0, 0);
+/// Softirq, busy and steal ticks summed over the per-CPU lines of
+/// /proc/stat (`cpuN user nice system idle iowait irq softirq steal ...`);
+/// busy leaves out idle, iowait and steal (the time the hypervisor ran
+/// something else while a CPU had work: a run with much of it is noise).
+fn cpu_stat(stat: &str) -> Result<(u64, u64, u64)> {
+    let (mut softirq, mut busy, mut steal) = (0, 0, 0);
     let mut cpus = 0;
     for line in stat.lines() {
         let mut f = line.split_whitespace();
@@ -1387,12 +1394,13 @@ fn cpu_stat(stat: &str) -> Result<(u64, u64)> {
         }
         softirq += v[6];
         busy += v[0] + v[1] + v[2] + v[5] + v[6];
+        steal += v[7];
         cpus += 1;
     }
     if cpus == 0 {
         bail!("no per-CPU lines in /proc/stat");
     }
-    Ok((softirq, busy))
+    Ok((softirq, busy, steal))
 }
 
 /// `received_rps` (the 10th column, hex) of CPU `cpu` in
@@ -1884,7 +1892,10 @@ Total:          0    3   2.0      2      34
         assert_eq!(snmp_field(snmp, "Tcp", "OutRsts").unwrap(), 7);
         assert!(snmp_field(snmp, "Udp", "InDatagrams").is_err());
         let stat = "cpu  10 0 20 1000 0 0 30 0 0 0\ncpu0 4 0 10 500 1 2 10 5 0 0\ncpu1 6 0 10 500 0 0 20 0 0 0\nintr 1\n";
-        assert_eq!(cpu_stat(stat).unwrap(), (30, 4 + 10 + 2 + 10 + 6 + 10 + 20));
+        assert_eq!(
+            cpu_stat(stat).unwrap(),
+            (30, 4 + 10 + 2 + 10 + 6 + 10 + 20, 5)
+        );
         let softnet = "0007e27a 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000\n000f7e6e 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 0000001a 00000000 00000000 00000001 00000001 00000000\n";
         assert_eq!(received_rps(softnet, 1), 26);
         assert_eq!(received_rps(softnet, 0), 0);
