@@ -131,6 +131,10 @@ pub struct Options {
     /// CPU 1).
     #[arg(long, value_parser = ["native", "generic"])]
     pub xdp_mode: Option<String>,
+    /// A TOML file appended to every herd node's config (a diagnosis:
+    /// e.g. a `[polling]` section).
+    #[arg(long)]
+    pub extra_config: Option<PathBuf>,
 }
 
 /// Whether herd's af_xdp nodes run the pre-filter in the veth's native XDP.
@@ -751,7 +755,11 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
         ownership: "static".into(),
         split_brain: "serve-all".into(),
         heartbeat_networks: 1,
-        extra: String::new(),
+        extra: match &o.extra_config {
+            Some(p) => std::fs::read_to_string(p)
+                .with_context(|| format!("reading --extra-config {}", p.display()))?,
+            None => String::new(),
+        },
         xdp_mode: o.xdp_mode.clone(),
         cpus: (layout == Layout::Equal).then(|| "1".to_string()),
     };
