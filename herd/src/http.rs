@@ -323,12 +323,12 @@ fn metrics(node: &Node) -> Result<String> {
         direct_egress.inc_by(frames);
     }
     if let Some(x) = n.xdp_prefilter {
+        let mode = n.xdp_mode.map_or("unknown", XdpMode::as_str);
         for (k, v) in [
             ("passed", x.passed),
             ("dropped", x.dropped),
             ("to_fastpath", x.to_fastpath),
         ] {
-            let mode = n.xdp_mode.map_or("unknown", XdpMode::as_str);
             xdp.get_or_create(&labels(&[("verdict", k), ("mode", mode)]))
                 .inc_by(v);
         }

@@ -574,7 +574,7 @@ fn measure(
     // node's) receive work to CPU 1 (on the emulated NIC its NAPI thread
     // there does it all: no IPI to count).
     let steered = match setup {
-        Setup::Herd => o.driver == "af_xdp" && !xdp_native(o),
+        Setup::Herd => xdp_generic(o),
         _ => o.kernel_nic == KernelNic::Veth || xdp_generic(o),
     };
     if pin && steered && cpu.1 == 0 {
@@ -779,7 +779,7 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
         // XDP, no GRO) and does its driver work in the sender's context.
         if driver == "af_xdp" {
             for n in 1..=nodes {
-                if !xdp_native(o) {
+                if xdp_generic(o) {
                     // Generic mode: the program runs in the veth's own
                     // receive path, after RPS, as the kernel nodes' filter.
                     if layout == Layout::Equal {

@@ -251,15 +251,11 @@ impl Object {
         ifindex: u32,
         mode: XdpMode,
     ) -> io::Result<XdpAttachment> {
-        let fd = self.program_fd(program)?;
-        let flags = match mode {
-            XdpMode::Native => sys::XDP_FLAGS_DRV_MODE,
-            XdpMode::Generic => sys::XDP_FLAGS_SKB_MODE,
-        };
-        // SAFETY: `fd` is the loaded program's descriptor; null options
-        // are libbpf's defaults.
-        check(unsafe { sys::bpf_xdp_attach(ifindex as i32, fd, flags, std::ptr::null()) })?;
-        Ok(XdpAttachment { ifindex, flags })
+        // SAFETY: the object keeps the program's descriptor open while
+        // `self` lives, which covers the call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.program_fd(program)?) };
+        xdp_attach(ifindex, fd, mode)?;
+        Ok(XdpAttachment { ifindex, mode })
     }
 
     fn program_fd(&self, program: &str) -> io::Result<RawFd> {
@@ -383,28 +379,59 @@ impl Drop for TcAttachment {
 /// An XDP program attached to an interface; detached when dropped.
 pub struct XdpAttachment {
     ifindex: u32,
-    /// The mode it was attached in (XDP_FLAGS_*; 0: the kernel's choice).
-    flags: u32,
+    mode: XdpMode,
 }
 
 impl Drop for XdpAttachment {
     fn drop(&mut self) {
-        // SAFETY: detaching by interface index takes no pointer but the
-        // (null) options.
-        let _ = unsafe { sys::bpf_xdp_detach(self.ifindex as i32, self.flags, std::ptr::null()) };
+        let _ = xdp_detach(self.ifindex, self.mode);
     }
+}
+
+fn xdp_flags(mode: XdpMode) -> u32 {
+    match mode {
+        XdpMode::Native => sys::XDP_FLAGS_DRV_MODE,
+        XdpMode::Generic => sys::XDP_FLAGS_SKB_MODE,
+    }
+}
+
+/// Attaches the XDP program `prog` to interface `ifindex` in `mode`.
+fn xdp_attach(ifindex: u32, prog: BorrowedFd, mode: XdpMode) -> io::Result<()> {
+    // SAFETY: `prog` is an open program descriptor for the call; null
+    // options are libbpf's defaults.
+    check(unsafe {
+        sys::bpf_xdp_attach(
+            ifindex as i32,
+            prog.as_raw_fd(),
+            xdp_flags(mode),
+            std::ptr::null(),
+        )
+    })
+}
+
+/// Detaches the XDP program in `mode` from interface `ifindex`.
+fn xdp_detach(ifindex: u32, mode: XdpMode) -> io::Result<()> {
+    // SAFETY: detaching by interface index takes no pointer but the
+    // (null) options.
+    check(unsafe { sys::bpf_xdp_detach(ifindex as i32, xdp_flags(mode), std::ptr::null()) })
+}
+
+/// The id of the XDP program in the driver's (native) mode on interface
+/// `ifindex`, 0 if there is none.
+fn native_xdp_id(ifindex: u32) -> io::Result<u32> {
+    let mut id = 0u32;
+    // SAFETY: `id` is a valid u32 the call writes the program's id into.
+    check(unsafe {
+        sys::bpf_xdp_query_id(ifindex as i32, sys::XDP_FLAGS_DRV_MODE as i32, &mut id)
+    })?;
+    Ok(id)
 }
 
 /// Whether an XDP program runs in the driver's (native) mode on
 /// interface `ifindex` (where a driver has none, the kernel attaches in
 /// generic mode).
 pub fn xdp_native_attached(ifindex: u32) -> io::Result<bool> {
-    let mut id = 0u32;
-    // SAFETY: `id` is a valid u32 the call writes the program's id into.
-    check(unsafe {
-        sys::bpf_xdp_query_id(ifindex as i32, sys::XDP_FLAGS_DRV_MODE as i32, &mut id)
-    })?;
-    Ok(id != 0)
+    Ok(native_xdp_id(ifindex)? != 0)
 }
 
 /// Moves the XDP program attached in the driver's (native) mode on
@@ -414,10 +441,7 @@ pub fn xdp_native_attached(ifindex: u32) -> io::Result<bool> {
 /// While it moves, for a moment no program runs: frames take the kernel's
 /// path. If the generic attach fails, the program goes back to native.
 pub fn move_xdp_to_generic(ifindex: u32) -> io::Result<XdpAttachment> {
-    let drv = sys::XDP_FLAGS_DRV_MODE;
-    let mut id = 0u32;
-    // SAFETY: `id` is a valid u32 the call writes the program's id into.
-    check(unsafe { sys::bpf_xdp_query_id(ifindex as i32, drv as i32, &mut id) })?;
+    let id = native_xdp_id(ifindex)?;
     if id == 0 {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
@@ -429,24 +453,15 @@ pub fn move_xdp_to_generic(ifindex: u32) -> io::Result<XdpAttachment> {
     check(fd)?;
     // SAFETY: `fd` was just returned to this process and nothing else owns it.
     let prog = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: detaching by interface index takes no pointer but the
-    // (null) options.
-    check(unsafe { sys::bpf_xdp_detach(ifindex as i32, drv, std::ptr::null()) })?;
-    let skb = sys::XDP_FLAGS_SKB_MODE;
-    // SAFETY: `prog` is an open program descriptor; null options are
-    // libbpf's defaults.
-    let attached = check(unsafe {
-        sys::bpf_xdp_attach(ifindex as i32, prog.as_raw_fd(), skb, std::ptr::null())
-    });
-    if let Err(e) = attached {
-        // SAFETY: as above, back in the mode it was in.
-        let _ =
-            unsafe { sys::bpf_xdp_attach(ifindex as i32, prog.as_raw_fd(), drv, std::ptr::null()) };
+    xdp_detach(ifindex, XdpMode::Native)?;
+    if let Err(e) = xdp_attach(ifindex, prog.as_fd(), XdpMode::Generic) {
+        // Back in the mode it was in.
+        let _ = xdp_attach(ifindex, prog.as_fd(), XdpMode::Native);
         return Err(e);
     }
     Ok(XdpAttachment {
         ifindex,
-        flags: skb,
+        mode: XdpMode::Generic,
     })
 }
 
