@@ -549,8 +549,11 @@ impl Default for Dpdk {
     }
 }
 
-/// Adaptive polling: an lcore that finds nothing spins a little, then
-/// sleeps, doubling its sleep up to `max_sleep_us`.
+/// Adaptive polling: an lcore that finds nothing spins `spin_polls` more
+/// polls, then waits for work. Where a packet or the control plane wakes
+/// it (`af_packet`, `af_xdp`), the wait has no timer to speak of; where
+/// only time does (PCI, vdev), it sleeps `min_sleep_us`, doubling up to
+/// `max_sleep_us`, which bounds the first packet's wait after idle.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Polling {

@@ -1,9 +1,11 @@
 //! The one thin safe layer over `dpdk-sys`: EAL, mempool, ports, mbufs and
-//! lcore launch, and ([`tap`]) the kernel's TAP that the fastpath opens
-//! itself. Every `unsafe` block of Herd outside `dpdk-sys` is here.
+//! lcore launch, ([`tap`]) the kernel's TAP that the fastpath opens
+//! itself, and ([`wake`]) what ends an idle lcore's wait. Every `unsafe`
+//! block of Herd outside `dpdk-sys` is here.
 
 pub mod bpf;
 pub mod tap;
+pub mod wake;
 
 use dpdk_sys as sys;
 use std::ffi::{c_void, CStr, CString};

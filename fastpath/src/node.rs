@@ -5,13 +5,14 @@ use crate::counters::{
     BurstCounts, FlowGauges, FlowStats, LcoreCounters, TableSwitch, TableSwitchStats,
 };
 use crate::decision::{Classifier, DropReason, RuleTable, Verdict, Vip};
-use crate::dpdk::tap::{self, PacketTx, Tap, TapQueue, Waker};
+use crate::dpdk::tap::{self, PacketTx, Tap, TapQueue};
+use crate::dpdk::wake::{self, Doorbells, Waker};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
 use crate::egress::DirectEgress;
 use crate::flows::FlowTracker;
 use crate::offload::gro::{self, Merger};
 use crate::offload::{self, Segmenter, VnetHdr, F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN};
-use crate::poll::{Backoff, Idle, IdlePolicy};
+use crate::poll::{Backoff, Idle, IdlePolicy, Wakeup};
 use crate::prefilter;
 use crate::reply;
 use crate::setup::KernelSetup;
@@ -349,19 +350,22 @@ fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
 /// What a reload may change in the lcores: the classifier they decide
 /// with and their idle policy, each replaced whole. An lcore compares the
 /// generation once per poll (one atomic load) and takes both when it
-/// changed.
+/// changed; a change rings the lcores' doorbells, so an idle one takes it
+/// at once.
 pub struct LcoreSettings {
     classifier: arc_swap::ArcSwap<Classifier>,
     policy: arc_swap::ArcSwap<IdlePolicy>,
     generation: AtomicU64,
+    doorbells: Arc<Doorbells>,
 }
 
 impl LcoreSettings {
-    fn new(c: Arc<Classifier>, policy: IdlePolicy) -> LcoreSettings {
+    fn new(c: Arc<Classifier>, policy: IdlePolicy, doorbells: Arc<Doorbells>) -> LcoreSettings {
         LcoreSettings {
             classifier: arc_swap::ArcSwap::new(c),
             policy: arc_swap::ArcSwap::new(Arc::new(policy)),
             generation: AtomicU64::new(0),
+            doorbells,
         }
     }
 
@@ -376,11 +380,13 @@ impl LcoreSettings {
     fn replace_classifier(&self, c: Arc<Classifier>) {
         self.classifier.store(c);
         self.generation.fetch_add(1, Ordering::Release);
+        self.doorbells.ring_all();
     }
 
     fn replace_policy(&self, p: IdlePolicy) {
         self.policy.store(Arc::new(p));
         self.generation.fetch_add(1, Ordering::Release);
+        self.doorbells.ring_all();
     }
 }
 
@@ -400,17 +406,22 @@ fn prefilter_maps(classifier: &Classifier) -> std::io::Result<prefilter::Maps> {
     Ok(maps)
 }
 
-/// Gives each published table to the pre-filter. If its maps cannot take
-/// one, the pre-filter leaves every frame to the fastpath rather than
-/// decide by an old table.
-fn mirror_to(maps: Arc<prefilter::Maps>) -> Mirror {
+/// What follows each published table: the pre-filter takes it, then the
+/// lcores are woken to switch (an idle one would switch at its next
+/// packet: the same decisions, but its switch time would read late). If
+/// the pre-filter's maps cannot take a table, the pre-filter leaves every
+/// frame to the fastpath rather than decide by an old table.
+fn on_publish(prefilter: Option<Arc<prefilter::Maps>>, doorbells: Arc<Doorbells>) -> Mirror {
     Arc::new(move |table: &BucketTable| {
-        if let Err(e) = maps.publish(table) {
-            tracing::error!("the XDP pre-filter could not take table {}: {e}; it now leaves every frame to the fastpath", table.generation());
-            if let Err(e) = maps.defer_all() {
-                tracing::error!("the XDP pre-filter could not be set aside either: {e}");
+        if let Some(maps) = &prefilter {
+            if let Err(e) = maps.publish(table) {
+                tracing::error!("the XDP pre-filter could not take table {}: {e}; it now leaves every frame to the fastpath", table.generation());
+                if let Err(e) = maps.defer_all() {
+                    tracing::error!("the XDP pre-filter could not be set aside either: {e}");
+                }
             }
         }
+        doorbells.ring_all();
     })
 }
 
@@ -566,9 +577,15 @@ pub struct StatusReader {
 
 impl StatusReader {
     /// Each lcore's poll count, by queue: it grows while the lcore runs,
-    /// idle or not.
+    /// and an idle lcore polls once when [`Self::wake_lcores`] wakes it.
     pub fn lcore_polls(&self) -> Vec<u64> {
         self.counters.iter().map(|c| c.snapshot().polls).collect()
+    }
+
+    /// Makes every lcore poll once, idle or not (a liveness probe: one
+    /// that does not is stuck).
+    pub fn wake_lcores(&self) {
+        self.settings.doorbells.ring_all();
     }
 
     /// The buckets this node owns now, and of how many.
@@ -665,6 +682,8 @@ pub struct RunningNode {
 /// pool freed, and the EAL cleaned up last.
 struct Teardown {
     stop: Arc<AtomicBool>,
+    /// Rung after `stop` is set, so that idle lcores see it at once.
+    doorbells: Arc<Doorbells>,
     kernel: Mutex<KernelSetup>,
     /// The pre-filter moved to generic mode (the PMD's close knows only
     /// the native one).
@@ -688,6 +707,7 @@ impl Teardown {
 impl Drop for Teardown {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.doorbells.ring_all();
         if let Some(eal) = &self.eal {
             eal.wait_workers();
         }
@@ -723,8 +743,11 @@ impl RunningNode {
         // The PMD loads the program from the file when its queues are set
         // up; the file goes when this start ends, however it ends.
         let _xdp_file = xdp_prog.clone().map(RemoveOnDrop);
+        let doorbells = Doorbells::new(usize::from(config.port.queues))
+            .map_err(|e| NodeError::Other(format!("the lcores' doorbells (eventfd): {e}")))?;
         let mut t = Teardown {
             stop: Arc::new(AtomicBool::new(false)),
+            doorbells: Arc::new(doorbells),
             kernel: Mutex::new(KernelSetup::default()),
             xdp_generic: None,
             nic: None,
@@ -821,7 +844,11 @@ impl RunningNode {
         let flow_gauges: Arc<[FlowGauges]> = (0..queues).map(|_| FlowGauges::default()).collect();
         let classifier = Arc::new(classifier(&config, nic_mac));
         let policy = IdlePolicy::from_config(&config.polling);
-        let settings = Arc::new(LcoreSettings::new(Arc::clone(&classifier), policy));
+        let settings = Arc::new(LcoreSettings::new(
+            Arc::clone(&classifier),
+            policy,
+            Arc::clone(&t.doorbells),
+        ));
         let prefilter = match &xdp_prog {
             Some(_) => {
                 Some(Arc::new(prefilter_maps(&classifier).map_err(|e| {
@@ -830,10 +857,10 @@ impl RunningNode {
             }
             None => None,
         };
-        let publisher = match &prefilter {
-            Some(maps) => TablePublisher::with_mirror(table, mirror_to(Arc::clone(maps))),
-            None => TablePublisher::new(table),
-        };
+        let publisher = TablePublisher::with_mirror(
+            table,
+            on_publish(prefilter.clone(), Arc::clone(&t.doorbells)),
+        );
         let stop = Arc::clone(&t.stop);
         let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
         let nic_sockets = match (config.port.driver, &config.port.interface) {
@@ -869,9 +896,17 @@ impl RunningNode {
             let mut wakers: Vec<Waker> = nic_sockets.get(q).copied().into_iter().collect();
             // With the direct egress, nothing waits in the TAP's queues.
             let kernel_reads = direct_egress.is_none();
-            if let (KernelPort::Tap(t), true) = (&kernel_port, kernel_reads) {
-                wakers.push(t.queue(q as u16).waker());
-            }
+            let kernel_wakes = match (&kernel_port, kernel_reads) {
+                (_, false) => true,
+                (KernelPort::Tap(t), true) => {
+                    wakers.push(t.queue(q as u16).waker());
+                    true
+                }
+                // A DPDK port on the kernel side has nothing to wait on.
+                (KernelPort::Port(_), true) => false,
+            };
+            let nic_wakes = nic_sockets.get(q).is_some();
+            wakers.push(t.doorbells.get(q).waker());
             let worker = Worker {
                 queue: q as u16,
                 nic: Arc::clone(&nic),
@@ -890,7 +925,13 @@ impl RunningNode {
                 ),
                 stop: Arc::clone(&stop),
                 policy,
-                nic_wakes: nic_sockets.get(q).is_some(),
+                wakeup: if nic_wakes && kernel_wakes {
+                    Wakeup::Everything
+                } else {
+                    Wakeup::Timer
+                },
+                nic_wakes,
+                doorbells: Arc::clone(&t.doorbells),
                 wakers,
                 packet_tx: packet_txs[q].take(),
                 kernel_reads,
@@ -1025,10 +1066,15 @@ struct Worker {
     flows: FlowTracker,
     stop: Arc<AtomicBool>,
     policy: IdlePolicy,
-    /// What ends an idle wait: this lcore's TAP queue and NIC queue socket.
+    /// What ends an idle wait: this lcore's NIC queue socket and TAP
+    /// queue where it has them, and its doorbell, always last.
     wakers: Vec<Waker>,
+    /// Whether those are all its sources of work.
+    wakeup: Wakeup,
     /// A packet on the NIC ends a wait (its queue's socket is a waker).
     nic_wakes: bool,
+    /// The lcores' doorbells (this one's is `self.queue`'s).
+    doorbells: Arc<Doorbells>,
     /// An `af_packet` port's way out for large segments, whole.
     packet_tx: Option<PacketTx>,
     /// Whether the kernel's frames come through this lcore (not when the
@@ -1057,7 +1103,7 @@ impl Worker {
         let mut to_nic: Vec<Mbuf> = Vec::with_capacity(4 * BURST);
         let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
         self.take_settings();
-        let mut backoff = Backoff::new(self.policy);
+        let mut backoff = Backoff::new(self.policy, self.wakeup);
         let mut generation = 0;
         let mut upkeep = FlowUpkeep::new();
         let mut from_tap = FromTap::new();
@@ -1067,7 +1113,7 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             if self.settings.generation.load(Ordering::Acquire) != self.settings_generation {
                 self.take_settings();
-                backoff = Backoff::new(self.policy);
+                backoff = Backoff::new(self.policy, self.wakeup);
             }
             let mut c = BurstCounts {
                 polls: 1,
@@ -1259,22 +1305,25 @@ impl Worker {
                 backoff.after_poll(n + k)
             };
             match idle {
-                Idle::Poll => {}
                 Idle::Sleep(d) => {
                     // An idle lcore still switches tables before it sleeps.
                     let table = self.table.current();
                     note_switch(&self.switches[usize::from(q)], table, &mut generation);
                     upkeep.tick(&mut self.flows, table, &self.flow_gauges[usize::from(q)]);
                     c.idle_sleeps += 1;
-                    if self.wakers.is_empty() {
-                        std::thread::sleep(d);
-                    } else {
-                        // A packet from the wire or the kernel ends it.
-                        tap::wait_readable(&self.wakers, d);
+                    // What this poll did is shown before the wait, which
+                    // may be long.
+                    self.counters[usize::from(q)].add(&c);
+                    // A packet from the wire or the kernel, or the doorbell,
+                    // ends it.
+                    let ready = wake::wait_readable(&self.wakers, d);
+                    let doorbell = 1 << (self.wakers.len() - 1);
+                    if ready & doorbell != 0 {
+                        self.doorbells.get(usize::from(q)).clear();
                     }
                 }
+                Idle::Poll => self.counters[usize::from(q)].add(&c),
             }
-            self.counters[usize::from(q)].add(&c);
         }
     }
 }

@@ -417,7 +417,11 @@ async fn serve(
             }
             _ = tick.tick() => {
                 let status = service_status(&ctl);
-                match progress.look(&ctl.status.lcore_polls()) {
+                let looked = progress.look(&ctl.status.lcore_polls());
+                // Every live lcore polls once before the next look, idle
+                // or not.
+                ctl.status.wake_lcores();
+                match looked {
                     _ if notifier.watchdog_period().is_none() => notifier.status(&status),
                     service::Progress::All => notifier.watchdog(&status),
                     service::Progress::Stuck(queues) => {

@@ -3,9 +3,9 @@
 //! log lines that journald files under their priority.
 //!
 //! The watchdog is fed only while every lcore makes progress: an lcore
-//! counts its polls, idle or not (an idle one still wakes at least every
-//! `polling.max_sleep_us`), so a count that stands still between two
-//! feeds means a stuck lcore, whose buckets' traffic nobody else takes
+//! counts its polls, and each look rings every lcore's doorbell (an idle
+//! one polls once when it hears it), so a count that stands still between
+//! two looks means a stuck lcore, whose buckets' traffic nobody else takes
 //! while the node's heartbeats go on. systemd then restarts the node
 //! (`Restart=on-failure`) and its peers take the buckets meanwhile.
 

@@ -1,10 +1,19 @@
 //! Adaptive polling: what an lcore does after a poll, as a pure policy.
 //!
 //! With traffic the lcore polls flat out. After `spin_polls` empty polls in
-//! a row it sleeps `min_sleep`, doubling each further empty poll up to
-//! `max_sleep`; any packet resets it. So an idle lcore wakes at most
-//! 1/`max_sleep` times a second, and the first packet after idle waits at
-//! most `max_sleep` (plus the timer's slack) before it is seen.
+//! a row it stops polling until there is work again; any packet resets it.
+//! How long it stops depends on what can end the wait ([`Wakeup`]):
+//!
+//! - [`Wakeup::Timer`]: nothing but time (a PCI or vdev port). It sleeps
+//!   `min_sleep`, doubling each further empty poll up to `max_sleep`: an
+//!   idle lcore wakes at most 1/`max_sleep` times a second, and the first
+//!   packet after idle waits at most `max_sleep` (plus the timer's slack).
+//! - [`Wakeup::Everything`]: every source of its work ends the wait (its
+//!   NIC queue's socket, its TAP queue, its doorbell, which the control
+//!   plane rings for a new table, a reload, a stop or a watchdog probe).
+//!   It waits up to [`IDLE_WAIT`]: the time bounds nothing a user sees, so
+//!   an idle lcore costs next to nothing, and stays off the CPU where, on
+//!   a small host, the kernel's own packet work runs.
 
 use std::time::Duration;
 
@@ -25,6 +34,20 @@ impl IdlePolicy {
     }
 }
 
+/// The longest wait of an lcore that everything wakes ([`Wakeup::Everything`]):
+/// a safety net only (its flow tracker's sweep, about once a second, is
+/// the one thing it does on time alone).
+pub const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// What can end an idle lcore's wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// Only its timer: it sleeps blind, `min_sleep` doubling to `max_sleep`.
+    Timer,
+    /// Every source of its work: it waits up to [`IDLE_WAIT`].
+    Everything,
+}
+
 /// What to do before the next poll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Idle {
@@ -38,14 +61,16 @@ pub enum Idle {
 #[derive(Clone, Debug)]
 pub struct Backoff {
     policy: IdlePolicy,
+    wakeup: Wakeup,
     empty_polls: u32,
     sleep: Duration,
 }
 
 impl Backoff {
-    pub fn new(policy: IdlePolicy) -> Self {
+    pub fn new(policy: IdlePolicy, wakeup: Wakeup) -> Self {
         Backoff {
             policy,
+            wakeup,
             empty_polls: 0,
             sleep: Duration::ZERO,
         }
@@ -63,10 +88,10 @@ impl Backoff {
             self.empty_polls += 1;
             return Idle::Poll;
         }
-        self.sleep = if self.sleep.is_zero() {
-            self.policy.min_sleep
-        } else {
-            (self.sleep * 2).min(self.policy.max_sleep)
+        self.sleep = match self.wakeup {
+            Wakeup::Everything => IDLE_WAIT,
+            Wakeup::Timer if self.sleep.is_zero() => self.policy.min_sleep,
+            Wakeup::Timer => (self.sleep * 2).min(self.policy.max_sleep),
         };
         Idle::Sleep(self.sleep)
     }
@@ -79,7 +104,10 @@ impl Backoff {
     #[inline]
     pub fn after_drops_only(&mut self) -> Idle {
         self.empty_polls = self.policy.spin_polls;
-        self.sleep = self.policy.max_sleep;
+        self.sleep = match self.wakeup {
+            Wakeup::Everything => IDLE_WAIT,
+            Wakeup::Timer => self.policy.max_sleep,
+        };
         Idle::Sleep(self.sleep)
     }
 }
@@ -98,7 +126,7 @@ mod tests {
 
     #[test]
     fn spins_then_sleeps_longer_up_to_the_bound() {
-        let mut b = Backoff::new(policy());
+        let mut b = Backoff::new(policy(), Wakeup::Timer);
         let got: Vec<Idle> = (0..8).map(|_| b.after_poll(0)).collect();
         let us = |n| Idle::Sleep(Duration::from_micros(n));
         assert_eq!(
@@ -118,7 +146,7 @@ mod tests {
 
     #[test]
     fn a_burst_only_dropped_waits_at_once_and_a_served_one_polls_again() {
-        let mut b = Backoff::new(policy());
+        let mut b = Backoff::new(policy(), Wakeup::Timer);
         let us = |n| Idle::Sleep(Duration::from_micros(n));
         assert_eq!(b.after_drops_only(), us(50));
         assert_eq!(b.after_poll(0), us(50), "still waiting, no spin");
@@ -128,7 +156,7 @@ mod tests {
 
     #[test]
     fn a_packet_resets_to_polling() {
-        let mut b = Backoff::new(policy());
+        let mut b = Backoff::new(policy(), Wakeup::Timer);
         for _ in 0..10 {
             b.after_poll(0);
         }
@@ -138,5 +166,18 @@ mod tests {
             b.after_poll(0);
         }
         assert_eq!(b.after_poll(0), Idle::Sleep(Duration::from_micros(10)));
+    }
+
+    #[test]
+    fn an_lcore_that_everything_wakes_spins_then_waits_long() {
+        let mut b = Backoff::new(policy(), Wakeup::Everything);
+        let got: Vec<Idle> = (0..6).map(|_| b.after_poll(0)).collect();
+        let wait = Idle::Sleep(IDLE_WAIT);
+        assert_eq!(
+            got,
+            vec![Idle::Poll, Idle::Poll, Idle::Poll, wait, wait, wait]
+        );
+        assert_eq!(b.after_poll(2), Idle::Poll, "a packet: polling again");
+        assert_eq!(b.after_drops_only(), wait, "only drops: waits at once");
     }
 }

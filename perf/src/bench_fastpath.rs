@@ -35,7 +35,9 @@ pub struct Options {
     /// Seconds over which idle CPU is measured.
     #[arg(long, default_value_t = 10)]
     pub idle_seconds: u64,
-    /// `polling.max_sleep_us` of the idle node.
+    /// `polling.max_sleep_us` of the idle node (its lcore's af_packet
+    /// port and TAP wake it: this bounds only the sleeps of an lcore that
+    /// time alone wakes).
     #[arg(long, default_value_t = 1500)]
     pub max_sleep_us: u32,
     /// IPv6 traffic (to 2001:2::100) instead of IPv4.
@@ -87,18 +89,41 @@ pub fn run(o: &Options) -> Result<()> {
     let (h, t) = (median(&mut herd), median(&mut testpmd));
     let idle = idle_and_latency(o, &out)?;
     println!(
-        "median: herd {h:.3} Mpps, testpmd {t:.3} Mpps, ratio {ratio:.3} (median of the rounds' ratios; goal >= 0.9)\nidle lcore CPU {:.2} % (goal < 3 %), first packet after idle RTT {:.0} us, busy RTT {:.0} us",
+        "median: herd {h:.3} Mpps, testpmd {t:.3} Mpps, ratio {ratio:.3} (median of the rounds' ratios; goal >= 0.9)\nidle lcore CPU {:.2} % (goal < 3 %), {:.1} idle waits/s, first packet after idle RTT {:.0} us, busy RTT {:.0} us",
         idle.cpu_pct,
+        idle.waits_per_s,
         idle.first_pkt_us,
         idle.busy_rtt_us
     );
     println!(
-        "RESULT fastpath ratio={ratio:.3} herd_mpps={h:.3} testpmd_mpps={t:.3} idle_cpu_pct={:.2} first_pkt_us={:.0} busy_rtt_us={:.0}",
+        "RESULT fastpath ratio={ratio:.3} herd_mpps={h:.3} testpmd_mpps={t:.3} idle_cpu_pct={:.2} idle_waits_per_s={:.1} first_pkt_us={:.0} busy_rtt_us={:.0}",
         idle.cpu_pct,
+        idle.waits_per_s,
         idle.first_pkt_us,
         idle.busy_rtt_us
     );
     Ok(())
+}
+
+/// The idle waits of a node's lcores so far (`herd status` on `sock`).
+fn idle_waits(sock: &Path) -> Result<u64> {
+    let out = Command::new(herd_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(sock)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "herd status: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let report: herd::status::Report = serde_json::from_slice(&out.stdout)?;
+    Ok(report
+        .node
+        .lcores
+        .iter()
+        .map(|l| l.counters.idle_sleeps)
+        .sum())
 }
 
 fn herd_bin() -> PathBuf {
@@ -347,6 +372,8 @@ fn testpmd_rate(o: &Options, out: &Path, pcap: &Path) -> Result<f64> {
 
 struct Idle {
     cpu_pct: f64,
+    /// How often the idle lcore began a wait (its `idle_sleeps`).
+    waits_per_s: f64,
     first_pkt_us: f64,
     busy_rtt_us: f64,
 }
@@ -485,15 +512,20 @@ socket = "{sock}"
         let hz = clock_ticks_per_second()?;
         let t0 = Instant::now();
         let a = worker_cpu_ticks(pid)?;
+        let waits_a = idle_waits(&sock)?;
         std::thread::sleep(Duration::from_secs(o.idle_seconds));
         let b = worker_cpu_ticks(pid)?;
-        let cpu_pct = (b - a) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+        let waits_b = idle_waits(&sock)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let cpu_pct = (b - a) as f64 / hz / seconds * 100.0;
+        let waits_per_s = waits_b.saturating_sub(waits_a) as f64 / seconds;
         // Pings 300 ms apart find the lcore asleep; 2 ms apart, polling.
         let mut idle = ping_rtts(peer, "198.18.1.11", 10, "0.3")?;
         let mut busy = ping_rtts(peer, "198.18.1.11", 100, "0.002")?;
         drop(guard);
         Ok(Idle {
             cpu_pct,
+            waits_per_s,
             first_pkt_us: median(&mut idle),
             busy_rtt_us: median(&mut busy),
         })

@@ -8,18 +8,19 @@
 //! - no `O_ASYNC`: `net_tap` arms one real-time signal per received packet
 //!   to learn that its queue is not empty; Herd reads until `EAGAIN`, and
 //!   an idle lcore waits in `ppoll` on its TAP queue and on its NIC
-//!   queue's socket ([`port_sockets`]), so a packet from either side wakes
-//!   it at once instead of at the end of a blind sleep;
+//!   queue's socket ([`port_sockets`]; see [`super::wake`]), so a packet
+//!   from either side wakes it at once instead of at the end of a blind
+//!   sleep;
 //! - one queue (`IFF_MULTI_QUEUE`) per lcore.
 //!
 //! The interface lives as long as its queues' descriptors: it goes away
 //! when the node stops or crashes.
 
+use super::wake::Waker;
 use crate::offload::VNET_HDR_LEN;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
 
 /// What the kernel may hand over with offloads on.
 const OFFLOADS: libc::c_uint =
@@ -215,7 +216,7 @@ impl TapQueue {
 
     /// The queue's descriptor, to wait on.
     pub fn waker(&self) -> Waker {
-        Waker(self.fd.as_raw_fd())
+        Waker::new(self.fd.as_raw_fd())
     }
 }
 
@@ -236,34 +237,6 @@ fn write_parts(fd: i32, parts: [&[u8]; 3]) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// A descriptor that becomes readable when a queue has packets: a TAP
-/// queue, or the socket under an `af_packet`/`af_xdp` port's queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Waker(i32);
-
-/// Waits until one of `wakers` is readable or `timeout` passes. An idle
-/// lcore waits here instead of sleeping blind: a packet from the wire or
-/// the kernel ends the wait at once.
-pub fn wait_readable(wakers: &[Waker], timeout: Duration) {
-    let mut fds = [libc::pollfd {
-        fd: -1,
-        events: libc::POLLIN,
-        revents: 0,
-    }; 4];
-    let n = wakers.len().min(fds.len());
-    for (p, w) in fds.iter_mut().zip(wakers) {
-        p.fd = w.0;
-    }
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
-    };
-    // SAFETY: `n` pollfds we own, a timespec we own, no signal mask. A
-    // waker's descriptor stays open while lcores run (its port or TAP
-    // outlives them); if it were closed, ppoll would report POLLNVAL.
-    unsafe { libc::ppoll(fds.as_mut_ptr(), n as libc::nfds_t, &ts, std::ptr::null()) };
 }
 
 /// The sockets of this process's `af_packet` ports bound to interface
@@ -316,7 +289,7 @@ pub fn port_sockets(ifindex: u32, xdp: bool) -> Vec<Waker> {
                 && addr.sll_ifindex as u32 == ifindex
                 && addr.sll_protocol == (libc::ETH_P_ALL as u16).to_be()
         })
-        .map(Waker)
+        .map(Waker::new)
         .collect()
 }
 
@@ -363,7 +336,7 @@ pub fn ignore_outgoing(socket: Waker) -> io::Result<()> {
     // `prog` outlive it. The descriptor is the port's open socket.
     let rc = unsafe {
         libc::setsockopt(
-            socket.0,
+            socket.fd(),
             libc::SOL_SOCKET,
             libc::SO_ATTACH_FILTER,
             (&prog as *const libc::sock_fprog).cast(),
