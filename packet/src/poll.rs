@@ -89,11 +89,20 @@ impl Backoff {
             return Idle::Poll;
         }
         self.sleep = match self.wakeup {
-            Wakeup::Everything => IDLE_WAIT,
             Wakeup::Timer if self.sleep.is_zero() => self.policy.min_sleep,
-            Wakeup::Timer => (self.sleep * 2).min(self.policy.max_sleep),
+            Wakeup::Timer => (self.sleep * 2).min(self.longest_wait()),
+            Wakeup::Everything => self.longest_wait(),
         };
         Idle::Sleep(self.sleep)
+    }
+
+    /// `max_sleep` for an lcore that time wakes, [`IDLE_WAIT`] for one
+    /// that everything wakes.
+    fn longest_wait(&self) -> Duration {
+        match self.wakeup {
+            Wakeup::Timer => self.policy.max_sleep,
+            Wakeup::Everything => IDLE_WAIT,
+        }
     }
 
     /// After a poll that found packets and only dropped them, on an lcore
@@ -104,10 +113,7 @@ impl Backoff {
     #[inline]
     pub fn after_drops_only(&mut self) -> Idle {
         self.empty_polls = self.policy.spin_polls;
-        self.sleep = match self.wakeup {
-            Wakeup::Everything => IDLE_WAIT,
-            Wakeup::Timer => self.policy.max_sleep,
-        };
+        self.sleep = self.longest_wait();
         Idle::Sleep(self.sleep)
     }
 }
