@@ -40,7 +40,8 @@
 //! servers alike in every setup (a 3-node farm on 2 CPUs would otherwise
 //! run 6 workers). `/` returns the node's name; `/bulk` sends a 100 MiB
 //! file with `sendfile`; `PUT /upload/bulk` receives the same file (DAV,
-//! into the node's directory on tmpfs).
+//! into the node's directory; every file of the bench is on a tmpfs it
+//! mounts for the run, so no figure waits on a disk).
 //!
 //! Clients, in the client namespace, each for `--seconds`: keep-alive
 //! `wrk -t1 -c50`, new connections `ab -c 20` (HTTP/1.0, one connection
@@ -78,6 +79,11 @@
 //! and to the task it interrupted (tick accounting), so the rows overlap:
 //! the machine total is the one to add up, and it assumes an otherwise
 //! quiet machine. /proc counts in ticks of 10 ms: short runs are coarse.
+//!
+//! The host's other guests: a round in which the hypervisor stole more
+//! than `--max-steal` (2 %) of the CPUs' time during any setup's client
+//! runs (`/proc/stat`'s steal over the runs' wall time) is run again, up
+//! to three times; on a shared host such rounds measure the neighbours.
 //!
 //! Output, per layout and farm size: the medians of each setup's figures
 //! and the median over rounds of herd/nftables taken within each round
@@ -135,7 +141,23 @@ pub struct Options {
     /// e.g. a `[polling]` section).
     #[arg(long)]
     pub extra_config: Option<PathBuf>,
+    /// A diagnosis of what the kernel's XDP hook alone costs: the kernel
+    /// nodes' `eth0` gets an XDP program that passes every frame, in the
+    /// mode Herd's pre-filter runs in (generic unless `--xdp-mode
+    /// native`). Built at run time with clang, which builds Herd too.
+    #[arg(long)]
+    pub kernel_xdp_pass: bool,
+    /// A round in which the host stole more than this share (%) of the
+    /// CPUs' time during any setup's client runs is run again, up to
+    /// `ROUND_TRIES` times in all (its figures would say what the host's
+    /// other guests did, not what the setups cost); 100 keeps every round.
+    #[arg(long, default_value_t = 2.0)]
+    pub max_steal: f64,
 }
+
+/// How often one round is run at most while the host steals more than
+/// `--max-steal`; the last try is kept, with a note.
+const ROUND_TRIES: u32 = 3;
 
 /// Whether herd's af_xdp nodes run the pre-filter in the veth's native XDP.
 fn xdp_native(o: &Options) -> bool {
@@ -218,6 +240,9 @@ struct Cpu {
     ksoftirqd: f64,
     machine: f64,
     steal: f64,
+    /// The run's wall-clock seconds (not a row: the share stolen is
+    /// `steal / (wall * CPUs)`).
+    wall: f64,
 }
 
 const CPU_ROWS: [&str; 8] = [
@@ -332,6 +357,10 @@ pub fn run(o: &Options) -> Result<()> {
     if o.rounds == 0 || o.seconds == 0 {
         bail!("--rounds and --seconds must be at least 1");
     }
+    if !(0.0..=100.0).contains(&o.max_steal) {
+        bail!("--max-steal is a share of the CPUs' time, 0 to 100 (%)");
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if o.nodes.is_empty() || o.nodes.iter().any(|n| !(1..=8).contains(n)) {
         bail!("--nodes must list farm sizes of 1 to 8");
     }
@@ -377,11 +406,23 @@ pub fn run(o: &Options) -> Result<()> {
         o.seconds,
         nginx_version()
     );
+    if o.kernel_xdp_pass {
+        println!(
+            "kernel nodes: an XDP program that passes every frame on eth0 ({} mode)",
+            kernel_xdp_mode(o)
+        );
+    }
     let _cleanup = Cleanup;
     let dir = PathBuf::from(STATE_DIR);
+    // A crashed run's mount and files.
+    unmount_state();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    mount_tmpfs(&dir)?;
     write_bulk(&dir.join("bulk"))?;
+    if o.kernel_xdp_pass {
+        build_xdp_pass(&dir)?;
+    }
     let mut cells = Vec::new();
     for &layout in &layouts {
         for &nodes in &node_counts {
@@ -399,29 +440,26 @@ pub fn run(o: &Options) -> Result<()> {
                 if round % 2 == 0 {
                     order.reverse();
                 }
-                let mut results = Vec::new();
-                for setup in order {
-                    let f =
-                        measure(o, &dir, setup, nodes, layout, round == 1).with_context(|| {
-                            format!(
-                                "{} ({} node(s), layout {}, round {round})",
-                                setup.name(),
-                                if setup == Setup::Plain { 1 } else { nodes },
-                                layout.name()
-                            )
-                        })?;
-                    println!(
-                        "  r{round} {:<8} keepalive {:>8.0} req/s  newconn {:>7.0} req/s  1 conn {:>7.0} req/s p50 {:>5.0} us  bulk {:>6.2} Gbit/s  stolen {:.2} s",
+                let mut tries = 0;
+                let results = loop {
+                    tries += 1;
+                    let results = run_round(o, &dir, &order, nodes, layout, round, tries == 1)?;
+                    let (setup, share) = most_stolen(&results, cpus);
+                    if share * 100.0 <= o.max_steal {
+                        break results;
+                    }
+                    let what = format!(
+                        "the host stole {:.1} % of the CPUs' time during {}'s clients (--max-steal {})",
+                        share * 100.0,
                         setup.name(),
-                        f.keepalive.value,
-                        f.newconn.value,
-                        f.c1.value,
-                        f.c1_p50_us,
-                        f.bulk.value,
-                        f.runs().iter().map(|r| r.1.cpu.steal).sum::<f64>()
+                        o.max_steal
                     );
-                    results.push((setup, f));
-                }
+                    if tries == ROUND_TRIES {
+                        println!("  r{round} kept after {tries} tries: {what}");
+                        break results;
+                    }
+                    println!("  r{round} run again: {what}");
+                };
                 cell.rounds.push(results);
             }
             lab::down()?;
@@ -465,13 +503,148 @@ pub fn run(o: &Options) -> Result<()> {
     Ok(())
 }
 
+/// One round: every setup in `order`, each on a lab of its own.
+fn run_round(
+    o: &Options,
+    dir: &Path,
+    order: &[Setup],
+    nodes: u32,
+    layout: Layout,
+    round: u32,
+    first_try: bool,
+) -> Result<Vec<(Setup, Figures)>> {
+    let mut results = Vec::new();
+    for &setup in order {
+        let f =
+            measure(o, dir, setup, nodes, layout, round == 1 && first_try).with_context(|| {
+                format!(
+                    "{} ({} node(s), layout {}, round {round})",
+                    setup.name(),
+                    if setup == Setup::Plain { 1 } else { nodes },
+                    layout.name()
+                )
+            })?;
+        println!(
+            "  r{round} {:<8} keepalive {:>8.0} req/s  newconn {:>7.0} req/s  1 conn {:>7.0} req/s p50 {:>5.0} us  bulk {:>6.2} Gbit/s  stolen {:.2} s",
+            setup.name(),
+            f.keepalive.value,
+            f.newconn.value,
+            f.c1.value,
+            f.c1_p50_us,
+            f.bulk.value,
+            f.runs().iter().map(|r| r.1.cpu.steal).sum::<f64>()
+        );
+        results.push((setup, f));
+    }
+    Ok(results)
+}
+
+/// The setup of a round whose client runs the host stole the largest
+/// share of the CPUs' time from, and that share (0 to 1).
+fn most_stolen(results: &[(Setup, Figures)], cpus: usize) -> (Setup, f64) {
+    results
+        .iter()
+        .map(|(setup, f)| {
+            let (stolen, wall) = f.runs().iter().fold((0.0, 0.0), |(s, w), r| {
+                (s + r.1.cpu.steal, w + r.1.cpu.wall)
+            });
+            let share = if wall > 0.0 {
+                stolen / (wall * cpus as f64)
+            } else {
+                0.0
+            };
+            (*setup, share)
+        })
+        .fold(
+            (Setup::Herd, 0.0),
+            |worst, x| if x.1 > worst.1 { x } else { worst },
+        )
+}
+
 /// Tears the lab down and removes the state dir, also on error.
 struct Cleanup;
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = lab::down();
+        unmount_state();
         let _ = std::fs::remove_dir_all(STATE_DIR);
+    }
+}
+
+/// The state dir on a tmpfs of its own: the bulk file, nginx's request
+/// bodies and the uploaded files live in memory, so the upload measures
+/// the served path, not the disk. `/run` is not a tmpfs on every host (on
+/// some it is the root file system): there every upload wrote 100 MiB
+/// through ext4 and its writeback, in nginx's time and at random moments.
+fn mount_tmpfs(dir: &Path) -> Result<()> {
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2g,mode=0755", "herd-bench-serve"])
+        .arg(dir)
+        .status()
+        .context("running mount")?;
+    if !status.success() {
+        bail!("could not mount a tmpfs on {} ({status})", dir.display());
+    }
+    Ok(())
+}
+
+/// The `--kernel-xdp-pass` program's object, in the state dir.
+const XDP_PASS_OBJECT: &str = "xdp_pass.o";
+
+/// Where `--kernel-xdp-pass` attaches its program: where Herd's pre-filter
+/// runs in this bench.
+fn kernel_xdp_mode(o: &Options) -> &'static str {
+    if o.xdp_mode.as_deref() == Some("native") {
+        "native"
+    } else {
+        "generic"
+    }
+}
+
+/// Compiles the `--kernel-xdp-pass` program into `dir`.
+fn build_xdp_pass(dir: &Path) -> Result<()> {
+    let source = dir.join("xdp_pass.c");
+    std::fs::write(
+        &source,
+        "#include <linux/bpf.h>\n\
+         __attribute__((section(\"xdp\"), used)) int herd_bench_pass(struct xdp_md *ctx) { return XDP_PASS; }\n\
+         __attribute__((section(\"license\"), used)) char _license[] = \"GPL\";\n",
+    )?;
+    let multiarch = Command::new("cc")
+        .arg("-print-multiarch")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "x86_64-linux-gnu".into());
+    let status = Command::new("clang")
+        .args(["-O2", "-target", "bpf"])
+        .arg(format!("-I/usr/include/{multiarch}"))
+        .arg("-c")
+        .arg(&source)
+        .arg("-o")
+        .arg(dir.join(XDP_PASS_OBJECT))
+        .status()
+        .context("running clang (--kernel-xdp-pass builds its program with it)")?;
+    if !status.success() {
+        bail!("clang could not build the --kernel-xdp-pass program ({status})");
+    }
+    Ok(())
+}
+
+/// Unmounts the state dir's tmpfs, if it is mounted (as often as it is
+/// listed: a shared mount can be listed twice, bounded all the same).
+fn unmount_state() {
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mounts")
+            .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(1) == Some(STATE_DIR)))
+    };
+    for _ in 0..4 {
+        if !mounted() {
+            break;
+        }
+        let _ = Command::new("umount").arg(STATE_DIR).status();
     }
 }
 
@@ -854,6 +1027,28 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
             )?;
             in_ns(&ns, &["ip", "maddr", "add", &mac, "dev", "eth0"])?;
             nft_load(&ns, &nft_ruleset(nodes, n - 1))?;
+        }
+        if o.kernel_xdp_pass {
+            let object = Path::new(STATE_DIR).join(XDP_PASS_OBJECT);
+            let mode = match kernel_xdp_mode(o) {
+                "native" => "xdpdrv",
+                _ => "xdpgeneric",
+            };
+            in_ns(
+                &ns,
+                &[
+                    "ip",
+                    "link",
+                    "set",
+                    "dev",
+                    "eth0",
+                    mode,
+                    "obj",
+                    &object.display().to_string(),
+                    "sec",
+                    "xdp",
+                ],
+            )?;
         }
         let emulated_nic = o.kernel_nic == KernelNic::Nic && !xdp_generic(o);
         if emulated_nic {
@@ -1285,6 +1480,7 @@ struct Sample {
     machine: u64,
     steal: u64,
     rps_cpu1: u64,
+    at: Option<Instant>,
 }
 
 impl Procs {
@@ -1308,6 +1504,7 @@ impl Procs {
         s.children = f[13].parse::<u64>()? + f[14].parse::<u64>()?;
         (s.softirq, s.machine, s.steal) = cpu_stat(&std::fs::read_to_string("/proc/stat")?)?;
         s.rps_cpu1 = received_rps(&std::fs::read_to_string("/proc/net/softnet_stat")?, 1);
+        s.at = Some(Instant::now());
         Ok(s)
     }
 }
@@ -1325,6 +1522,10 @@ impl Sample {
             ksoftirqd: d(self.ksoftirqd, before.ksoftirqd),
             machine: d(self.machine, before.machine),
             steal: d(self.steal, before.steal),
+            wall: match (self.at, before.at) {
+                (Some(a), Some(b)) => a.saturating_duration_since(b).as_secs_f64(),
+                _ => 0.0,
+            },
         })
     }
 }
@@ -1735,6 +1936,42 @@ fn result_line(driver: &str, base: &str, cells: &[(String, Summary)]) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A setup's figures whose five client runs each lasted `wall` s and
+    /// lost `steal` s to the host.
+    fn figures_with_steal(wall: f64, steal: f64) -> Figures {
+        let run = Run {
+            cpu: Cpu {
+                wall,
+                steal,
+                ..Cpu::default()
+            },
+            ..Run::default()
+        };
+        Figures {
+            keepalive: run,
+            newconn: run,
+            c1: run,
+            bulk: run,
+            upload: run,
+            ..Figures::default()
+        }
+    }
+
+    #[test]
+    fn the_setup_the_host_stole_most_from_names_the_round() {
+        let results = vec![
+            (Setup::Herd, figures_with_steal(4.0, 0.02)),
+            (Setup::Nft, figures_with_steal(4.0, 0.4)),
+            (Setup::Plain, figures_with_steal(4.0, 0.0)),
+        ];
+        let (setup, share) = most_stolen(&results, 2);
+        assert_eq!(setup, Setup::Nft);
+        // 5 runs x 0.4 s stolen of 5 x 4 s on 2 CPUs.
+        assert!((share - 0.05).abs() < 1e-9, "{share}");
+        let (_, quiet) = most_stolen(&results[2..], 2);
+        assert_eq!(quiet, 0.0);
+    }
 
     const WRK_C50: &str = "Running 2s test @ http://198.18.0.100/
   1 threads and 50 connections
