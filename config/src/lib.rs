@@ -468,10 +468,12 @@ pub struct Tap {
     /// What the kernel sends on the TAP leaves through the NIC's own
     /// kernel interface directly (a tc program on the TAP redirects it),
     /// with that interface's offloads, instead of through an lcore. Only
-    /// where the kernel keeps the NIC: unset, on with `af_xdp` where the
-    /// kernel allows it (Herd says so in its log where it does not);
-    /// `true`: required (`af_xdp` or `af_packet`; a start fails with the
-    /// kernel's reason); `false`: off.
+    /// where the kernel keeps the NIC (`af_xdp`, `af_packet`): unset, on
+    /// where the kernel allows it (Herd says so in its log where it does
+    /// not), for every frame with `af_xdp` and for the flows the lcores
+    /// have no room to send with `af_packet` (the egress balance);
+    /// `true`: every frame, required (a start fails with the kernel's
+    /// reason); `false`: off.
     #[serde(default)]
     pub direct_egress: Option<bool>,
 }
@@ -549,24 +551,28 @@ impl Default for Dpdk {
     }
 }
 
-/// Adaptive polling: an lcore that finds nothing spins `spin_polls` more
-/// polls, then waits for work. Where a packet or the control plane wakes
+/// Adaptive polling: after work an lcore keeps polling for `spin_us`,
+/// then waits for work. Where a packet or the control plane wakes
 /// it (`af_packet`, `af_xdp`), the wait has no timer to speak of; where
 /// only time does (PCI, vdev), it sleeps `min_sleep_us`, doubling up to
 /// `max_sleep_us`, which bounds the first packet's wait after idle.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Polling {
-    #[serde(default = "default_spin_polls")]
-    pub spin_polls: u32,
+    #[serde(default = "default_spin_us")]
+    pub spin_us: u32,
     #[serde(default = "default_min_sleep_us")]
     pub min_sleep_us: u32,
     #[serde(default = "default_max_sleep_us")]
     pub max_sleep_us: u32,
 }
 
-fn default_spin_polls() -> u32 {
-    200
+/// 100 µs: a one-connection round trip through the lab's veth, nginx and
+/// the client is 30-60 µs; a spin that ends before the next request
+/// makes the lcore's wake-up (tens of µs on a virtual CPU) part of every
+/// request (perf/RESULTS.md, session 14).
+fn default_spin_us() -> u32 {
+    100
 }
 fn default_min_sleep_us() -> u32 {
     10
@@ -580,7 +586,7 @@ fn default_max_sleep_us() -> u32 {
 impl Default for Polling {
     fn default() -> Self {
         Polling {
-            spin_polls: default_spin_polls(),
+            spin_us: default_spin_us(),
             min_sleep_us: default_min_sleep_us(),
             max_sleep_us: default_max_sleep_us(),
         }

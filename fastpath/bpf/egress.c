@@ -7,8 +7,11 @@
 // frame is already what the fastpath would have sent.
 //
 // `herd_egress_nic[0]` holds the NIC's interface index; 0 leaves every
-// frame to the TAP (the fastpath's way). `herd_egress_count[0]` counts
-// the frames redirected (a large segment counts once), per CPU.
+// frame to the TAP (the fastpath's way). `herd_egress_kept[0]` is the
+// egress balance (packet/src/balance.rs): a frame whose flow hash modulo
+// 256 is below it stays on the TAP for an lcore; 0 (the default) keeps
+// none. `herd_egress_count[0]` counts the frames redirected (a large
+// segment counts once), per CPU.
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
@@ -19,6 +22,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } herd_egress_nic SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} herd_egress_kept SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -33,6 +43,9 @@ int herd_egress(struct __sk_buff *skb)
 	__u32 zero = 0;
 	__u32 *nic = bpf_map_lookup_elem(&herd_egress_nic, &zero);
 	if (!nic || *nic == 0)
+		return TC_ACT_OK;
+	__u32 *kept = bpf_map_lookup_elem(&herd_egress_kept, &zero);
+	if (kept && *kept != 0 && (bpf_get_hash_recalc(skb) & 0xff) < *kept)
 		return TC_ACT_OK;
 	__u64 *count = bpf_map_lookup_elem(&herd_egress_count, &zero);
 	if (count)

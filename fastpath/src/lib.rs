@@ -8,7 +8,7 @@
 //! and tc programs' maps.
 #![deny(unsafe_code)]
 
-pub use packet::{counters, decision, flows, hash, offload, poll, reply, table, wire};
+pub use packet::{balance, counters, decision, flows, hash, offload, poll, reply, table, wire};
 
 #[allow(unsafe_code)]
 pub mod dpdk;

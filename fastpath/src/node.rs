@@ -1,6 +1,7 @@
 //! A running node: the EAL, the NIC and TAP ports, one lcore per rx queue
 //! running the packet decision, and the status the control socket reports.
 
+use crate::balance::{self, Balance};
 use crate::counters::{
     BurstCounts, FlowGauges, FlowStats, LcoreCounters, TableSwitch, TableSwitchStats,
 };
@@ -8,7 +9,7 @@ use crate::decision::{Classifier, DropReason, RuleTable, Verdict, Vip};
 use crate::dpdk::tap::{self, PacketTx, Tap, TapQueue};
 use crate::dpdk::wake::{self, Doorbells, Waker};
 use crate::dpdk::{self, Eal, Mbuf, Mempool, Port, PortStats, BURST};
-use crate::egress::DirectEgress;
+use crate::egress::{DirectEgress, EgressBalance};
 use crate::flows::FlowTracker;
 use crate::offload::gro::{self, Merger};
 use crate::offload::{self, Segmenter, VnetHdr, F_NEEDS_CSUM, GSO_NONE, VNET_HDR_LEN};
@@ -310,7 +311,7 @@ fn place_prefilter(config: &Config, nic: &str, t: &mut Teardown) -> Result<XdpMo
 
 /// The TAP's direct egress (`tap.direct_egress`, see [`crate::egress`])
 /// when the config wants it and the port has a kernel interface to send
-/// through. Unset: on with `af_xdp`, with a log line where the kernel
+/// through. Unset: on (`af_xdp`, `af_packet`), with a log line where the kernel
 /// refuses it; `true`: the kernel's refusal fails the start.
 fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
     let nic = match (config.port.driver, &config.port.interface) {
@@ -321,10 +322,7 @@ fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
         }
         _ => return Ok(None),
     };
-    let wanted = config
-        .tap
-        .direct_egress
-        .unwrap_or(config.port.driver == Driver::AfXdp);
+    let wanted = config.tap.direct_egress.unwrap_or(true);
     if !wanted {
         return Ok(None);
     }
@@ -464,6 +462,10 @@ pub struct NodeStatus {
     /// Frames the kernel sent straight out of the NIC's interface (the
     /// TAP's direct egress; a large segment counts once), if it runs.
     pub direct_egress: Option<u64>,
+    /// Flow slots (of 256) whose frames the lcores send, the rest leaving
+    /// by the direct egress: the egress balance (`af_packet`, unless
+    /// `tap.direct_egress` is set), if it runs.
+    pub egress_kept_slots: Option<u32>,
     /// The VIPs the fastpath serves now (a reload may change them).
     pub vips: Vec<IpAddr>,
     /// The lcores' idle policy now (a reload may change it).
@@ -473,7 +475,7 @@ pub struct NodeStatus {
 /// The lcores' idle policy (`polling`), as `herd status` shows it.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PollingStatus {
-    pub spin_polls: u32,
+    pub spin_us: u64,
     pub min_sleep_us: u64,
     pub max_sleep_us: u64,
 }
@@ -572,6 +574,7 @@ pub struct StatusReader {
     prefilter: Option<Arc<prefilter::Maps>>,
     xdp_mode: Option<XdpMode>,
     direct_egress: Option<Arc<DirectEgress>>,
+    egress_balance: Option<Arc<EgressBalance>>,
     settings: Arc<LcoreSettings>,
 }
 
@@ -643,12 +646,13 @@ impl StatusReader {
             polling: {
                 let p = self.settings.policy();
                 PollingStatus {
-                    spin_polls: p.spin_polls,
+                    spin_us: p.spin.as_micros() as u64,
                     min_sleep_us: p.min_sleep.as_micros() as u64,
                     max_sleep_us: p.max_sleep.as_micros() as u64,
                 }
             },
             vips: self.settings.classifier().vips().collect(),
+            egress_kept_slots: self.egress_balance.as_ref().map(|b| b.kept()),
             direct_egress: self.direct_egress.as_ref().map(|d| {
                 d.frames().unwrap_or_else(|e| {
                     tracing::warn!("the direct egress's counter: {e}");
@@ -814,10 +818,25 @@ impl RunningNode {
             KernelPort::Tap(_) => direct_egress(&config)?.map(Arc::new),
             KernelPort::Port(_) => None,
         };
+        // On af_packet the lcores read every frame anyway: unless the
+        // config says otherwise, they also send the kernel's while they
+        // have room (the egress balance).
+        let egress_balance = match &direct_egress {
+            Some(d)
+                if config.port.driver == Driver::AfPacket && config.tap.direct_egress.is_none() =>
+            {
+                Some(Arc::new(
+                    EgressBalance::new(Arc::clone(d), usize::from(queues))
+                        .map_err(|e| NodeError::Other(format!("the egress balance's map: {e}")))?,
+                ))
+            }
+            _ => None,
+        };
+        let lcores_send = direct_egress.is_none() || egress_balance.is_some();
         let mut packet_txs: Vec<Option<PacketTx>> = (0..queues)
-            .map(|_| match direct_egress {
-                Some(_) => Ok(None),
-                None => packet_tx(&config),
+            .map(|_| match lcores_send {
+                false => Ok(None),
+                true => packet_tx(&config),
             })
             .collect::<Result<_, _>>()?;
         if config.tap.configure_kernel && config.tap.vdev.is_none() {
@@ -894,8 +913,9 @@ impl RunningNode {
         };
         for (q, &lcore) in lcores.iter().enumerate() {
             let mut wakers: Vec<Waker> = nic_sockets.get(q).copied().into_iter().collect();
-            // With the direct egress, nothing waits in the TAP's queues.
-            let kernel_reads = direct_egress.is_none();
+            // With the direct egress alone, nothing waits in the TAP's
+            // queues.
+            let kernel_reads = lcores_send;
             let kernel_wakes = match (&kernel_port, kernel_reads) {
                 (_, false) => true,
                 (KernelPort::Tap(t), true) => {
@@ -935,6 +955,7 @@ impl RunningNode {
                 wakers,
                 packet_tx: packet_txs[q].take(),
                 kernel_reads,
+                egress_balance: egress_balance.clone(),
                 gro: config.tap.offloads && config.tap.gro,
             };
             t.eal().launch(lcore, move || worker.run())?;
@@ -963,6 +984,7 @@ impl RunningNode {
                 prefilter,
                 xdp_mode,
                 direct_egress,
+                egress_balance,
                 settings: Arc::clone(&settings),
             },
         })
@@ -1080,6 +1102,8 @@ struct Worker {
     /// Whether the kernel's frames come through this lcore (not when the
     /// TAP's direct egress sends them).
     kernel_reads: bool,
+    /// The egress balance, where it runs: this lcore measures its load.
+    egress_balance: Option<Arc<EgressBalance>>,
     /// Merge the NIC's TCP segments before the TAP (`tap.gro`).
     gro: bool,
 }
@@ -1110,7 +1134,11 @@ impl Worker {
         let mut merger = Merger::<Mbuf>::default();
         let mut tap_found = false;
         let mut polls_since_read = 0u32;
+        let mut load = balance::Load::new();
+        // The first lcore decides for all.
+        let mut decides = (q == 0).then(Balance::new);
         while !self.stop.load(Ordering::Relaxed) {
+            let poll_start = self.egress_balance.is_some().then(std::time::Instant::now);
             if self.settings.generation.load(Ordering::Acquire) != self.settings_generation {
                 self.take_settings();
                 backoff = Backoff::new(self.policy, self.wakeup);
@@ -1293,6 +1321,12 @@ impl Worker {
             }
             c.from_kernel += k as u64;
             c.tx_failed += self.nic.tx_burst(q, &mut to_nic) as u64;
+            if let (Some(from), Some(eb)) = (poll_start, &self.egress_balance) {
+                let to = std::time::Instant::now();
+                if let Some(busy) = load.after_poll(from, to, n + k > 0) {
+                    eb.after_window(usize::from(q), busy, decides.as_mut());
+                }
+            }
             // With a NIC that wakes a waiting lcore, only traffic that
             // involves the kernel keeps it polling (a request in flight:
             // its reply is near); a burst this node only dropped sends it
@@ -1302,7 +1336,7 @@ impl Worker {
             let idle = if self.nic_wakes && served == 0 && n > 0 && n < BURST {
                 backoff.after_drops_only()
             } else {
-                backoff.after_poll(n + k)
+                backoff.after_poll(n + k, std::time::Instant::now)
             };
             match idle {
                 Idle::Sleep(d) => {

@@ -414,6 +414,13 @@ pub fn render_status(r: &Report) -> String {
             "frames"
         );
     }
+    if let Some(kept) = n.egress_kept_slots {
+        out += &format!(
+            "egress balance (the kernel's flows the lcores send while they have room):\n  {:<24}{kept} of {}\n",
+            "flow slots kept",
+            fastpath::balance::SLOTS
+        );
+    }
     if let Some(m) = m {
         out += &format!(
             "membership view {:?}  failovers {}  disowned {}  protocol versions {}:\n",

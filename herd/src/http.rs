@@ -214,6 +214,15 @@ fn metrics(node: &Node) -> Result<String> {
             direct_egress.clone(),
         );
     }
+    let egress_kept = Gauge::<i64>::default();
+    if let Some(kept) = st.node.egress_kept_slots {
+        egress_kept.set(i64::from(kept));
+        reg.register(
+            "egress_kept_slots",
+            "Flow slots (of 256) whose frames the lcores send; the rest leave straight out of the NIC's interface (the egress balance, af_packet)",
+            egress_kept.clone(),
+        );
+    }
     let checker = Family::<Labels, Gauge>::default();
     reg.register(
         "checker_up",

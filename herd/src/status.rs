@@ -281,9 +281,10 @@ mod tests {
                 xdp_prefilter: Some(PrefilterCounts::default()),
                 xdp_mode: Some(config::XdpMode::Generic),
                 direct_egress: Some(5),
+                egress_kept_slots: Some(192),
                 vips: vec!["198.18.0.100".parse().unwrap()],
                 polling: PollingStatus {
-                    spin_polls: 100,
+                    spin_us: 100,
                     min_sleep_us: 10,
                     max_sleep_us: 1500,
                 },

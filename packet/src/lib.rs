@@ -4,10 +4,12 @@
 //! [`wire`] (header views), [`hash`] (herd-hash v1), [`decision`] (SPEC
 //! §2), [`reply`] (ARP/NDP answers), [`table`] (the RCU bucket table),
 //! [`flows`] (flow tracking while buckets move), [`counters`], [`poll`]
-//! (adaptive idle policy) and [`offload`] (virtio-net header, checksums,
+//! (adaptive idle policy), [`balance`] (the kernel's flows between the
+//! lcores and the direct egress) and [`offload`] (virtio-net header, checksums,
 //! segmentation, GRO). The `fastpath` crate drives them with DPDK.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod counters;
 pub mod decision;
 pub mod flows;

@@ -4,6 +4,7 @@ SIGTERM stop, and `herd check-config`."""
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -238,14 +239,14 @@ def eth0_tx_bytes(node):
 
 
 def test_the_kernels_replies_leave_through_the_nic_interface_where_the_kernel_keeps_it():
-    """On af_xdp (by default) and on af_packet (on request), what the
-    node's kernel sends leaves through eth0 straight from the TAP's egress,
-    large segments whole: no lcore reads it (`from_kernel` stays), the
-    direct egress counts it, eth0 sends it. With `tap.direct_egress =
-    false` it goes through the fastpath again. Either way every byte
-    arrives and every connection is answered."""
+    """On af_xdp (by default) and on af_packet (`tap.direct_egress =
+    true`), what the node's kernel sends leaves through eth0 straight from
+    the TAP's egress, large segments whole: no lcore reads it
+    (`from_kernel` stays), the direct egress counts it, eth0 sends it. With
+    `tap.direct_egress = false` it goes through the fastpath again. Either
+    way every byte arrives and every connection is answered."""
     cases = (("af_xdp", None, True), ("af_xdp", "false", False), ("af_packet", "true", True),
-             ("af_packet", None, False))
+             ("af_packet", "false", False))
     for driver, setting, direct in cases:
         up(nodes=1, driver=driver)
         try:
@@ -253,6 +254,7 @@ def test_the_kernels_replies_leave_through_the_nic_interface_where_the_kernel_ke
                 set_tap_option("s1", "direct_egress", setting)
             before = status("s1")
             assert (before["direct_egress"] is not None) == direct, (driver, setting, before["direct_egress"])
+            assert before["egress_kept_slots"] is None, (driver, setting, "no balance when set")
             sent = eth0_tx_bytes("s1")
             assert download(20_000_000) == 20_000_000, (driver, setting)
             report = probe("http", sources=20, conns=50)
@@ -270,6 +272,47 @@ def test_the_kernels_replies_leave_through_the_nic_interface_where_the_kernel_ke
                 assert t1["kernel_segments"] > t0["kernel_segments"], (driver, setting)
         finally:
             down()
+
+
+def test_an_af_packet_lcore_sends_the_kernels_replies_while_it_has_room_and_gives_them_to_eth0_when_busy():
+    """The egress balance (af_packet, `tap.direct_egress` unset): an lcore
+    with room sends every reply of the node's kernel itself; under a load
+    that keeps it busy it lets flows leave straight out of eth0, and it
+    takes them back once the load ends. No request fails either way."""
+    up(nodes=1, driver="af_packet")
+    try:
+        st = status("s1")
+        assert st["egress_kept_slots"] == 256 and st["direct_egress"] is not None, st
+        t0 = st["totals"]
+        assert download(5_000_000) == 5_000_000
+        t1 = status("s1")["totals"]
+        assert t1["from_kernel"] - t0["from_kernel"] >= 50, "an idle lcore sends the replies"
+        assert t1["kernel_segments"] > t0["kernel_segments"]
+
+        # New connections, the lcore's heaviest load per request.
+        load = subprocess.Popen(["ip", "netns", "exec", "herd-client", "ab", "-q", "-c", "50", "-t", "25",
+                                 "-n", "10000000", "-s", "5", f"http://{VIP4}/"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: status("s1")["egress_kept_slots"] < 256, 20,
+                     "the busy lcore to give flows to the direct egress")
+            given = status("s1")["direct_egress"]
+            wait_for(lambda: status("s1")["direct_egress"] > given + 1000, 15,
+                     "replies to leave by the direct egress")
+        finally:
+            # ab reports what it did so far on SIGINT.
+            load.send_signal(signal.SIGINT)
+            out, err = load.communicate(timeout=30)
+        report = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        assert int(report.get("Complete requests", "0")) >= 500, (out[-800:], err[-500:])
+        assert report.get("Failed requests", "").strip() == "0", (out[-800:], err[-500:])
+        # Idle: the windows end once a second at most; every slot is back
+        # within 8 of them.
+        wait_for(lambda: status("s1")["egress_kept_slots"] == 256, 30, "the lcore to take every flow back")
+        report = probe("http", sources=20, conns=50)
+        assert report["ok"] == 50, report["results"][:3]
+    finally:
+        down()
 
 
 def ns_run(ns, *cmd):
