@@ -1327,12 +1327,17 @@ impl Worker {
                     eb.after_window(usize::from(q), busy, decides.as_mut());
                 }
             }
-            // With a NIC that wakes a waiting lcore, only traffic that
-            // involves the kernel keeps it polling (a request in flight:
-            // its reply is near); a burst this node only dropped sends it
-            // back to waiting, so the nodes that are not the flow's owner
-            // leave the CPU to the one that serves it.
-            let served = k + (c.accepted + c.to_kernel + c.arp_replies + c.ndp_replies) as usize;
+            // With a NIC that wakes a waiting lcore, only a VIP's traffic
+            // this node serves and the kernel's frames keep it polling (a
+            // request in flight: its reply, or the client's next packet,
+            // is near). A burst this node only dropped sends it back to
+            // waiting, so the nodes that are not the flow's owner leave
+            // the CPU to the one that serves it; so does one it only
+            // answered (ARP, NDP) or handed to the kernel for the node
+            // itself (heartbeats, every peer's every 25 ms: a spin for
+            // each would cost a 64-node farm's lcore a quarter of a CPU),
+            // whose answer, if any, wakes it from the TAP.
+            let served = k + c.accepted as usize;
             let idle = if self.nic_wakes && served == 0 && n > 0 && n < BURST {
                 backoff.after_drops_only()
             } else {
