@@ -834,9 +834,12 @@ impl RunningNode {
         };
         let lcores_send = direct_egress.is_none() || egress_balance.is_some();
         let mut packet_txs: Vec<Option<PacketTx>> = (0..queues)
-            .map(|_| match lcores_send {
-                false => Ok(None),
-                true => packet_tx(&config),
+            .map(|_| {
+                if lcores_send {
+                    packet_tx(&config)
+                } else {
+                    Ok(None)
+                }
             })
             .collect::<Result<_, _>>()?;
         if config.tap.configure_kernel && config.tap.vdev.is_none() {
