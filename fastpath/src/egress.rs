@@ -99,26 +99,25 @@ impl EgressBalance {
     }
 
     /// Lcore `queue`'s load in its last window. The first lcore's call
-    /// also decides, on the busiest lcore's load, with its `balance`.
-    pub fn after_window(&self, queue: usize, busy: u32, balance: Option<&mut Balance>) {
+    /// (`decides`) also decides, on the busiest lcore's load.
+    pub fn after_window(&self, queue: usize, busy: u32, decides: bool) {
         if let Some(b) = self.busy.get(queue) {
             b.store(busy, Ordering::Relaxed);
         }
-        let Some(balance) = balance else { return };
+        if !decides {
+            return;
+        }
         let busiest = self
             .busy
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .max()
             .unwrap_or(busy);
-        if let Some(kept) = balance.after_window(busiest) {
+        if let Some(kept) = Balance::with_kept(self.kept()).after_window(busiest) {
             match self.egress.keep(kept) {
                 Ok(()) => self.kept.store(kept, Ordering::Relaxed),
-                Err(e) => {
-                    // The program keeps its old slots; so does the balance.
-                    tracing::warn!("the egress balance's map: {e}");
-                    *balance = Balance::with_kept(self.kept());
-                }
+                // The program keeps its old slots; so does the balance.
+                Err(e) => tracing::warn!("the egress balance's map: {e}"),
             }
         }
     }

@@ -1,7 +1,7 @@
 //! A running node: the EAL, the NIC and TAP ports, one lcore per rx queue
 //! running the packet decision, and the status the control socket reports.
 
-use crate::balance::{self, Balance};
+use crate::balance;
 use crate::counters::{
     BurstCounts, FlowGauges, FlowStats, LcoreCounters, TableSwitch, TableSwitchStats,
 };
@@ -1139,7 +1139,7 @@ impl Worker {
         let mut polls_since_read = 0u32;
         let mut load = balance::Load::new();
         // The first lcore decides for all.
-        let mut decides = (q == 0).then(Balance::new);
+        let decides = q == 0;
         while !self.stop.load(Ordering::Relaxed) {
             let poll_start = self.egress_balance.is_some().then(std::time::Instant::now);
             if self.settings.generation.load(Ordering::Acquire) != self.settings_generation {
@@ -1324,10 +1324,14 @@ impl Worker {
             }
             c.from_kernel += k as u64;
             c.tx_failed += self.nic.tx_burst(q, &mut to_nic) as u64;
+            // The poll's end, when the balance measures it: the spin
+            // needs no second reading of the clock.
+            let mut poll_end = None;
             if let (Some(from), Some(eb)) = (poll_start, &self.egress_balance) {
                 let to = std::time::Instant::now();
+                poll_end = Some(to);
                 if let Some(busy) = load.after_poll(from, to, n + k > 0) {
-                    eb.after_window(usize::from(q), busy, decides.as_mut());
+                    eb.after_window(usize::from(q), busy, decides);
                 }
             }
             // With a NIC that wakes a waiting lcore, only a VIP's traffic
@@ -1344,7 +1348,7 @@ impl Worker {
             let idle = if self.nic_wakes && served == 0 && n > 0 && n < BURST {
                 backoff.after_drops_only()
             } else {
-                backoff.after_poll(n + k, std::time::Instant::now)
+                backoff.after_poll(n + k, || poll_end.unwrap_or_else(std::time::Instant::now))
             };
             match idle {
                 Idle::Sleep(d) => {
