@@ -826,7 +826,7 @@ impl RunningNode {
                 if config.port.driver == Driver::AfPacket && config.tap.direct_egress.is_none() =>
             {
                 Some(Arc::new(
-                    EgressBalance::new(Arc::clone(d), usize::from(queues))
+                    EgressBalance::new(d.clone(), usize::from(queues))
                         .map_err(|e| NodeError::Other(format!("the egress balance's map: {e}")))?,
                 ))
             }
@@ -1138,8 +1138,6 @@ impl Worker {
         let mut tap_found = false;
         let mut polls_since_read = 0u32;
         let mut load = balance::Load::new();
-        // The first lcore decides for all.
-        let decides = q == 0;
         while !self.stop.load(Ordering::Relaxed) {
             let poll_start = self.egress_balance.is_some().then(std::time::Instant::now);
             if self.settings.generation.load(Ordering::Acquire) != self.settings_generation {
@@ -1331,7 +1329,7 @@ impl Worker {
                 let to = std::time::Instant::now();
                 poll_end = Some(to);
                 if let Some(busy) = load.after_poll(from, to, n + k > 0) {
-                    eb.after_window(usize::from(q), busy, decides);
+                    eb.after_window(usize::from(q), busy, to);
                 }
             }
             // With a NIC that wakes a waiting lcore, only a VIP's traffic

@@ -16,6 +16,12 @@
 //! - below [`BUSY_LOW`] it takes [`STEP`] slots back;
 //! - in between, nothing changes (the band keeps it from swinging).
 //!
+//! With several lcores, each reports its windows and whichever ends a
+//! window first once a [`WINDOW`] has passed since the last decision
+//! decides, on the busiest of the lcores' recent windows
+//! ([`busiest`]): an idle lcore, waiting for work, reports nothing, and
+//! its last window, however busy, stops counting after [`FRESH`].
+//!
 //! A flow's slot is its hash (the kernel's `skb->hash`) modulo [`SLOTS`],
 //! so a flow keeps its way between changes, and a change moves one step's
 //! flows at most every [`WINDOW`]. A flow moved from the lcore to the
@@ -34,6 +40,22 @@ pub const WINDOW: Duration = Duration::from_millis(20);
 pub const BUSY_HIGH: u32 = 850;
 /// Less busy than this, more kept slots.
 pub const BUSY_LOW: u32 = 600;
+
+/// How long an lcore's last window counts toward a decision: an lcore
+/// that reported none for this long has been waiting for work.
+pub const FRESH: Duration = WINDOW.saturating_mul(2);
+
+/// The busiest of the lcores' windows (each: its load in thousandths and
+/// the time it ended, on one clock) that ended within [`FRESH`] of
+/// `now`; 0 when none did.
+pub fn busiest(windows: impl IntoIterator<Item = (u32, Duration)>, now: Duration) -> u32 {
+    windows
+        .into_iter()
+        .filter(|&(_, ended)| now.saturating_sub(ended) <= FRESH)
+        .map(|(busy, _)| busy)
+        .max()
+        .unwrap_or(0)
+}
 
 /// One lcore's load, window by window.
 #[derive(Clone, Debug)]
@@ -147,6 +169,30 @@ mod tests {
         assert_eq!(load.after_poll(us(0), us(5_000), true), None);
         // The lcore waited 95 ms, then a poll found work.
         assert_eq!(load.after_poll(us(100_000), us(100_001), true), Some(50));
+    }
+
+    #[test]
+    fn the_busiest_recent_window_decides_and_an_old_one_no_longer_counts() {
+        let ms = Duration::from_millis;
+        let now = ms(1_000);
+        // Lcore 1 saturated 10 ms ago, lcore 0 light just now.
+        assert_eq!(busiest([(100, ms(1_000)), (950, ms(990))], now), 950);
+        // Lcore 1's busy window ended before it went to wait, FRESH ago
+        // and more: it no longer counts.
+        assert_eq!(
+            busiest([(100, ms(1_000)), (950, now - FRESH - ms(1))], now),
+            100
+        );
+        assert_eq!(
+            busiest([(950, now - FRESH)], now),
+            950,
+            "FRESH itself still counts"
+        );
+        assert_eq!(busiest([], now), 0, "no lcore reported");
+        // A window stamped after `now` (another lcore's clock ran ahead
+        // between its reading and this one's) counts.
+        assert_eq!(busiest([(900, ms(1_001))], now), 900);
+        assert!(FRESH >= 2 * WINDOW, "a working lcore reports every WINDOW");
     }
 
     #[test]
