@@ -18,7 +18,10 @@
 //!   nftables table in its namespace; the lab leaves no namespace, state
 //!   or DPDK runtime files.
 //!
-//! One fault at a time, drawn from the seed ([`plan::Schedule`]); the
+//! Faults drawn from the seed ([`plan::Steps`]): one at a time, and in
+//! about half of the farm-wide ones (heartbeat loss, busy CPUs) a node
+//! fault as well, injected and healed while it lasts (`--one-at-a-time`
+//! leaves those out); the
 //! farm runs `split_brain = "majority"` (a node cut from the others
 //! withdraws instead of answering with them: SafeKit's default, both sides
 //! serving, answers twice by design).
@@ -32,7 +35,7 @@ use anyhow::{Context, Result};
 use clients::Recorder;
 use herd::status::Report;
 use judge::{Observation, Rules, Window};
-use plan::{Fault, FaultKind, Schedule};
+use plan::{Fault, FaultKind, Steps};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::Ordering;
@@ -73,6 +76,9 @@ pub struct Options {
     /// at p99; the monitor's polling of busy nodes adds to what it sees).
     #[arg(long, default_value_t = 1000)]
     pub recovery_bound_ms: u64,
+    /// No node fault inside a farm-wide one: every fault alone.
+    #[arg(long)]
+    pub one_at_a_time: bool,
 }
 
 fn parse_fault_kind(s: &str) -> Result<FaultKind, String> {
@@ -279,7 +285,8 @@ fn inject_all(o: &Options, rec: &Recorder, excluded: &Excluded) -> Result<Vec<Wi
     // Give the clients a moment to open their connections.
     std::thread::sleep(Duration::from_secs(2));
     // An empty `--faults` is every kind (the schedule's default).
-    for fault in Schedule::new(o.seed, o.nodes, &o.faults) {
+    for step in Steps::new(o.seed, o.nodes, &o.faults, !o.one_at_a_time) {
+        let fault = step.fault;
         if rec.start.elapsed() + fault.hold > deadline {
             break;
         }
@@ -292,7 +299,25 @@ fn inject_all(o: &Options, rec: &Recorder, excluded: &Excluded) -> Result<Vec<Wi
                 break;
             }
         };
-        std::thread::sleep(fault.hold);
+        let mut inner_window = None;
+        let mut held = Duration::ZERO;
+        if let Some(inner) = step.inner {
+            std::thread::sleep(inner.after);
+            println!("{} fault inside it: {}", stamp(rec), inner.fault);
+            let inner_start_ms = rec.now_ms();
+            match inject(inner.fault, o.nodes, excluded, rec) {
+                Ok(inner_heal) => {
+                    std::thread::sleep(inner.fault.hold);
+                    if let Err(e) = inner_heal.run(excluded, rec) {
+                        failed(rec, format!("{}: healing it: {e:#}", inner.fault));
+                    }
+                }
+                Err(e) => failed(rec, format!("{}: injecting it: {e:#}", inner.fault)),
+            }
+            inner_window = Some((inner.fault, inner_start_ms));
+            held = Duration::from_millis(rec.now_ms() - start_ms);
+        }
+        std::thread::sleep(fault.hold.saturating_sub(held));
         if let Err(e) = heal.run(excluded, rec) {
             failed(rec, format!("{fault}: healing it: {e:#}"));
         }
@@ -307,6 +332,15 @@ fn inject_all(o: &Options, rec: &Recorder, excluded: &Excluded) -> Result<Vec<Wi
             start_ms,
             settled_ms,
         });
+        // The node fault's window lasts as long: the farm settles once,
+        // after both heals.
+        if let Some((fault, start_ms)) = inner_window {
+            windows.push(Window {
+                fault,
+                start_ms,
+                settled_ms,
+            });
+        }
         rss.sample(o.nodes);
         if settled.is_err() {
             // Nothing after this would be judged fairly.
@@ -338,12 +372,15 @@ enum Heal {
     ControlStart(u32),
     WeightConfig(u32),
     LinkUp(u32),
-    RemoveTables(Vec<u32>),
+    /// The fault's nftables table (named after its kind, so that a node
+    /// fault inside a farm-wide one has a table of its own) on these nodes.
+    RemoveTables(Vec<u32>, String),
     KillHogs(Vec<std::process::Child>),
 }
 
 fn inject(f: Fault, nodes: u32, excluded: &Excluded, rec: &Recorder) -> Result<Heal> {
     let n = f.node;
+    let table = format!("herdchaos_{}", f.kind.name().replace('-', "_"));
     Ok(match f.kind {
         FaultKind::Crash => {
             lab::kill(n)?;
@@ -386,19 +423,19 @@ fn inject(f: Fault, nodes: u32, excluded: &Excluded, rec: &Recorder) -> Result<H
             );
             let nodes: Vec<u32> = (1..=nodes).collect();
             for &i in &nodes {
-                nft_table(i, &[("input", &rule)])?;
+                nft_table(i, &table, &[("input", &rule)])?;
             }
-            Heal::RemoveTables(nodes)
+            Heal::RemoveTables(nodes, table)
         }
         FaultKind::Partition => {
             let rule = format!("udp dport {} drop", lab::HEARTBEAT_PORT);
-            nft_table(n, &[("input", &rule), ("output", &rule)])?;
-            Heal::RemoveTables(vec![n])
+            nft_table(n, &table, &[("input", &rule), ("output", &rule)])?;
+            Heal::RemoveTables(vec![n], table)
         }
         FaultKind::Mute => {
             let rule = format!("udp dport {} drop", lab::HEARTBEAT_PORT);
-            nft_table(n, &[("output", &rule)])?;
-            Heal::RemoveTables(vec![n])
+            nft_table(n, &table, &[("output", &rule)])?;
+            Heal::RemoveTables(vec![n], table)
         }
         FaultKind::CpuHog => {
             let cpus = std::thread::available_parallelism().map_or(2, |c| c.get());
@@ -446,12 +483,12 @@ impl Heal {
                 )?;
                 include(n);
             }
-            Heal::RemoveTables(nodes) => {
+            Heal::RemoveTables(nodes, table) => {
                 println!("{} heal: heartbeats pass again", stamp(rec));
                 for n in nodes {
                     lab::in_ns(
                         &lab::node_ns(n),
-                        &["nft", "delete", "table", "inet", "herdchaos"],
+                        &["nft", "delete", "table", "inet", &table],
                     )?;
                 }
             }
@@ -467,18 +504,15 @@ impl Heal {
     }
 }
 
-/// An nftables table `herdchaos` in node `n`'s namespace with one dropping
+/// An nftables table `table` in node `n`'s namespace with one dropping
 /// rule per (hook, rule).
-fn nft_table(n: u32, rules: &[(&str, &str)]) -> Result<()> {
+fn nft_table(n: u32, table: &str, rules: &[(&str, &str)]) -> Result<()> {
     let ns = lab::node_ns(n);
-    lab::in_ns(&ns, &["nft", "add", "table", "inet", "herdchaos"])?;
+    lab::in_ns(&ns, &["nft", "add", "table", "inet", table])?;
     for (hook, rule) in rules {
         let chain = format!("{{ type filter hook {hook} priority 0; }}");
-        lab::in_ns(
-            &ns,
-            &["nft", "add", "chain", "inet", "herdchaos", hook, &chain],
-        )?;
-        let mut args = vec!["nft", "add", "rule", "inet", "herdchaos", hook];
+        lab::in_ns(&ns, &["nft", "add", "chain", "inet", table, hook, &chain])?;
+        let mut args = vec!["nft", "add", "rule", "inet", table, hook];
         args.extend(rule.split(' '));
         lab::in_ns(&ns, &args)?;
     }

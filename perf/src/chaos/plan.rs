@@ -186,6 +186,89 @@ impl Iterator for Schedule {
     }
 }
 
+/// A node fault injected while a farm-wide fault lasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inner {
+    /// How long after the farm-wide fault it is injected.
+    pub after: Duration,
+    pub fault: Fault,
+}
+
+/// One step of a run: a fault and, inside a farm-wide one (heartbeat loss,
+/// busy CPUs), sometimes a node fault as well: a crash while heartbeats
+/// are lost, a drain while every CPU is busy. The node fault is healed
+/// before the farm-wide one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub fault: Fault,
+    pub inner: Option<Inner>,
+}
+
+/// The steps of a run: [`Schedule`]'s faults, and with `overlap` a node
+/// fault inside every other farm-wide fault on average, drawn from a
+/// second generator seeded from the same seed (the faults themselves are
+/// [`Schedule`]'s whether or not they overlap).
+pub struct Steps {
+    faults: Schedule,
+    rng: fastrand::Rng,
+    nodes: u32,
+    node_kinds: Vec<FaultKind>,
+}
+
+impl Steps {
+    pub fn new(seed: u64, nodes: u32, kinds: &[FaultKind], overlap: bool) -> Steps {
+        let faults = Schedule::new(seed, nodes, kinds);
+        let node_kinds = if overlap {
+            faults
+                .kinds
+                .iter()
+                .copied()
+                .filter(|k| k.has_node())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Steps {
+            faults,
+            rng: fastrand::Rng::with_seed(seed ^ 0x6f76_6572_6c61_7021),
+            nodes: nodes.max(1),
+            node_kinds,
+        }
+    }
+}
+
+impl Iterator for Steps {
+    type Item = Step;
+
+    fn next(&mut self) -> Option<Step> {
+        let fault = self.faults.next()?;
+        let mut inner = None;
+        if !fault.kind.has_node() && !self.node_kinds.is_empty() && self.rng.bool() {
+            let kind = self.node_kinds[self.rng.usize(..self.node_kinds.len())];
+            // Farm-wide faults hold 3-8 s: the node fault fits inside
+            // with at least 300 ms of the farm-wide fault on either side.
+            let outer_ms = fault.hold.as_millis() as u64;
+            let hold_ms = self
+                .rng
+                .u64(500..=outer_ms.saturating_sub(1000).clamp(500, 3000));
+            let after_ms = self
+                .rng
+                .u64(300..=outer_ms.saturating_sub(hold_ms + 300).max(300));
+            inner = Some(Inner {
+                after: Duration::from_millis(after_ms),
+                fault: Fault {
+                    kind,
+                    node: self.rng.u32(1..=self.nodes),
+                    hold: Duration::from_millis(hold_ms),
+                    loss_percent: fault.loss_percent,
+                    weight: [0, 2, 3][self.rng.usize(..3)],
+                },
+            });
+        }
+        Some(Step { fault, inner })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +298,58 @@ mod tests {
         assert!(faults.iter().all(|f| kinds.contains(&f.kind)));
         assert!(faults.iter().any(|f| f.kind == FaultKind::Crash));
         assert!(faults.iter().all(|f| (1..=5).contains(&f.node)));
+    }
+
+    #[test]
+    fn node_faults_come_inside_farm_wide_ones_and_end_before_them() {
+        let steps: Vec<Step> = Steps::new(5, 3, &FaultKind::ALL, true).take(200).collect();
+        let alone: Vec<Fault> = Schedule::new(5, 3, &FaultKind::ALL).take(200).collect();
+        assert_eq!(
+            steps.iter().map(|s| s.fault).collect::<Vec<_>>(),
+            alone,
+            "the same faults, overlapping or not"
+        );
+        let mut inside = 0;
+        for s in &steps {
+            let Some(i) = s.inner else { continue };
+            inside += 1;
+            assert!(
+                !s.fault.kind.has_node(),
+                "only inside a farm-wide fault: {}",
+                s.fault
+            );
+            assert!(
+                i.fault.kind.has_node() && (1..=3).contains(&i.fault.node),
+                "{}",
+                i.fault
+            );
+            assert!(i.after >= Duration::from_millis(300));
+            assert!(
+                i.after + i.fault.hold + Duration::from_millis(300) <= s.fault.hold,
+                "{} after {:?} inside {}",
+                i.fault,
+                i.after,
+                s.fault
+            );
+            assert!(i.fault.hold >= Duration::from_millis(500));
+        }
+        let farm_wide = steps.iter().filter(|s| !s.fault.kind.has_node()).count();
+        assert!(
+            inside > farm_wide / 4 && inside < farm_wide,
+            "{inside} of {farm_wide}"
+        );
+        let again: Vec<Step> = Steps::new(5, 3, &FaultKind::ALL, true).take(200).collect();
+        assert_eq!(steps, again, "a seed gives the same steps");
+    }
+
+    #[test]
+    fn without_overlap_or_without_node_faults_every_step_is_one_fault() {
+        assert!(Steps::new(5, 3, &FaultKind::ALL, false)
+            .take(100)
+            .all(|s| s.inner.is_none()));
+        let farm_only = [FaultKind::HeartbeatLoss, FaultKind::CpuHog];
+        assert!(Steps::new(5, 3, &farm_only, true)
+            .take(100)
+            .all(|s| s.inner.is_none()));
     }
 }
