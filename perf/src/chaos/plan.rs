@@ -175,7 +175,7 @@ impl Iterator for Schedule {
             FaultKind::HeartbeatLoss | FaultKind::CpuHog => self.rng.u64(3000..=8000),
             _ => self.rng.u64(500..=3000),
         };
-        let weight = [0, 2, 3][self.rng.usize(..3)];
+        let weight = draw_weight(&mut self.rng);
         Some(Fault {
             kind,
             node,
@@ -184,6 +184,12 @@ impl Iterator for Schedule {
             weight,
         })
     }
+}
+
+/// A `Weight` fault's new weight: 0 (standby), 2 or 3, never the
+/// configured 1.
+fn draw_weight(rng: &mut fastrand::Rng) -> u32 {
+    [0, 2, 3][rng.usize(..3)]
 }
 
 /// A node fault injected while a farm-wide fault lasts.
@@ -261,7 +267,7 @@ impl Iterator for Steps {
                     node: self.rng.u32(1..=self.nodes),
                     hold: Duration::from_millis(hold_ms),
                     loss_percent: fault.loss_percent,
-                    weight: [0, 2, 3][self.rng.usize(..3)],
+                    weight: draw_weight(&mut self.rng),
                 },
             });
         }
