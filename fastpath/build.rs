@@ -1,15 +1,19 @@
 //! Compiles Herd's BPF programs with Debian's clang for the BPF target:
-//! the XDP pre-filter (`bpf/prefilter.c`) and the TAP's direct egress
+//! the XDP pre-filter (`bpf/prefilter.c`), the ingress guard
+//! (`bpf/guard.c`: af_packet's socket filter, the heartbeats' tc path;
+//! both share `bpf/decide.h`) and the TAP's direct egress
 //! (`bpf/egress.c`); the objects are embedded in the binary
-//! (`fastpath::prefilter::OBJECT`, `fastpath::egress::OBJECT`).
+//! (`fastpath::prefilter::OBJECT`, `fastpath::prefilter::GUARD`,
+//! `fastpath::egress::OBJECT`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    for program in ["prefilter", "egress"] {
+    for program in ["prefilter", "guard", "egress"] {
         println!("cargo:rerun-if-changed=bpf/{program}.c");
     }
+    println!("cargo:rerun-if-changed=bpf/decide.h");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     // <linux/types.h> includes <asm/types.h>, which Debian keeps under the
     // host's multiarch directory.
@@ -21,7 +25,7 @@ fn main() {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "x86_64-linux-gnu".into());
-    for program in ["prefilter", "egress"] {
+    for program in ["prefilter", "guard", "egress"] {
         let status = Command::new("clang")
             .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
             .arg(format!("-I/usr/include/{multiarch}"))

@@ -231,6 +231,10 @@ pub struct Membership {
     pub period_ms: u32,
     #[serde(default = "default_dead_after_ms")]
     pub dead_after_ms: u32,
+    /// How long a peer unheard since this node's own input overflowed (a
+    /// flood) stays alive when no live peer says it died.
+    #[serde(default = "default_overflow_hold_ms")]
+    pub overflow_hold_ms: u32,
     /// The farm's shared key (at least 16 bytes); every heartbeat is
     /// authenticated with it.
     #[serde(default)]
@@ -278,12 +282,16 @@ fn default_period_ms() -> u32 {
 fn default_dead_after_ms() -> u32 {
     200
 }
+fn default_overflow_hold_ms() -> u32 {
+    1000
+}
 
 impl Default for Membership {
     fn default() -> Self {
         Membership {
             period_ms: default_period_ms(),
             dead_after_ms: default_dead_after_ms(),
+            overflow_hold_ms: default_overflow_hold_ms(),
             key_file: None,
             key_files: Vec::new(),
             split_brain: SplitBrain::default(),
@@ -939,6 +947,15 @@ impl Config {
                     "{} must be at least two periods ({}) and at most 60000",
                     m.dead_after_ms,
                     2 * m.period_ms
+                ),
+            ));
+        }
+        if m.overflow_hold_ms < m.dead_after_ms || m.overflow_hold_ms > 60_000 {
+            return Err(invalid(
+                "membership.overflow_hold_ms",
+                format!(
+                    "{} must be at least dead_after_ms ({}) and at most 60000",
+                    m.overflow_hold_ms, m.dead_after_ms
                 ),
             ));
         }

@@ -10,11 +10,16 @@
 // frame to the TAP (the fastpath's way). `herd_egress_kept[0]` is the
 // egress balance (packet/src/balance.rs): a frame whose flow hash modulo
 // 256 is below it stays on the TAP for an lcore; 0 (the default) keeps
-// none. `herd_egress_count[0]` counts the frames redirected (a large
+// none; heartbeats (socket priority HERD_HEARTBEAT_PRIORITY) are never
+// kept. `herd_egress_count[0]` counts the frames redirected (a large
 // segment counts once), per CPU.
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+
+/* The priority of the membership's sockets (membership/src/driver.rs,
+ * HEARTBEAT_PRIORITY). */
+#define HERD_HEARTBEAT_PRIORITY 0x4865
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -44,8 +49,10 @@ int herd_egress(struct __sk_buff *skb)
 	__u32 *nic = bpf_map_lookup_elem(&herd_egress_nic, &zero);
 	if (!nic || *nic == 0)
 		return TC_ACT_OK;
+	/* Heartbeats (their socket's priority) always leave directly: a
+	 * flood that keeps the lcores busy never holds them in the TAP. */
 	__u32 *kept = bpf_map_lookup_elem(&herd_egress_kept, &zero);
-	if (kept && *kept != 0 && (bpf_get_hash_recalc(skb) & 0xff) < *kept)
+	if (skb->priority != HERD_HEARTBEAT_PRIORITY && kept && *kept != 0 && (bpf_get_hash_recalc(skb) & 0xff) < *kept)
 		return TC_ACT_OK;
 	__u64 *count = bpf_map_lookup_elem(&herd_egress_count, &zero);
 	if (count)

@@ -404,6 +404,64 @@ fn prefilter_maps(classifier: &Classifier) -> std::io::Result<prefilter::Maps> {
     Ok(maps)
 }
 
+/// Loads the ingress guard (`bpf/guard.c`) for an `af_packet` or `af_xdp`
+/// port: on af_packet its socket filter goes on `sockets` (other nodes'
+/// buckets never reach the rings); with membership and Herd's own TAP its
+/// tc program takes peers' heartbeats from the NIC's interface into the
+/// TAP, apart from the data (`xdp`: the pre-filter's maps, which then
+/// pass heartbeats instead of sending them to the lcore). Whatever fails
+/// is logged and left to the fastpath, as without the guard.
+fn ingress_guard(
+    config: &Config,
+    classifier: &Classifier,
+    sockets: &[Waker],
+    own_tap: bool,
+    xdp: Option<&prefilter::Maps>,
+) -> Option<prefilter::Guard> {
+    let nic = config.port.interface.as_deref()?;
+    if !matches!(config.port.driver, Driver::AfPacket | Driver::AfXdp) {
+        return None;
+    }
+    let mut guard = match prefilter::LoadedGuard::load().and_then(|g| {
+        g.maps().configure(classifier)?;
+        Ok(g)
+    }) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::warn!("the ingress guard did not load ({e}): the fastpath sees every frame and every heartbeat");
+            return None;
+        }
+    };
+    if config.farm.ownership == config::Ownership::Membership && own_tap {
+        let local = config.this_node().heartbeat.clone();
+        let peers: Vec<IpAddr> = config
+            .farm
+            .nodes
+            .iter()
+            .filter(|n| n.id != config.node.id)
+            .flat_map(|n| n.heartbeat.iter().map(|a| a.ip()))
+            .collect();
+        match guard.take_heartbeats(
+            tap::interface_index(nic),
+            tap::interface_index(&config.tap.name),
+            &local,
+            &peers,
+            xdp,
+        ) {
+            Ok(()) => tracing::info!(
+                "peers' heartbeats go from {nic} to the TAP in the kernel, apart from the data"
+            ),
+            Err(e) => tracing::warn!("peers' heartbeats take the fastpath's way ({e})"),
+        }
+    }
+    if config.port.driver == Driver::AfPacket {
+        if let Err(e) = guard.filter(sockets) {
+            tracing::warn!("the port's sockets copy every frame: no socket filter ({e})");
+        }
+    }
+    Some(guard.running())
+}
+
 /// What follows each published table: the pre-filter takes it, then the
 /// lcores are woken to switch (an idle one would switch at its next
 /// packet: the same decisions, but its switch time would read late). If
@@ -456,6 +514,9 @@ pub struct NodeStatus {
     pub tap_stats: PortStats,
     /// What the XDP pre-filter decided in the driver (af_xdp), if it runs.
     pub xdp_prefilter: Option<PrefilterCounts>,
+    /// What the ingress guard decided before the fastpath, if it runs.
+    #[serde(default)]
+    pub ingress_guard: Option<GuardStatus>,
     /// Where the pre-filter runs (native: in the driver; generic: in the
     /// kernel's receive path), if it runs.
     pub xdp_mode: Option<XdpMode>,
@@ -481,12 +542,21 @@ pub struct PollingStatus {
 }
 
 /// Frames the XDP pre-filter passed to the kernel (owned buckets),
-/// dropped (other nodes' buckets) and left to the fastpath.
+/// dropped (other nodes' buckets) and left to the fastpath; peers'
+/// heartbeats passed and junk to the heartbeat port dropped.
+pub type PrefilterCounts = prefilter::KernelCounts;
+
+/// What the ingress guard did: on af_packet, what its socket filter kept
+/// out of the port's rings (other nodes' buckets: `dropped`) and let in
+/// (`to_fastpath`); on both drivers, the peers' heartbeats its tc program
+/// took straight to the membership socket and the junk it dropped.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PrefilterCounts {
-    pub passed: u64,
-    pub dropped: u64,
-    pub to_fastpath: u64,
+pub struct GuardStatus {
+    /// The socket filter is on the port's queue sockets (af_packet).
+    pub socket_filter: bool,
+    /// Peers' heartbeats take the kernel's path, apart from the data.
+    pub heartbeats_apart: bool,
+    pub counts: prefilter::KernelCounts,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -571,7 +641,10 @@ pub struct StatusReader {
     switches: Arc<[TableSwitch]>,
     flow_gauges: Arc<[FlowGauges]>,
     publisher: TablePublisher,
+    /// The maps each published table goes to: the XDP pre-filter's
+    /// (af_xdp) or the ingress guard's socket filter's (af_packet).
     prefilter: Option<Arc<prefilter::Maps>>,
+    guard: Option<Arc<prefilter::Guard>>,
     xdp_mode: Option<XdpMode>,
     direct_egress: Option<Arc<DirectEgress>>,
     egress_balance: Option<Arc<EgressBalance>>,
@@ -632,16 +705,20 @@ impl StatusReader {
             tap: self.kernel.describe(),
             tap_stats: self.kernel.stats(&totals),
             xdp_mode: self.xdp_mode,
-            xdp_prefilter: self.prefilter.as_ref().map(|m| match m.counts() {
-                Ok([passed, dropped, to_fastpath]) => PrefilterCounts {
-                    passed,
-                    dropped,
-                    to_fastpath,
-                },
-                Err(e) => {
+            xdp_prefilter: match (&self.prefilter, self.xdp_mode) {
+                (Some(m), Some(_)) => Some(m.counts().unwrap_or_else(|e| {
                     tracing::warn!("the XDP pre-filter's counters: {e}");
                     PrefilterCounts::default()
-                }
+                })),
+                _ => None,
+            },
+            ingress_guard: self.guard.as_ref().map(|g| GuardStatus {
+                socket_filter: g.filters_sockets(),
+                heartbeats_apart: g.takes_heartbeats(),
+                counts: g.maps().counts().unwrap_or_else(|e| {
+                    tracing::warn!("the ingress guard's counters: {e}");
+                    prefilter::KernelCounts::default()
+                }),
             }),
             polling: {
                 let p = self.settings.policy();
@@ -871,7 +948,7 @@ impl RunningNode {
             policy,
             Arc::clone(&t.doorbells),
         ));
-        let prefilter = match &xdp_prog {
+        let xdp_maps = match &xdp_prog {
             Some(_) => {
                 Some(Arc::new(prefilter_maps(&classifier).map_err(|e| {
                     NodeError::Other(format!("the XDP pre-filter: {e}"))
@@ -879,29 +956,11 @@ impl RunningNode {
             }
             None => None,
         };
-        let publisher = TablePublisher::with_mirror(
-            table,
-            on_publish(prefilter.clone(), Arc::clone(&t.doorbells)),
-        );
-        let stop = Arc::clone(&t.stop);
-        let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
         let nic_sockets = match (config.port.driver, &config.port.interface) {
             (Driver::AfPacket | Driver::AfXdp, Some(i)) => {
                 let found =
                     tap::port_sockets(tap::interface_index(i), config.port.driver == Driver::AfXdp);
                 if found.len() == usize::from(queues) {
-                    // An af_packet socket also sees what the node sends
-                    // through the packet socket or the direct egress; an
-                    // XDP socket sees only what arrives.
-                    if config.port.driver == Driver::AfPacket
-                        && (packet_txs.iter().any(Option::is_some) || direct_egress.is_some())
-                    {
-                        for s in &found {
-                            if let Err(e) = tap::ignore_outgoing(*s) {
-                                tracing::warn!("the NIC's socket sees what Herd sends: {e}");
-                            }
-                        }
-                    }
                     found
                 } else {
                     tracing::warn!(
@@ -914,6 +973,38 @@ impl RunningNode {
             }
             _ => Vec::new(),
         };
+        let guard = ingress_guard(
+            &config,
+            &classifier,
+            &nic_sockets,
+            matches!(kernel_port, KernelPort::Tap(_)),
+            xdp_maps.as_deref(),
+        )
+        .map(Arc::new);
+        // An af_packet socket also sees what the node sends through the
+        // packet socket or the direct egress; an XDP socket sees only what
+        // arrives. The guard's socket filter drops those frames too.
+        if config.port.driver == Driver::AfPacket
+            && !guard.as_ref().is_some_and(|g| g.filters_sockets())
+            && (packet_txs.iter().any(Option::is_some) || direct_egress.is_some())
+        {
+            for s in &nic_sockets {
+                if let Err(e) = tap::ignore_outgoing(*s) {
+                    tracing::warn!("the NIC's socket sees what Herd sends: {e}");
+                }
+            }
+        }
+        let prefilter = match (&xdp_maps, &guard) {
+            (Some(m), _) => Some(Arc::clone(m)),
+            (None, Some(g)) if g.filters_sockets() => Some(Arc::clone(g.maps())),
+            _ => None,
+        };
+        let publisher = TablePublisher::with_mirror(
+            table,
+            on_publish(prefilter.clone(), Arc::clone(&t.doorbells)),
+        );
+        let stop = Arc::clone(&t.stop);
+        let lcores: Vec<u32> = workers.into_iter().take(usize::from(queues)).collect();
         for (q, &lcore) in lcores.iter().enumerate() {
             let mut wakers: Vec<Waker> = nic_sockets.get(q).copied().into_iter().collect();
             // With the direct egress alone, nothing waits in the TAP's
@@ -985,6 +1076,7 @@ impl RunningNode {
                 flow_gauges,
                 publisher,
                 prefilter,
+                guard,
                 xdp_mode,
                 direct_egress,
                 egress_balance,
@@ -1040,6 +1132,18 @@ impl RunningNode {
             }
         }
         Ok(())
+    }
+
+    /// A function that reads the frames the NIC's queues dropped so far
+    /// (full rings: `imissed`, no buffer: `rx_nombuf`): the membership
+    /// driver reads it every period, and growth says this node may have
+    /// missed heartbeats.
+    pub fn input_drops(&self) -> Box<dyn FnMut() -> u64 + Send> {
+        let nic = Arc::clone(&self.parts.nic);
+        Box::new(move || {
+            let s = nic.stats();
+            s.imissed + s.rx_nombuf
+        })
     }
 
     /// A function that reads the NIC's link through DPDK (for the

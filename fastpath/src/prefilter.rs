@@ -1,26 +1,43 @@
-//! The XDP pre-filter (`bpf/prefilter.c`, built by `build.rs` with clang):
-//! what its maps hold, made from the decision's own configuration and
-//! bucket table (pure), and their publication through the DPDK layer's
-//! BPF maps.
+//! The kernel-side decision: the XDP pre-filter (`bpf/prefilter.c`,
+//! af_xdp) and the ingress guard (`bpf/guard.c`: af_packet's socket
+//! filter and the heartbeats' tc path), built by `build.rs` with clang
+//! over one shared decision (`bpf/decide.h`): what their maps hold, made
+//! from the decision's own configuration and bucket table (pure), and
+//! their publication through the DPDK layer's BPF maps.
 //!
-//! The program decides, in the driver, only what the fastpath's IPv4 fast
-//! path decides without tracking flows: an owned, not moving bucket →
-//! `XDP_PASS`; another node's, not moving → `XDP_DROP`; everything else
-//! goes to the AF_XDP socket and the fastpath. A test runs the program on
-//! random frames (`BPF_PROG_TEST_RUN`) and holds its verdicts to
+//! The programs decide only what the fastpath's IPv4 fast path decides
+//! without tracking flows: an owned, not moving bucket → the kernel
+//! (`XDP_PASS`; the lcore on af_packet); another node's, not moving →
+//! dropped before any copy; a peer's heartbeat → the membership socket
+//! through the TAP's receive path, apart from the data (a flood never
+//! shares a ring, an lcore or a queue with it); junk to the heartbeat
+//! port from any other address → dropped and counted; everything else
+//! goes to the fastpath. Tests run the programs on random frames
+//! (`BPF_PROG_TEST_RUN`) and hold their verdicts to
 //! [`Classifier::classify`](crate::decision::Classifier::classify).
 
 use crate::decision::{Affinity, Classifier, RuleTable};
-use crate::dpdk::bpf::{Map, Object};
+use crate::dpdk::bpf::{Map, Object, TcAttachment};
+use crate::dpdk::wake::Waker;
 use crate::table::BucketTable;
 use crate::wire::{IPPROTO_TCP, IPPROTO_UDP};
 use std::io;
-use std::sync::Mutex;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 /// The compiled program (an ELF object for the BPF target).
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prefilter.o"));
 /// Its XDP program's name.
 pub const PROGRAM: &str = "herd_prefilter";
+/// The ingress guard's object: the socket filter and the tc program.
+pub const GUARD: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guard.o"));
+/// Its socket filter (af_packet's queue sockets).
+pub const SOCKET_FILTER: &str = "herd_sockfilter";
+/// Its tc program (the NIC interface's ingress): peers' heartbeats into
+/// the TAP.
+pub const HEARTBEAT_IN: &str = "herd_heartbeat_in";
+/// The guard's map holding the TAP's interface index.
+const TAP_MAP: &str = "herd_tap";
 
 /// A bucket's entry in the program's table.
 pub const STATE_ELSEWHERE: u32 = 0;
@@ -92,6 +109,20 @@ fn vip4_key(a: std::net::Ipv4Addr) -> [u8; 4] {
     a.octets()
 }
 
+/// A heartbeat endpoint as the programs' key (`struct herd_endpoint`):
+/// the address (IPv4 mapped into IPv6), then the port in network order
+/// (0 for a peer's address), then two zero bytes.
+pub fn endpoint_key(addr: IpAddr, port: u16) -> [u8; 20] {
+    let v6 = match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+        IpAddr::V6(a) => a,
+    };
+    let mut key = [0u8; 20];
+    key[..16].copy_from_slice(&v6.octets());
+    key[16..18].copy_from_slice(&port.to_be_bytes());
+    key
+}
+
 /// A MAC as the program's u64 key (its bytes, little-endian, 2 zero bytes).
 pub fn mac_key(mac: [u8; 6]) -> u64 {
     let mut b = [0u8; 8];
@@ -107,18 +138,22 @@ pub struct Maps {
     own_mac: Map,
     table: Map,
     counts: Map,
+    hb_local: Map,
+    hb_peers: Map,
     /// Held while a table is written or the VIPs and rules change, so that
     /// a publication never lands in the middle of a reconfiguration.
     writing: Mutex<()>,
 }
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 8] = [
     "herd_vips4",
     "herd_vip_macs",
     "herd_rules",
     "herd_own_mac",
     "herd_table",
     "herd_counts",
+    "herd_hb_local",
+    "herd_hb_peers",
 ];
 
 impl Maps {
@@ -130,6 +165,8 @@ impl Maps {
             own_mac: find(NAMES[3])?,
             table: find(NAMES[4])?,
             counts: find(NAMES[5])?,
+            hb_local: find(NAMES[6])?,
+            hb_peers: find(NAMES[7])?,
             writing: Mutex::new(()),
         })
     }
@@ -237,12 +274,165 @@ impl Maps {
         self.table.set_inner(0, &inner)
     }
 
-    /// Frames passed, dropped and sent to the fastpath, over all CPUs.
-    pub fn counts(&self) -> io::Result<[u64; 3]> {
-        Ok([
-            self.counts.percpu_u64_sum(0)?,
-            self.counts.percpu_u64_sum(1)?,
-            self.counts.percpu_u64_sum(2)?,
-        ])
+    /// Makes the programs recognise heartbeats: datagrams to one of
+    /// `local` (this node's heartbeat endpoints) from one of `peers` (the
+    /// other nodes' heartbeat addresses) are peers' heartbeats, any other
+    /// to `local` junk. Only once the heartbeats' tc path is in place: on
+    /// af_packet the socket filter leaves both to it.
+    pub fn recognise_heartbeats(&self, local: &[SocketAddr], peers: &[IpAddr]) -> io::Result<()> {
+        for p in peers {
+            self.hb_peers.update(&endpoint_key(*p, 0), &[1])?;
+        }
+        for l in local {
+            self.hb_local
+                .update(&endpoint_key(l.ip(), l.port()), &[1])?;
+        }
+        Ok(())
+    }
+
+    /// What the programs did, over all CPUs.
+    pub fn counts(&self) -> io::Result<KernelCounts> {
+        let c = |i| self.counts.percpu_u64_sum(i);
+        Ok(KernelCounts {
+            passed: c(0)?,
+            dropped: c(1)?,
+            to_fastpath: c(2)?,
+            heartbeats: c(3)?,
+            heartbeat_junk: c(4)?,
+        })
+    }
+}
+
+/// What a kernel-side program did with frames, over all CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KernelCounts {
+    /// To the kernel's stack (an owned bucket; af_xdp).
+    pub passed: u64,
+    /// Other nodes' buckets, dropped before any copy.
+    pub dropped: u64,
+    /// Left to the fastpath (the lcore).
+    pub to_fastpath: u64,
+    /// Peers' heartbeats, on the kernel's path to the membership socket.
+    #[serde(default)]
+    pub heartbeats: u64,
+    /// Datagrams to this node's heartbeat port from an address that is no
+    /// peer's: dropped.
+    #[serde(default)]
+    pub heartbeat_junk: u64,
+}
+
+impl KernelCounts {
+    /// Each count with its name (as `herd status` and `/metrics` show
+    /// them).
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("passed", self.passed),
+            ("dropped", self.dropped),
+            ("to_fastpath", self.to_fastpath),
+            ("heartbeats", self.heartbeats),
+            ("heartbeat_junk", self.heartbeat_junk),
+        ]
+    }
+}
+
+/// The ingress guard (`bpf/guard.c`), loaded: attach its programs, then
+/// [`LoadedGuard::running`] keeps what a running node needs (the loaded
+/// object stays on the thread that loaded it).
+pub struct LoadedGuard {
+    object: Object,
+    guard: Guard,
+}
+
+/// The ingress guard of a running node: on af_packet its socket filter on
+/// the port's queue sockets, and on both drivers its tc program taking
+/// peers' heartbeats to the TAP. Its maps are written like the
+/// pre-filter's (the same [`Maps`]); the tc program is detached when it
+/// is dropped (the socket filter goes with the sockets).
+pub struct Guard {
+    maps: Arc<Maps>,
+    heartbeats: Option<TcAttachment>,
+    socket_filter: bool,
+}
+
+impl LoadedGuard {
+    /// Loads the guard's programs; nothing is attached yet.
+    pub fn load() -> io::Result<LoadedGuard> {
+        let object = Object::load(GUARD)?;
+        let maps = Arc::new(Maps::of(&object)?);
+        Ok(LoadedGuard {
+            object,
+            guard: Guard {
+                maps,
+                heartbeats: None,
+                socket_filter: false,
+            },
+        })
+    }
+
+    /// The maps its programs decide by.
+    pub fn maps(&self) -> &Arc<Maps> {
+        &self.guard.maps
+    }
+
+    /// Makes the socket filter the filter of each of `sockets` (an
+    /// af_packet port's queue sockets): other nodes' buckets, the frames
+    /// this host sends and (once [`LoadedGuard::take_heartbeats`]
+    /// succeeded) heartbeats are never copied into their rings.
+    pub fn filter(&mut self, sockets: &[Waker]) -> io::Result<()> {
+        for s in sockets {
+            self.object.attach_socket_filter(SOCKET_FILTER, *s)?;
+        }
+        self.guard.socket_filter = !sockets.is_empty();
+        Ok(())
+    }
+
+    /// Attaches the tc program to the ingress of interface `nic` (the
+    /// port's kernel interface): peers' heartbeats to `local` are
+    /// redirected into the receive path of interface `tap` (where the
+    /// node's addresses live), junk to `local` dropped. Every program
+    /// recognises heartbeats only from then on (`also`: the pre-filter's
+    /// maps, on af_xdp).
+    pub fn take_heartbeats(
+        &mut self,
+        nic: u32,
+        tap: u32,
+        local: &[SocketAddr],
+        peers: &[IpAddr],
+        also: Option<&Maps>,
+    ) -> io::Result<()> {
+        if nic == 0 || tap == 0 {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no such interface"));
+        }
+        self.object
+            .map(TAP_MAP)?
+            .update(&0u32.to_ne_bytes(), &tap.to_ne_bytes())?;
+        self.guard.heartbeats = Some(self.object.attach_tc_ingress(HEARTBEAT_IN, nic)?);
+        self.guard.maps.recognise_heartbeats(local, peers)?;
+        if let Some(m) = also {
+            m.recognise_heartbeats(local, peers)?;
+        }
+        Ok(())
+    }
+
+    /// What a running node keeps.
+    pub fn running(self) -> Guard {
+        self.guard
+    }
+}
+
+impl Guard {
+    /// The maps its programs decide by.
+    pub fn maps(&self) -> &Arc<Maps> {
+        &self.maps
+    }
+
+    /// Whether peers' heartbeats take the tc path.
+    pub fn takes_heartbeats(&self) -> bool {
+        self.heartbeats.is_some()
+    }
+
+    /// Whether the socket filter is on the port's sockets (af_packet).
+    pub fn filters_sockets(&self) -> bool {
+        self.socket_filter
     }
 }

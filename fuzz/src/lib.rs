@@ -130,6 +130,7 @@ thread_local! {
                 farm: 0,
                 continuity: true,
                 drain_timeout: Duration::from_secs(1),
+                overflow_hold: Duration::from_secs(1),
             },
             1,
             Duration::ZERO,

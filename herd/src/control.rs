@@ -400,12 +400,28 @@ pub fn render_status(r: &Report) -> String {
             }
             _ => "XDP pre-filter (native mode: decided in the driver):\n",
         };
-        for (k, v) in [
-            ("passed", x.passed),
-            ("dropped", x.dropped),
-            ("to_fastpath", x.to_fastpath),
-        ] {
+        for (k, v) in x.named() {
             out += &format!("  {k:<24}{v}\n");
+        }
+    }
+    if let Some(g) = n.ingress_guard {
+        out += &format!(
+            "ingress guard: socket filter {}, heartbeats {}:\n",
+            if g.socket_filter {
+                "on the port's sockets"
+            } else {
+                "off"
+            },
+            if g.heartbeats_apart {
+                "apart from the data (tc, NIC to TAP)"
+            } else {
+                "through the fastpath"
+            }
+        );
+        for (k, v) in g.counts.named() {
+            if k != "passed" {
+                out += &format!("  {k:<24}{v}\n");
+            }
         }
     }
     if let Some(frames) = n.direct_egress {
@@ -425,6 +441,17 @@ pub fn render_status(r: &Report) -> String {
         out += &format!(
             "membership view {:?}  failovers {}  disowned {}  protocol versions {}:\n",
             m.view, m.counters.peer_deaths, m.counters.disowned, m.protocol_versions
+        );
+        out += &format!(
+            "  input overflows {}  deaths held {}  datagrams not from a peer {}{}\n",
+            m.counters.input_overflows,
+            m.counters.deaths_held,
+            m.counters.dropped_not_peer,
+            if m.deaf {
+                "  [deaf: this node's input overflowed; peers it does not hear stay alive]"
+            } else {
+                ""
+            }
         );
         for node in &m.nodes {
             let ages = node.heard.as_ref().map_or("-".to_string(), |h| {
@@ -464,6 +491,9 @@ pub fn render_status(r: &Report) -> String {
                 heard.protocol,
                 node.speaks.as_deref().unwrap_or("? (not heard yet)")
             );
+            if heard.held {
+                out += "      unheard since this node's input overflowed: held alive\n";
+            }
             if let Some(r) = &heard.rejected {
                 out += &format!(
                     "      a heartbeat {} ms ago was refused ({}): {}\n",

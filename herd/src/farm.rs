@@ -135,7 +135,11 @@ impl Farm {
 
     /// Starts the membership driver (on the current tokio runtime) when the
     /// config asks for it.
-    pub fn start(&self, publisher: TablePublisher) -> Result<Option<MembershipHandle>> {
+    pub fn start(
+        &self,
+        publisher: TablePublisher,
+        input_drops: Box<dyn FnMut() -> u64 + Send>,
+    ) -> Result<Option<MembershipHandle>> {
         let c = &self.config;
         if c.farm.ownership != Ownership::Membership {
             return Ok(None);
@@ -178,6 +182,7 @@ impl Farm {
             farm: farm_digest(c),
             continuity: c.continuity.enabled,
             drain_timeout: Duration::from_millis(c.continuity.drain_timeout_ms),
+            overflow_hold: Duration::from_millis(u64::from(c.membership.overflow_hold_ms)),
         };
         // Each start of the node is a new incarnation: the wall clock in
         // microseconds grows across restarts.
@@ -199,6 +204,7 @@ impl Farm {
             binds: c.this_node().heartbeat.clone(),
             peers,
             witness: c.membership.witness,
+            input_drops: Some(input_drops),
         };
         let moves = Arc::new(Moves::new(c, publisher));
         let on_owned = {
@@ -718,6 +724,7 @@ pub fn membership_status(
                         },
                         age_ms: age.as_millis() as u64,
                     }),
+                    held: p.held,
                 }),
             });
         }
@@ -729,6 +736,7 @@ pub fn membership_status(
             weight_source: weights.source(),
             weight_file: weights.path().to_path_buf(),
             draining: m.draining(),
+            deaf: m.deaf(now),
             nodes,
             bucket_map: BucketMap::new(&m.owners()),
             counters,

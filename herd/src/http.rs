@@ -203,8 +203,14 @@ fn metrics(node: &Node) -> Result<String> {
     let xdp = Family::<Labels, Counter>::default();
     reg.register(
         "xdp_prefilter_packets",
-        "Frames the XDP pre-filter decided (af_xdp; mode: native, in the driver, or generic, in the kernel's receive path): passed to the kernel, dropped, left to the fastpath",
+        "Frames the XDP pre-filter decided (af_xdp; mode: native, in the driver, or generic, in the kernel's receive path): passed to the kernel, dropped, left to the fastpath, peers' heartbeats passed, junk to the heartbeat port dropped",
         xdp.clone(),
+    );
+    let guard = Family::<Labels, Counter>::default();
+    reg.register(
+        "ingress_guard_packets",
+        "Frames the ingress guard decided before the fastpath: other nodes' buckets kept out of af_packet's rings (dropped), frames let in (to_fastpath), peers' heartbeats taken from the NIC to the TAP apart from the data, junk to the heartbeat port dropped",
+        guard.clone(),
     );
     let direct_egress = Counter::<u64>::default();
     if st.node.direct_egress.is_some() {
@@ -248,6 +254,24 @@ fn metrics(node: &Node) -> Result<String> {
         "disowned",
         "Times every peer counted this node out while it heard them (it withdrew)",
         disowned.clone(),
+    );
+    let overflows = Counter::<u64>::default();
+    reg.register(
+        "input_overflows",
+        "Times this node's own input overflowed (heartbeat socket, NIC queue drops): peers unheard meanwhile are held alive",
+        overflows.clone(),
+    );
+    let held = Counter::<u64>::default();
+    reg.register(
+        "deaths_held",
+        "Peers unheard past dead_after while this node's input overflowed, kept alive",
+        held.clone(),
+    );
+    let deaf = Gauge::<i64>::default();
+    reg.register(
+        "deaf",
+        "1 while this node's own input overflowed within dead_after (it may not hear its peers)",
+        deaf.clone(),
     );
     let dropped = Family::<Labels, Counter>::default();
     reg.register(
@@ -333,13 +357,14 @@ fn metrics(node: &Node) -> Result<String> {
     }
     if let Some(x) = n.xdp_prefilter {
         let mode = n.xdp_mode.map_or("unknown", XdpMode::as_str);
-        for (k, v) in [
-            ("passed", x.passed),
-            ("dropped", x.dropped),
-            ("to_fastpath", x.to_fastpath),
-        ] {
+        for (k, v) in x.named() {
             xdp.get_or_create(&labels(&[("verdict", k), ("mode", mode)]))
                 .inc_by(v);
+        }
+    }
+    if let Some(g) = n.ingress_guard {
+        for (k, v) in g.counts.named() {
+            guard.get_or_create(&labels(&[("verdict", k)])).inc_by(v);
         }
     }
     for c in &h.checkers {
@@ -381,12 +406,16 @@ fn metrics(node: &Node) -> Result<String> {
         failovers.inc_by(c.peer_deaths);
         views.inc_by(c.views);
         disowned.inc_by(c.disowned);
+        overflows.inc_by(c.input_overflows);
+        held.inc_by(c.deaths_held);
+        deaf.set(i64::from(m.deaf));
         for (reason, v) in [
             ("malformed", c.dropped_malformed),
             ("unauthenticated", c.dropped_unauthenticated),
             ("version", c.dropped_version),
             ("replayed", c.dropped_replayed),
             ("unknown_sender", c.dropped_unknown_sender),
+            ("not_peer", c.dropped_not_peer),
         ] {
             dropped
                 .get_or_create(&labels(&[("reason", reason)]))

@@ -362,7 +362,7 @@ async fn serve(
     // SIGHUP reloads the config (as service managers send it).
     let mut hup = signal(SignalKind::hangup())?;
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<reload::Request>(4);
-    let membership = farm.start(node.publisher())?;
+    let membership = farm.start(node.publisher(), node.input_drops())?;
     let health = health::driver::spawn(
         config,
         node.nic_link(),

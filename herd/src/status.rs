@@ -100,6 +100,10 @@ pub struct Membership {
     pub weight_source: WeightSource,
     pub weight_file: PathBuf,
     pub draining: bool,
+    /// This node's own input overflowed within `dead_after` (a flood): it
+    /// may not hear its peers, and holds those it does not hear alive.
+    #[serde(default)]
+    pub deaf: bool,
     /// This node first, then its peers in id order.
     pub nodes: Vec<FarmNode>,
     /// The view's assignment.
@@ -164,6 +168,9 @@ pub struct Heard {
     pub protocol: u8,
     /// A heartbeat claiming to come from it was refused lately.
     pub rejected: Option<Refused>,
+    /// Unheard since this node's input overflowed: alive by the hold.
+    #[serde(default)]
+    pub held: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +286,7 @@ mod tests {
                 tap: "herd0 (own TAP)".into(),
                 tap_stats: PortStats::default(),
                 xdp_prefilter: Some(PrefilterCounts::default()),
+                ingress_guard: Some(fastpath::node::GuardStatus::default()),
                 xdp_mode: Some(config::XdpMode::Generic),
                 direct_egress: Some(5),
                 egress_kept_slots: Some(192),
@@ -308,6 +316,7 @@ mod tests {
                 weight_source: WeightSource::Config,
                 weight_file: "/var/lib/herd/lab-node2.toml".into(),
                 draining: false,
+                deaf: false,
                 nodes: vec![
                     FarmNode {
                         id: 2,
@@ -353,6 +362,7 @@ mod tests {
                                 why: "authentication".into(),
                                 age_ms: 300,
                             }),
+                            held: false,
                         }),
                     },
                 ],

@@ -1,6 +1,15 @@
 //! The tokio driver of the state machine: one UDP socket per heartbeat
 //! network, the clock, and the witness probe. Thin by design: every
 //! decision is the state machine's.
+//!
+//! Under a flood: a datagram from an address that is no peer's on its
+//! network is dropped before the machine (counted); each socket has a
+//! large receive buffer and sends at [`HEARTBEAT_PRIORITY`] (the TAP's
+//! direct egress never holds such a frame for a busy lcore); and every
+//! period the driver looks for frames its own input dropped (the
+//! sockets' drop counts, and what [`DriverSettings::input_drops`] reports
+//! of the NIC): the machine then holds peers it merely failed to hear
+//! ([`Machine::note_input_overflow`]).
 
 use crate::machine::{Event, Machine};
 use std::collections::BTreeMap;
@@ -65,6 +74,58 @@ pub struct DriverSettings {
     pub peers: BTreeMap<u16, Vec<SocketAddr>>,
     /// Pinged (with the system's `ping`) every [`WITNESS_EVERY`] when set.
     pub witness: Option<IpAddr>,
+    /// Frames the node's input dropped so far outside the heartbeat
+    /// sockets (the NIC's queues, the fastpath's rings): read every
+    /// period; growth means this node may have missed heartbeats.
+    pub input_drops: Option<Box<dyn FnMut() -> u64 + Send>>,
+}
+
+/// The heartbeat sockets' priority (`SO_PRIORITY`): the TAP's direct
+/// egress program (fastpath/bpf/egress.c) sends such frames straight out.
+pub const HEARTBEAT_PRIORITY: u32 = 0x4865;
+
+/// The heartbeat sockets' receive buffer (the kernel may cap it at
+/// `net.core.rmem_max`): room for a burst of junk beside the heartbeats.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// The drops the kernel counted on the sockets whose inodes are
+/// `inodes`, from the text of `/proc/net/udp` or `/proc/net/udp6` (the
+/// last column; the inode is the tenth).
+pub fn socket_drops(table: &str, inodes: &[u64]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let inode: u64 = cols.get(9)?.parse().ok()?;
+            let drops: u64 = cols.last()?.parse().ok()?;
+            inodes.contains(&inode).then_some(drops)
+        })
+        .sum()
+}
+
+/// The inode of an open socket (its `/proc/self/fd` entry).
+fn socket_inode(s: &UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd()))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Whether `from` is a peer's address on heartbeat network `network`.
+fn from_peer(peers: &BTreeMap<u16, Vec<SocketAddr>>, network: usize, from: SocketAddr) -> bool {
+    let from = canonical(from.ip());
+    peers
+        .values()
+        .any(|a| a.get(network).is_some_and(|p| canonical(p.ip()) == from))
+}
+
+fn canonical(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// The pause between two witness probes.
@@ -83,7 +144,7 @@ enum Input {
 /// (with the machine locked) whenever the buckets this node holds change.
 pub async fn run(
     shared: Arc<Shared>,
-    settings: DriverSettings,
+    mut settings: DriverSettings,
     mut on_owned: impl FnMut(&Machine) + Send,
 ) -> io::Result<()> {
     let mut sockets = Vec::new();
@@ -91,18 +152,39 @@ pub async fn run(
         let s = UdpSocket::bind(addr)
             .await
             .map_err(|e| io::Error::new(e.kind(), format!("heartbeat socket {addr}: {e}")))?;
+        let r = socket2::SockRef::from(&s);
+        if let Err(e) = r.set_recv_buffer_size(RECEIVE_BUFFER) {
+            tracing::warn!("heartbeat socket {addr}: its receive buffer stays the default: {e}");
+        }
+        if let Err(e) = r.set_priority(HEARTBEAT_PRIORITY) {
+            tracing::warn!("heartbeat socket {addr}: no priority of its own (a busy lcore may hold its heartbeats): {e}");
+        }
         sockets.push(Arc::new(s));
     }
+    let inodes: Vec<u64> = sockets.iter().filter_map(|s| socket_inode(s)).collect();
+    let mut input_drops = move || {
+        let table = |path| std::fs::read_to_string(path).unwrap_or_default();
+        socket_drops(&table("/proc/net/udp"), &inodes)
+            + socket_drops(&table("/proc/net/udp6"), &inodes)
+            + settings.input_drops.as_mut().map_or(0, |f| f())
+    };
+    let mut drops_seen = input_drops();
+    let mut next_drop_check = shared.now();
+    let period = shared.with(|m| m.period());
     // A peer is heard from now on: the machine's listening period (no
     // bucket taken before it could have heard a live owner) starts here.
     shared.change(|m, now| m.listen_from(now));
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
     for (network, s) in sockets.iter().enumerate() {
         let (s, tx) = (Arc::clone(s), tx.clone());
+        let (peers, shared) = (settings.peers.clone(), Arc::clone(&shared));
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
             loop {
                 match s.recv_from(&mut buf).await {
+                    Ok((_, from)) if !from_peer(&peers, network, from) => {
+                        shared.with(|m| m.note_not_from_peer());
+                    }
                     Ok((n, _)) => {
                         if tx
                             .send(Input::Datagram(network, buf[..n].to_vec()))
@@ -166,6 +248,25 @@ pub async fn run(
                 let now = shared.now();
                 shared.with(|m| m.handle_timeout(now));
             }
+        }
+        let now = shared.now();
+        if now >= next_drop_check {
+            next_drop_check = now + period;
+            let drops = input_drops();
+            if drops > drops_seen {
+                let deaf = shared.with(|m| {
+                    let was = m.deaf(now);
+                    m.note_input_overflow(now);
+                    !was
+                });
+                if deaf {
+                    tracing::warn!(
+                        dropped = drops - drops_seen,
+                        "this node's input overflowed: peers it does not hear meanwhile stay alive until a live peer says otherwise"
+                    );
+                }
+            }
+            drops_seen = drops;
         }
         shared.with(|m| {
             while let Some(t) = m.poll_transmit() {

@@ -73,6 +73,18 @@
 //!   current view (a join, the end of a drain, a healed split) or that
 //!   disagrees with another peer does not count; with `Majority`, only
 //!   peers that are a majority without it.
+//! - Deafness is not death: when the driver reports that this node's own
+//!   input overflowed ([`Machine::note_input_overflow`]: a socket buffer,
+//!   a ring, a NIC queue dropped frames, as under a flood), a peer last
+//!   heard before that overflow stays alive, for the buckets, the view,
+//!   the majority and the agreement alike, until `overflow_hold` after it
+//!   was last heard, unless a peer this node still hears (ready, and
+//!   heard after it) reports it out of its view: that peer heard it go,
+//!   so it is dead, not merely unheard. A node that drowns so keeps its
+//!   share and takes no one's; a real death under the same flood is
+//!   taken over when a peer that hears corroborates it, or after
+//!   `overflow_hold` at the latest. Heartbeats go out as always, so
+//!   peers that hear a drowning node do not count it dead.
 //! - Replay: a sender's (incarnation, sequence) must grow on each network; an incarnation
 //!   is taken at start (the driver uses the wall clock in microseconds).
 //! - Weights: a node's weight can change at run time; heartbeats carry it,
@@ -153,6 +165,9 @@ pub struct Settings {
     pub continuity: bool,
     /// The longest a bucket stays `Out`.
     pub drain_timeout: Duration,
+    /// How long a peer unheard since this node's own input overflowed
+    /// stays alive without a live peer corroborating its death.
+    pub overflow_hold: Duration,
 }
 
 /// What a node does with a bucket.
@@ -211,6 +226,10 @@ pub struct Counters {
     pub dropped_version: u64,
     pub dropped_replayed: u64,
     pub dropped_unknown_sender: u64,
+    /// Datagrams to the heartbeat port from an address that is no peer's
+    /// (the driver drops them before decoding).
+    #[serde(default)]
+    pub dropped_not_peer: u64,
     #[serde(rename = "view_changes")]
     pub views: u64,
     /// Peers that went from alive to dead (failovers of their buckets).
@@ -220,6 +239,14 @@ pub struct Counters {
     /// heartbeats lost one way): it withdrew (see the module doc).
     #[serde(default)]
     pub disowned: u64,
+    /// Times the driver reported this node's own input overflowed
+    /// (dropped frames: a socket buffer, a ring, a NIC queue).
+    #[serde(default)]
+    pub input_overflows: u64,
+    /// Peers that went unheard past `dead_after` while this node's input
+    /// overflowed, and were kept alive (see the module doc).
+    #[serde(default)]
+    pub deaths_held: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -236,6 +263,9 @@ struct Peer {
     transient: bool,
     /// Alive at the last update, to count deaths.
     was_alive: bool,
+    /// Alive at the last update only because it was held (this node's
+    /// input overflowed), to count holds.
+    was_held: bool,
     /// Since when it has been alive (heard within `dead_after`).
     alive_since: Duration,
     /// The highest of our sequences (current incarnation) it reported
@@ -302,6 +332,9 @@ pub struct PeerStatus {
     pub speaks: Option<Versions>,
     /// The version this node writes its heartbeats to it in.
     pub talks: u8,
+    /// Alive only because this node's own input overflowed since it was
+    /// last heard (see the module doc).
+    pub held: bool,
 }
 
 pub struct Machine {
@@ -369,6 +402,8 @@ pub struct Machine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
+    /// When the driver last reported this node's input overflowed.
+    overflowed_at: Option<Duration>,
 }
 
 impl Machine {
@@ -409,6 +444,7 @@ impl Machine {
                 state: NodeState::Stop,
                 transient: false,
                 was_alive: false,
+                was_held: false,
                 alive_since: Duration::ZERO,
                 acked: 0,
                 digest: 0,
@@ -460,6 +496,7 @@ impl Machine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
+            overflowed_at: None,
             s: settings,
         };
         m.update(now);
@@ -471,7 +508,67 @@ impl Machine {
     }
 
     fn alive(&self, p: &Peer, now: Duration) -> bool {
-        self.heard_within(p, now, self.s.dead_after)
+        self.heard_within(p, now, self.s.dead_after) || self.held(p, now)
+    }
+
+    /// When `p` was last heard, on any network.
+    fn last_heard(p: &Peer) -> Option<Duration> {
+        p.heard.iter().flatten().max().copied()
+    }
+
+    /// Whether `p`, unheard, is kept alive because this node's own input
+    /// overflowed since it was last heard (see the module doc).
+    fn held(&self, p: &Peer, now: Duration) -> bool {
+        let (Some(last), Some(overflow)) = (Self::last_heard(p), self.overflowed_at) else {
+            return false;
+        };
+        overflow > last
+            && now.saturating_sub(last) < self.s.overflow_hold
+            && !self.death_corroborated(p, last, now)
+    }
+
+    /// Whether a ready peer this node hears, heard after `p` was last
+    /// heard (at `last`), reports `p` out of its view while `p` was last
+    /// heard ready: it heard `p` go.
+    fn death_corroborated(&self, p: &Peer, last: Duration, now: Duration) -> bool {
+        let Some(i) = self.index(p.id) else {
+            return false;
+        };
+        p.ready
+            && self.peers.iter().any(|q| {
+                q.id != p.id
+                    && q.ready
+                    && self.heard_within(q, now, self.s.dead_after)
+                    && Self::last_heard(q).is_some_and(|t| t > last)
+                    && q.view & (1u64 << i) == 0
+            })
+    }
+
+    /// A datagram from an address that is no peer's, dropped by the
+    /// driver.
+    pub fn note_not_from_peer(&mut self) {
+        self.counters.dropped_not_peer += 1;
+    }
+
+    /// The heartbeat period.
+    pub fn period(&self) -> Duration {
+        self.s.period
+    }
+
+    /// Reports that this node's own input overflowed at `now` (frames
+    /// dropped before the machine could read them): peers unheard since
+    /// are held alive (see the module doc).
+    pub fn note_input_overflow(&mut self, now: Duration) {
+        self.overflowed_at = Some(now);
+        self.counters.input_overflows += 1;
+        self.update(now);
+    }
+
+    /// Whether this node's input overflowed within `dead_after`: it may
+    /// not hear its peers (status).
+    pub fn deaf(&self, now: Duration) -> bool {
+        self.overflowed_at
+            .is_some_and(|t| now.saturating_sub(t) < self.s.dead_after)
     }
 
     fn heard_within(&self, p: &Peer, now: Duration, within: Duration) -> bool {
@@ -730,6 +827,12 @@ impl Machine {
                 if expiry > self.next_heartbeat.saturating_sub(self.s.period) {
                     t = t.min(expiry);
                 }
+                if self.overflowed_at.is_some_and(|o| o > *last) {
+                    let held_until = *last + self.s.overflow_hold;
+                    if held_until > self.next_heartbeat.saturating_sub(self.s.period) {
+                        t = t.min(held_until);
+                    }
+                }
             }
         }
         t
@@ -830,7 +933,16 @@ impl Machine {
     fn update(&mut self, now: Duration) {
         for i in 0..self.peers.len() {
             let alive = self.alive(&self.peers[i], now);
+            if alive
+                && self.peers[i].was_alive
+                && !self.heard_within(&self.peers[i], now, self.s.dead_after)
+                && !self.peers[i].was_held
+            {
+                self.counters.deaths_held += 1;
+            }
+            let held = alive && !self.heard_within(&self.peers[i], now, self.s.dead_after);
             let p = &mut self.peers[i];
+            p.was_held = held;
             if p.was_alive && !alive {
                 self.counters.peer_deaths += 1;
             }
@@ -887,7 +999,7 @@ impl Machine {
         let quorum_count = 1 + self
             .peers
             .iter()
-            .filter(|p| self.heard_within(p, now, self.quorum_after()))
+            .filter(|p| self.heard_within(p, now, self.quorum_after()) || self.held(p, now))
             .count();
         if everyone {
             self.missing_since = None;
@@ -1230,6 +1342,7 @@ impl Machine {
                     .filter(|(age, _)| *age < REJECTION_SHOWN),
                 speaks: p.speaks,
                 talks: talks(self.s.versions, p.speaks),
+                held: !self.heard_within(p, now, self.s.dead_after) && self.held(p, now),
             })
             .collect()
     }

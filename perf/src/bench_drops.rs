@@ -370,5 +370,5 @@ fn xdp_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6], mode: XdpMode) ->
             mode,
         )
         .context("attaching the XDP pre-filter")?;
-    drop_cost(o, out, pcap, || Ok(maps.counts()?[1]))
+    drop_cost(o, out, pcap, || Ok(maps.counts()?.dropped))
 }

@@ -275,11 +275,52 @@ impl Object {
     /// interface `ifindex` (in this process's network namespace), creating
     /// its `clsact` qdisc, until the returned guard is dropped.
     pub fn attach_tc_egress(&self, program: &str, ifindex: u32) -> io::Result<TcAttachment> {
+        self.attach_tc(program, ifindex, sys::bpf_tc_attach_point_BPF_TC_EGRESS)
+    }
+
+    /// The same on the interface's ingress.
+    pub fn attach_tc_ingress(&self, program: &str, ifindex: u32) -> io::Result<TcAttachment> {
+        self.attach_tc(program, ifindex, sys::bpf_tc_attach_point_BPF_TC_INGRESS)
+    }
+
+    /// Makes socket program `program` the filter of socket `socket` (it
+    /// replaces any filter the socket had; the socket holds the program,
+    /// and the program its maps, until the socket closes).
+    pub fn attach_socket_filter(
+        &self,
+        program: &str,
+        socket: super::wake::Waker,
+    ) -> io::Result<()> {
+        let fd: libc::c_int = self.program_fd(program)?;
+        // SAFETY: SO_ATTACH_BPF reads one int (the program's descriptor,
+        // open while `self` lives) during the call; `socket` is a port's
+        // open socket (a descriptor that closed meanwhile fails).
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_BPF,
+                (&fd as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn attach_tc(
+        &self,
+        program: &str,
+        ifindex: u32,
+        point: sys::bpf_tc_attach_point,
+    ) -> io::Result<TcAttachment> {
         let fd = self.program_fd(program)?;
         let mut hook = sys::bpf_tc_hook {
             sz: TC_HOOK_SIZE,
             ifindex: ifindex as i32,
-            attach_point: sys::bpf_tc_attach_point_BPF_TC_EGRESS,
+            attach_point: point,
             ..Default::default()
         };
         // SAFETY: `hook` is a valid, sized hook description read during
@@ -351,7 +392,7 @@ impl Object {
 const TC_HOOK_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_hook, parent) + 4;
 const TC_OPTS_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_opts, priority) + 4;
 
-/// A tc program attached to an interface's egress; detached when dropped
+/// A tc program attached to an interface's egress or ingress; detached when dropped
 /// (the `clsact` qdisc stays: other filters may share it). If the
 /// interface went first (a TAP closes with its last descriptor), its
 /// filters went with it.
