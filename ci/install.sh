@@ -8,4 +8,5 @@ apt-get install -y -q --no-install-recommends \
     iproute2 nftables ethtool iputils-ping procps coreutils \
     python3 python3-pytest python3-scapy python3-xxhash \
     nginx-light wrk apache2-utils curl \
-    dpkg-dev binutils xz-utils systemd man-db prometheus chromium
+    dpkg-dev binutils xz-utils systemd man-db prometheus chromium \
+    netsniff-ng

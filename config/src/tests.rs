@@ -458,6 +458,14 @@ fn membership_mode_is_validated() {
     table(&mut t, "membership").insert("dead_after_ms".into(), 30.into());
     let e = err_of(&toml::to_string(&t).unwrap());
     assert!(e.starts_with("membership.dead_after_ms:"), "{e}");
+    assert_eq!(c.membership.overflow_hold_ms, 1000);
+    let mut t: toml::Table = toml::from_str(&ok).unwrap();
+    table(&mut t, "membership").insert("overflow_hold_ms".into(), 150.into());
+    let e = err_of(&toml::to_string(&t).unwrap());
+    assert!(
+        e.starts_with("membership.overflow_hold_ms:") && e.contains("at least dead_after_ms"),
+        "{e}"
+    );
     let mut t: toml::Table = toml::from_str(&ok).unwrap();
     table(&mut t, "membership").insert("split_brain".into(), "witness".into());
     let e = err_of(&toml::to_string(&t).unwrap());

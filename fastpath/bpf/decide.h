@@ -191,19 +191,29 @@ static __always_inline void mapped4(struct herd_endpoint *e, const __u8 *a)
 	e->addr[15] = a[3];
 }
 
-/* The heartbeat check of an untagged IPv6 frame whose next header is
- * UDP (no extension header). */
-static __always_inline int heartbeat6(const __u8 *b, __u32 frame_len)
+/* Whether the frame's first bytes `b` (`frame_len` of them in the
+ * frame) are a UDP datagram to one of this node's heartbeat endpoints:
+ * untagged IPv4 without options or fragments, or IPv6 whose next header
+ * is UDP. DECIDE_HEARTBEAT from a peer's address, DECIDE_JUNK from any
+ * other, DECIDE_FASTPATH when it is no such datagram. */
+static __always_inline int herd_heartbeat(const __u8 *b, __u32 frame_len)
 {
-	if (frame_len < HEAD || b[12] != 0x86 || b[13] != 0xdd || (b[14] >> 4) != 6 ||
-	    b[20] != IPPROTO_UDP)
-		return DECIDE_FASTPATH;
 	struct herd_endpoint dst, src;
-	__builtin_memset(&dst, 0, sizeof(dst));
-	__builtin_memset(&src, 0, sizeof(src));
-	__builtin_memcpy(src.addr, b + 22, 16);
-	__builtin_memcpy(dst.addr, b + 38, 16);
-	dst.port = (__u16)b[56] | (__u16)b[57] << 8;
+	if (frame_len >= HEAD && b[12] == 0x86 && b[13] == 0xdd && (b[14] >> 4) == 6 &&
+	    b[20] == IPPROTO_UDP) {
+		__builtin_memset(&dst, 0, sizeof(dst));
+		__builtin_memset(&src, 0, sizeof(src));
+		__builtin_memcpy(src.addr, b + 22, 16);
+		__builtin_memcpy(dst.addr, b + 38, 16);
+		dst.port = (__u16)b[56] | (__u16)b[57] << 8;
+	} else if (frame_len >= 14 + 28 && b[12] == 0x08 && b[13] == 0x00 && b[14] == 0x45 &&
+		   (((__u32)b[20] << 8 | b[21]) & 0x3fff) == 0 && b[23] == IPPROTO_UDP) {
+		mapped4(&dst, b + 30);
+		mapped4(&src, b + 26);
+		dst.port = (__u16)b[36] | (__u16)b[37] << 8;
+	} else {
+		return DECIDE_FASTPATH;
+	}
 	int hb = heartbeat(&dst, &src);
 	return hb < 0 ? DECIDE_FASTPATH : hb;
 }
@@ -223,10 +233,11 @@ static __always_inline int heartbeat6(const __u8 *b, __u32 frame_len)
  *     DECIDE_FASTPATH. */
 static __always_inline int herd_decide(const __u8 *b, __u32 frame_len)
 {
+	int hb = herd_heartbeat(b, frame_len);
+	if (hb != DECIDE_FASTPATH)
+		return hb;
 	if (frame_len < 14 + 24)
 		return DECIDE_FASTPATH;
-	if (b[12] == 0x86 && b[13] == 0xdd)
-		return heartbeat6(b, frame_len);
 	const __u8 *ip = b + 14;
 	__u32 total_len = (__u32)ip[2] << 8 | ip[3];
 	__u32 fragment = ((__u32)ip[6] << 8 | ip[7]) & 0x3fff;
@@ -236,15 +247,6 @@ static __always_inline int herd_decide(const __u8 *b, __u32 frame_len)
 	    (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP))
 		return DECIDE_FASTPATH;
 	const __u8 *ports = ip + 20;
-	if (protocol == IPPROTO_UDP) {
-		struct herd_endpoint dst, src;
-		mapped4(&dst, ip + 16);
-		mapped4(&src, ip + 12);
-		dst.port = (__u16)ports[2] | (__u16)ports[3] << 8;
-		int hb = heartbeat(&dst, &src);
-		if (hb >= 0)
-			return hb;
-	}
 	__u32 zero = 0;
 	__u64 *own = bpf_map_lookup_elem(&herd_own_mac, &zero);
 	if (!own)

@@ -4,7 +4,10 @@
 //
 // herd_sockfilter (af_packet: the socket filter of the PMD's packet
 // sockets, run before a frame is copied into their ring; decide.h):
-//   - another node's bucket: dropped (counted), never copied;
+//   - another node's bucket: dropped (counted), never copied, but for a
+//     connection's later segments (IPv4 TCP without SYN), which it does
+//     not hash (the served path's frames): the lcore drops another
+//     node's;
 //   - a peer's heartbeat, or junk to the heartbeat port: not copied (the
 //     tc program below takes both);
 //   - a frame this host sends (a packet socket sees those too): dropped;
@@ -29,11 +32,24 @@ struct {
 	__type(value, __u32);
 } herd_tap SEC(".maps");
 
-static __always_inline int decide_skb(struct __sk_buff *skb)
+
+/* What decide_skb decides. Both keep the per-frame cost of the served
+ * path low: a connection's later segments are never hashed here. */
+#define FOR_SOCKET 0	/* the whole decision, but for an IPv4 TCP segment
+			 * without SYN: left to the lcore (DECIDE_FASTPATH),
+			 * which drops another node's itself */
+#define FOR_TC 1	/* the heartbeat check alone */
+
+/* herd_decide on a socket buffer's first bytes, as `mode` says. */
+static __always_inline int decide_skb(struct __sk_buff *skb, int mode)
 {
 	__u8 head[HEAD] = {};
 	if (skb->len >= HEAD) {
 		if (bpf_skb_load_bytes(skb, 0, head, HEAD))
+			return DECIDE_FASTPATH;
+	} else if (skb->len >= 14 + 20 + 14) {
+		/* Up to the TCP flags (an unpadded segment). */
+		if (bpf_skb_load_bytes(skb, 0, head, 14 + 20 + 14))
 			return DECIDE_FASTPATH;
 	} else if (skb->len >= 14 + 24) {
 		if (bpf_skb_load_bytes(skb, 0, head, 14 + 24))
@@ -41,6 +57,11 @@ static __always_inline int decide_skb(struct __sk_buff *skb)
 	} else {
 		return DECIDE_FASTPATH;
 	}
+	if (mode == FOR_TC)
+		return herd_heartbeat(head, skb->len);
+	if (skb->len >= 14 + 20 + 14 && head[12] == 0x08 && head[13] == 0x00 &&
+	    head[14] == 0x45 && head[23] == IPPROTO_TCP && (head[47] & 0x02) == 0)
+		return DECIDE_FASTPATH;
 	return herd_decide(head, skb->len);
 }
 
@@ -49,7 +70,7 @@ int herd_sockfilter(struct __sk_buff *skb)
 {
 	if (skb->pkt_type == PACKET_OUTGOING)
 		return 0;
-	switch (decide_skb(skb)) {
+	switch (decide_skb(skb, FOR_SOCKET)) {
 	case DECIDE_ELSEWHERE:
 		count(COUNT_DROPPED);
 		return 0;
@@ -69,7 +90,7 @@ int herd_heartbeat_in(struct __sk_buff *skb)
 	__u32 *tap = bpf_map_lookup_elem(&herd_tap, &zero);
 	if (!tap || *tap == 0)
 		return TC_ACT_OK;
-	switch (decide_skb(skb)) {
+	switch (decide_skb(skb, FOR_TC)) {
 	case DECIDE_HEARTBEAT:
 		count(COUNT_HEARTBEAT);
 		return bpf_redirect(*tap, BPF_F_INGRESS);

@@ -404,6 +404,31 @@ fn prefilter_maps(classifier: &Classifier) -> std::io::Result<prefilter::Maps> {
     Ok(maps)
 }
 
+/// The drops of an `af_packet` port's full rings: each read of a
+/// socket's count resets it, so every reader adds to one sum.
+struct RingDrops {
+    sockets: Vec<Waker>,
+    sum: AtomicU64,
+}
+
+impl RingDrops {
+    /// The drops so far (`None`: no such sockets).
+    fn read(&self) -> Option<u64> {
+        if self.sockets.is_empty() {
+            return None;
+        }
+        for s in &self.sockets {
+            match tap::packet_socket_drops(*s) {
+                Ok(n) => {
+                    self.sum.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!("the port's ring drops: {e}"),
+            }
+        }
+        Some(self.sum.load(Ordering::Relaxed))
+    }
+}
+
 /// Loads the ingress guard (`bpf/guard.c`) for an `af_packet` or `af_xdp`
 /// port: on af_packet its socket filter goes on `sockets` (other nodes'
 /// buckets never reach the rings); with membership and Herd's own TAP its
@@ -432,6 +457,16 @@ fn ingress_guard(
             return None;
         }
     };
+    if own_tap {
+        if let Err(e) = guard.attach_ingress(
+            tap::interface_index(nic),
+            tap::interface_index(&config.tap.name),
+        ) {
+            tracing::warn!(
+                "no tc program on {nic}'s ingress: heartbeats take the fastpath's way ({e})"
+            );
+        }
+    }
     if config.farm.ownership == config::Ownership::Membership && own_tap {
         let local = config.this_node().heartbeat.clone();
         let peers: Vec<IpAddr> = config
@@ -441,13 +476,7 @@ fn ingress_guard(
             .filter(|n| n.id != config.node.id)
             .flat_map(|n| n.heartbeat.iter().map(|a| a.ip()))
             .collect();
-        match guard.take_heartbeats(
-            tap::interface_index(nic),
-            tap::interface_index(&config.tap.name),
-            &local,
-            &peers,
-            xdp,
-        ) {
+        match guard.take_heartbeats(&local, &peers, xdp) {
             Ok(()) => tracing::info!(
                 "peers' heartbeats go from {nic} to the TAP in the kernel, apart from the data"
             ),
@@ -517,6 +546,10 @@ pub struct NodeStatus {
     /// What the ingress guard decided before the fastpath, if it runs.
     #[serde(default)]
     pub ingress_guard: Option<GuardStatus>,
+    /// Frames the kernel dropped because the port's rings were full
+    /// (`af_packet`: its sockets' `PACKET_STATISTICS`), if it has any.
+    #[serde(default)]
+    pub ring_drops: Option<u64>,
     /// Where the pre-filter runs (native: in the driver; generic: in the
     /// kernel's receive path), if it runs.
     pub xdp_mode: Option<XdpMode>,
@@ -645,6 +678,7 @@ pub struct StatusReader {
     /// (af_xdp) or the ingress guard's socket filter's (af_packet).
     prefilter: Option<Arc<prefilter::Maps>>,
     guard: Option<Arc<prefilter::Guard>>,
+    ring_drops: Arc<RingDrops>,
     xdp_mode: Option<XdpMode>,
     direct_egress: Option<Arc<DirectEgress>>,
     egress_balance: Option<Arc<EgressBalance>>,
@@ -720,6 +754,7 @@ impl StatusReader {
                     prefilter::KernelCounts::default()
                 }),
             }),
+            ring_drops: self.ring_drops.read(),
             polling: {
                 let p = self.settings.policy();
                 PollingStatus {
@@ -1063,6 +1098,14 @@ impl RunningNode {
         );
         let marked = dpdk::close_on_exec_all();
         tracing::debug!(marked, "descriptors marked close-on-exec");
+        let ring_drops = Arc::new(RingDrops {
+            sockets: if config.port.driver == Driver::AfPacket {
+                nic_sockets.clone()
+            } else {
+                Vec::new()
+            },
+            sum: AtomicU64::new(0),
+        });
         Ok(RunningNode {
             teardown: t,
             parts: StatusReader {
@@ -1077,6 +1120,7 @@ impl RunningNode {
                 publisher,
                 prefilter,
                 guard,
+                ring_drops,
                 xdp_mode,
                 direct_egress,
                 egress_balance,
@@ -1135,14 +1179,26 @@ impl RunningNode {
     }
 
     /// A function that reads the frames the NIC's queues dropped so far
-    /// (full rings: `imissed`, no buffer: `rx_nombuf`): the membership
-    /// driver reads it every period, and growth says this node may have
-    /// missed heartbeats.
+    /// (full rings: `imissed`, `af_packet`'s ring drops; no buffer:
+    /// `rx_nombuf`): the membership driver reads it every period, and
+    /// growth says this node may have missed heartbeats.
+    ///
+    /// When the ingress guard takes peers' heartbeats apart from the data,
+    /// a full ring or queue loses none of them: nothing to report then.
     pub fn input_drops(&self) -> Box<dyn FnMut() -> u64 + Send> {
+        if self
+            .parts
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.takes_heartbeats())
+        {
+            return Box::new(|| 0);
+        }
         let nic = Arc::clone(&self.parts.nic);
+        let rings = Arc::clone(&self.parts.ring_drops);
         Box::new(move || {
             let s = nic.stats();
-            s.imissed + s.rx_nombuf
+            s.imissed + s.rx_nombuf + rings.read().unwrap_or(0)
         })
     }
 

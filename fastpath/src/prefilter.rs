@@ -36,6 +36,11 @@ pub const SOCKET_FILTER: &str = "herd_sockfilter";
 /// Its tc program (the NIC interface's ingress): peers' heartbeats into
 /// the TAP.
 pub const HEARTBEAT_IN: &str = "herd_heartbeat_in";
+/// The tc filter slot (handle, priority) of the heartbeats' program on
+/// the NIC interface's ingress: a node that restarts after a crash
+/// replaces its predecessor's filter (which would redirect to a TAP that
+/// is gone) instead of adding one after it.
+pub const HEARTBEAT_IN_SLOT: (u32, u32) = (1, 0x4865);
 /// The guard's map holding the TAP's interface index.
 const TAP_MAP: &str = "herd_tap";
 
@@ -350,7 +355,8 @@ pub struct LoadedGuard {
 /// is dropped (the socket filter goes with the sockets).
 pub struct Guard {
     maps: Arc<Maps>,
-    heartbeats: Option<TcAttachment>,
+    ingress: Option<TcAttachment>,
+    heartbeats: bool,
     socket_filter: bool,
 }
 
@@ -363,7 +369,8 @@ impl LoadedGuard {
             object,
             guard: Guard {
                 maps,
-                heartbeats: None,
+                ingress: None,
+                heartbeats: false,
                 socket_filter: false,
             },
         })
@@ -387,30 +394,41 @@ impl LoadedGuard {
     }
 
     /// Attaches the tc program to the ingress of interface `nic` (the
-    /// port's kernel interface): peers' heartbeats to `local` are
-    /// redirected into the receive path of interface `tap` (where the
-    /// node's addresses live), junk to `local` dropped. Every program
-    /// recognises heartbeats only from then on (`also`: the pre-filter's
-    /// maps, on af_xdp).
-    pub fn take_heartbeats(
-        &mut self,
-        nic: u32,
-        tap: u32,
-        local: &[SocketAddr],
-        peers: &[IpAddr],
-        also: Option<&Maps>,
-    ) -> io::Result<()> {
+    /// port's kernel interface), redirecting what it takes into the
+    /// receive path of interface `tap` (where the node's addresses live).
+    /// It takes nothing until told what.
+    pub fn attach_ingress(&mut self, nic: u32, tap: u32) -> io::Result<()> {
         if nic == 0 || tap == 0 {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such interface"));
         }
         self.object
             .map(TAP_MAP)?
             .update(&0u32.to_ne_bytes(), &tap.to_ne_bytes())?;
-        self.guard.heartbeats = Some(self.object.attach_tc_ingress(HEARTBEAT_IN, nic)?);
+        self.guard.ingress = Some(self.object.attach_tc_ingress(
+            HEARTBEAT_IN,
+            nic,
+            HEARTBEAT_IN_SLOT,
+        )?);
+        Ok(())
+    }
+
+    /// Once attached: peers' heartbeats to `local` go to the TAP, junk
+    /// to `local` is dropped. Every program recognises heartbeats only
+    /// from then on (`also`: the pre-filter's maps, on af_xdp).
+    pub fn take_heartbeats(
+        &mut self,
+        local: &[SocketAddr],
+        peers: &[IpAddr],
+        also: Option<&Maps>,
+    ) -> io::Result<()> {
+        if self.guard.ingress.is_none() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "no tc program"));
+        }
         self.guard.maps.recognise_heartbeats(local, peers)?;
         if let Some(m) = also {
             m.recognise_heartbeats(local, peers)?;
         }
+        self.guard.heartbeats = true;
         Ok(())
     }
 
@@ -428,7 +446,7 @@ impl Guard {
 
     /// Whether peers' heartbeats take the tc path.
     pub fn takes_heartbeats(&self) -> bool {
-        self.heartbeats.is_some()
+        self.heartbeats
     }
 
     /// Whether the socket filter is on the port's sockets (af_packet).

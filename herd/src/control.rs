@@ -404,6 +404,9 @@ pub fn render_status(r: &Report) -> String {
             out += &format!("  {k:<24}{v}\n");
         }
     }
+    if let Some(d) = n.ring_drops {
+        out += &format!("port rings full (frames the kernel dropped): {d}\n");
+    }
     if let Some(g) = n.ingress_guard {
         out += &format!(
             "ingress guard: socket filter {}, heartbeats {}:\n",
@@ -419,9 +422,7 @@ pub fn render_status(r: &Report) -> String {
             }
         );
         for (k, v) in g.counts.named() {
-            if k != "passed" {
-                out += &format!("  {k:<24}{v}\n");
-            }
+            out += &format!("  {k:<24}{v}\n");
         }
     }
     if let Some(frames) = n.direct_egress {

@@ -206,6 +206,14 @@ fn metrics(node: &Node) -> Result<String> {
         "Frames the XDP pre-filter decided (af_xdp; mode: native, in the driver, or generic, in the kernel's receive path): passed to the kernel, dropped, left to the fastpath, peers' heartbeats passed, junk to the heartbeat port dropped",
         xdp.clone(),
     );
+    let ring_drops = Counter::<u64>::default();
+    if st.node.ring_drops.is_some() {
+        reg.register(
+            "ring_drops",
+            "Frames the kernel dropped because the port's rings were full (af_packet)",
+            ring_drops.clone(),
+        );
+    }
     let guard = Family::<Labels, Counter>::default();
     reg.register(
         "ingress_guard_packets",
@@ -361,6 +369,9 @@ fn metrics(node: &Node) -> Result<String> {
             xdp.get_or_create(&labels(&[("verdict", k), ("mode", mode)]))
                 .inc_by(v);
         }
+    }
+    if let Some(d) = n.ring_drops {
+        ring_drops.inc_by(d);
     }
     if let Some(g) = n.ingress_guard {
         for (k, v) in g.counts.named() {

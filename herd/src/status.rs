@@ -287,6 +287,7 @@ mod tests {
                 tap_stats: PortStats::default(),
                 xdp_prefilter: Some(PrefilterCounts::default()),
                 ingress_guard: Some(fastpath::node::GuardStatus::default()),
+                ring_drops: Some(0),
                 xdp_mode: Some(config::XdpMode::Generic),
                 direct_egress: Some(5),
                 egress_kept_slots: Some(192),

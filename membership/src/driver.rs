@@ -302,3 +302,46 @@ pub async fn run(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_drops_sums_the_drops_of_our_sockets_only() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  123: 0B0012C6:1BBC 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 45678 2 0000000000000000 17
+  124: 0B0112C6:1BBC 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 45679 2 0000000000000000 3
+  125: 00000000:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 99 2 0000000000000000 1000
+  garbage line
+";
+        assert_eq!(socket_drops(table, &[45678, 45679]), 20);
+        assert_eq!(socket_drops(table, &[45678]), 17);
+        assert_eq!(socket_drops(table, &[]), 0);
+        assert_eq!(socket_drops("", &[45678]), 0);
+    }
+
+    #[test]
+    fn only_a_peers_address_on_its_own_network_is_a_peers() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let peers = BTreeMap::from([
+            (2, vec![a("198.18.0.12:7100"), a("198.18.1.12:7100")]),
+            (3, vec![a("[2001:2::13]:7100"), a("198.18.1.13:7100")]),
+        ]);
+        assert!(from_peer(&peers, 0, a("198.18.0.12:7100")));
+        // Any source port: the address is what a peer is known by.
+        assert!(from_peer(&peers, 0, a("198.18.0.12:40000")));
+        assert!(from_peer(&peers, 0, a("[2001:2::13]:7100")));
+        // An IPv4 peer heard on a dual-stack socket.
+        assert!(from_peer(&peers, 1, a("[::ffff:198.18.1.13]:7100")));
+        assert!(
+            !from_peer(&peers, 1, a("198.18.0.12:7100")),
+            "another network's address"
+        );
+        assert!(!from_peer(&peers, 0, a("198.19.3.4:7100")));
+        assert!(
+            !from_peer(&peers, 2, a("198.18.0.12:7100")),
+            "no such network"
+        );
+    }
+}

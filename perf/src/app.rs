@@ -1,6 +1,7 @@
 //! The lab's application: answers with the node's name.
 //!
-//! - HTTP on TCP 80: `GET` returns the node name as the body;
+//! - HTTP on TCP 80: `GET` returns the node name as the body (a request
+//!   with `Connection: keep-alive` keeps the connection for the next);
 //!   `GET /download/<bytes>/<ms>` sends `<bytes>` bytes spread evenly over
 //!   `<ms>` milliseconds (a download in progress), the node's name in the
 //!   `X-Node` header; `PUT` or `POST /upload` with a `Content-Length`
@@ -85,29 +86,54 @@ fn http(mut s: TcpStream, name: &str) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = [0u8; 2048];
     let mut got = Vec::new();
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 16384 {
-        let n = s.read(&mut buf)?;
-        if n == 0 {
-            break;
+    loop {
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") && got.len() < 16384 {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
         }
-        got.extend_from_slice(&buf[..n]);
+        if got.is_empty() {
+            return Ok(());
+        }
+        let head_end = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(got.len(), |i| i + 4);
+        let request = String::from_utf8_lossy(&got[..head_end]).into_owned();
+        let path = request.split_whitespace().nth(1).unwrap_or("/");
+        if let Some((bytes, ms)) = download_request(path) {
+            return download(s, name, bytes, ms);
+        }
+        if path == "/upload" {
+            let length = content_length(&request).unwrap_or(0);
+            return upload(s, name, &got[head_end..], length);
+        }
+        let body = format!("{name}\n");
+        if !keep_alive(&request) {
+            write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+            return s.flush();
+        }
+        // A client that asks for it keeps the connection for its next
+        // request (`herd-bench flood`'s keep-alive stream).
+        // One write: `write!` would send the head in pieces, and the
+        // piece after the first would wait for the client's delayed ACK
+        // (Nagle), 40 ms a request on a kept connection.
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}", body.len());
+        s.write_all(answer.as_bytes())?;
+        got.drain(..head_end);
     }
-    let head_end = got
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(got.len(), |i| i + 4);
-    let request = String::from_utf8_lossy(&got[..head_end]).into_owned();
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
-    if let Some((bytes, ms)) = download_request(path) {
-        return download(s, name, bytes, ms);
-    }
-    if path == "/upload" {
-        let length = content_length(&request).unwrap_or(0);
-        return upload(s, name, &got[head_end..], length);
-    }
-    let body = format!("{name}\n");
-    write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
-    s.flush()
+}
+
+/// The request head asks to keep the connection (`Connection: keep-alive`).
+fn keep_alive(head: &str) -> bool {
+    head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("connection")
+                && v.trim().eq_ignore_ascii_case("keep-alive")
+        })
+    })
 }
 
 /// `/download/<bytes>/<ms>`, at most 1 GiB over at most 10 minutes.
@@ -195,7 +221,16 @@ fn udp_echo(s: UdpSocket, name: Arc<str>) {
 
 #[cfg(test)]
 mod tests {
-    use super::{content_length, download_request};
+    use super::{content_length, download_request, keep_alive};
+
+    #[test]
+    fn keep_alive_only_when_asked() {
+        assert!(keep_alive(
+            "GET / HTTP/1.1\r\nConnection: Keep-Alive\r\n\r\n"
+        ));
+        assert!(!keep_alive("GET / HTTP/1.0\r\nHost: vip\r\n\r\n"));
+        assert!(!keep_alive("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+    }
 
     #[test]
     fn an_upload_has_its_length_from_the_head() {

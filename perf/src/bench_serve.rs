@@ -639,7 +639,7 @@ fn unmount_state() {
     }
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         || Path::new("/usr/sbin").join(tool).is_file()
@@ -960,65 +960,16 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
         }
         return Ok(());
     }
-    let mac = mac_string(config::vip_mac(
-        VIP4.parse().expect("the lab's VIP"),
-        config::Delivery::Multicast,
-    ));
+    let mac = farm_mac();
     for n in 1..=nodes {
         let ns = node_ns(n);
-        let peer = node_name(n);
-        // A kernel node runs with the kernel's own offloads (the lab turns
-        // tx off for the af_packet fastpath). On the emulated NIC its wire
-        // stays as Herd's is: finished MTU frames (no TSO toward the node),
-        // which also gives its veth NAPI (a veth uses its NAPI, and GRO,
-        // only while its peer has no TSO).
-        if o.kernel_nic == KernelNic::Veth {
-            in_ns(
-                CLIENT_NS,
-                &["ethtool", "-K", &peer, "tx", "on", "tso", "on", "gso", "on"],
-            )?;
-        }
-        in_ns(
-            &ns,
-            &[
-                "ethtool", "-K", "eth0", "tx", "on", "tso", "on", "gso", "on",
-            ],
+        kernel_node(
+            n,
+            nodes,
+            setup == Setup::Nft,
+            o.kernel_nic == KernelNic::Veth,
+            "",
         )?;
-        in_ns(
-            &ns,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", node_ip4(n)),
-                "dev",
-                "eth0",
-            ],
-        )?;
-        if setup == Setup::Plain {
-            in_ns(
-                &ns,
-                &["ip", "addr", "add", &format!("{VIP4}/32"), "dev", "eth0"],
-            )?;
-        } else {
-            in_ns(
-                &ns,
-                &["ip", "addr", "add", &format!("{VIP4}/32"), "dev", "lo"],
-            )?;
-            // The VIP on lo must never be answered for (nor used as the
-            // source of an ARP request) on eth0.
-            in_ns(
-                &ns,
-                &[
-                    "sysctl",
-                    "-qw",
-                    "net.ipv4.conf.all.arp_ignore=1",
-                    "net.ipv4.conf.all.arp_announce=2",
-                ],
-            )?;
-            in_ns(&ns, &["ip", "maddr", "add", &mac, "dev", "eth0"])?;
-            nft_load(&ns, &nft_ruleset(nodes, n - 1))?;
-        }
         if o.kernel_xdp_pass {
             let object = Path::new(STATE_DIR).join(XDP_PASS_OBJECT);
             let mode = kernel_xdp_mode(o).1;
@@ -1052,23 +1003,106 @@ fn bring_up(setup: Setup, nodes: u32, layout: Layout, o: &Options) -> Result<()>
         }
     }
     if setup == Setup::Nft {
-        in_ns(
-            CLIENT_NS,
-            &[
-                "ip",
-                "neigh",
-                "replace",
-                VIP4,
-                "lladdr",
-                &mac,
-                "dev",
-                lab::BRIDGE,
-                "nud",
-                "permanent",
-            ],
-        )?;
+        farm_neigh(&mac)?;
     }
     Ok(())
+}
+
+/// The nftables farm's VIP MAC: the multicast MAC of the VIP, which the
+/// bridge floods and every node joins.
+pub(crate) fn farm_mac() -> String {
+    mac_string(config::vip_mac(
+        VIP4.parse().expect("the lab's VIP"),
+        config::Delivery::Multicast,
+    ))
+}
+
+/// The client resolves the nftables farm's VIP to its multicast MAC.
+pub(crate) fn farm_neigh(mac: &str) -> Result<()> {
+    in_ns(
+        CLIENT_NS,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            VIP4,
+            "lladdr",
+            mac,
+            "dev",
+            lab::BRIDGE,
+            "nud",
+            "permanent",
+        ],
+    )
+}
+
+/// Kernel node `n` of `nodes` on a lab built with no herd running: the
+/// kernel's offloads (with `veth_offloads`, the kernel's defaults for a
+/// veth on the bridge's side too), its own address on `eth0`, and either
+/// the VIP on `eth0` (a plain node) or, with `farm`, the nftables farm
+/// node: the VIP on `lo`, the multicast MAC joined, the farm's jhash rule
+/// at `netdev ingress` (`counter` is put in that rule: "" or "counter").
+pub(crate) fn kernel_node(
+    n: u32,
+    nodes: u32,
+    farm: bool,
+    veth_offloads: bool,
+    counter: &str,
+) -> Result<()> {
+    let ns = node_ns(n);
+    let peer = node_name(n);
+    // A kernel node runs with the kernel's own offloads (the lab turns
+    // tx off for the af_packet fastpath). On the emulated NIC its wire
+    // stays as Herd's is: finished MTU frames (no TSO toward the node),
+    // which also gives its veth NAPI (a veth uses its NAPI, and GRO,
+    // only while its peer has no TSO).
+    if veth_offloads {
+        in_ns(
+            CLIENT_NS,
+            &["ethtool", "-K", &peer, "tx", "on", "tso", "on", "gso", "on"],
+        )?;
+    }
+    in_ns(
+        &ns,
+        &[
+            "ethtool", "-K", "eth0", "tx", "on", "tso", "on", "gso", "on",
+        ],
+    )?;
+    in_ns(
+        &ns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", node_ip4(n)),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    if !farm {
+        in_ns(
+            &ns,
+            &["ip", "addr", "add", &format!("{VIP4}/32"), "dev", "eth0"],
+        )?;
+        return Ok(());
+    }
+    in_ns(
+        &ns,
+        &["ip", "addr", "add", &format!("{VIP4}/32"), "dev", "lo"],
+    )?;
+    // The VIP on lo must never be answered for (nor used as the
+    // source of an ARP request) on eth0.
+    in_ns(
+        &ns,
+        &[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+        ],
+    )?;
+    in_ns(&ns, &["ip", "maddr", "add", &farm_mac(), "dev", "eth0"])?;
+    nft_load(&ns, &nft_ruleset(nodes, n - 1, counter))
 }
 
 fn mac_string(mac: [u8; 6]) -> String {
@@ -1081,13 +1115,19 @@ fn mac_string(mac: [u8; 6]) -> String {
 /// The nftables farm node `k` (0-based) of `nodes`: VIP frames (to the
 /// multicast MAC) are the host's, and the other nodes' flows are dropped
 /// at the earliest hook.
-fn nft_ruleset(nodes: u32, k: u32) -> String {
+/// `counter`: "" or "counter" (in the drop rule).
+pub(crate) fn nft_ruleset(nodes: u32, k: u32, counter: &str) -> String {
+    let counter = if counter.is_empty() {
+        String::new()
+    } else {
+        format!("{counter} ")
+    };
     format!(
         "table netdev herd-bench {{
   chain ingress {{
     type filter hook ingress device eth0 priority 0; policy accept;
     ip daddr {VIP4} meta pkttype set host
-    ip daddr {VIP4} tcp dport 80 jhash ip saddr . tcp sport mod {nodes} seed {JHASH_SEED} != {k} drop
+    ip daddr {VIP4} tcp dport 80 jhash ip saddr . tcp sport mod {nodes} seed {JHASH_SEED} != {k} {counter}drop
   }}
 }}
 "
@@ -1354,7 +1394,7 @@ fn tcp_counters(nodes: u32) -> Result<(u64, u64)> {
 }
 
 /// A field of `/proc/net/snmp` (a header line of names, then one of values).
-fn snmp_field(snmp: &str, proto: &str, field: &str) -> Result<u64> {
+pub(crate) fn snmp_field(snmp: &str, proto: &str, field: &str) -> Result<u64> {
     let prefix = format!("{proto}:");
     let mut lines = snmp.lines().filter(|l| l.starts_with(&prefix));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
@@ -1531,7 +1571,7 @@ fn stat_fields(stat: &str) -> Vec<&str> {
 /// utime + stime of a whole process. /proc/PID/stat already sums its
 /// threads, including those that have exited (a sum over
 /// /proc/PID/task/* would miss them).
-fn process_ticks(pid: u32) -> Result<u64> {
+pub(crate) fn process_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let f = stat_fields(&stat);
     Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
@@ -1576,7 +1616,7 @@ fn ksoftirqd_pids() -> Vec<u32> {
 /// /proc/stat (`cpuN user nice system idle iowait irq softirq steal ...`);
 /// busy leaves out idle, iowait and steal (the time the hypervisor ran
 /// something else while a CPU had work: a run with much of it is noise).
-fn cpu_stat(stat: &str) -> Result<(u64, u64, u64)> {
+pub(crate) fn cpu_stat(stat: &str) -> Result<(u64, u64, u64)> {
     let (mut softirq, mut busy, mut steal) = (0, 0, 0);
     let mut cpus = 0;
     for line in stat.lines() {
@@ -2181,7 +2221,7 @@ Total:          0    3   2.0      2      34
 
     #[test]
     fn nft_rules() {
-        let r = nft_ruleset(3, 2);
+        let r = nft_ruleset(3, 2, "");
         assert!(r.contains("hook ingress device eth0"));
         assert!(r.contains("ip daddr 198.18.0.100 meta pkttype set host"));
         assert!(r.contains(

@@ -15,7 +15,7 @@ import pytest
 from lab import LAB, down, ns, probe, status, up, wait_for
 from test_membership import NODES, converged, membership
 
-RATE_PPS = 30000
+RATE_PPS = 150000  # as fast as one trafgen thread goes here (about 150 kpps)
 SECONDS = 6
 
 
@@ -85,7 +85,8 @@ def test_a_syn_flood_and_heartbeat_port_junk_move_no_bucket_and_fail_no_client(f
                 gen.kill()
                 gen.wait(timeout=10)
     sent = [line for line in out.splitlines() if "packets outgoing" in line]
-    assert sent and int(sent[0].split()[0]) >= RATE_PPS * SECONDS // 2, out
+    # A slower host's generator may not reach RATE_PPS: at least 20 kpps.
+    assert sent and int(sent[0].split()[0]) >= 20000 * SECONDS, out
     for r in reports:
         assert r["ok"] == 100, [x for x in r["results"] if x["error"]][:3]
     assert set().union(*(r["by_node"] for r in reports)) == set(NODES)

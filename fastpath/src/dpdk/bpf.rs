@@ -275,12 +275,29 @@ impl Object {
     /// interface `ifindex` (in this process's network namespace), creating
     /// its `clsact` qdisc, until the returned guard is dropped.
     pub fn attach_tc_egress(&self, program: &str, ifindex: u32) -> io::Result<TcAttachment> {
-        self.attach_tc(program, ifindex, sys::bpf_tc_attach_point_BPF_TC_EGRESS)
+        self.attach_tc(
+            program,
+            ifindex,
+            sys::bpf_tc_attach_point_BPF_TC_EGRESS,
+            None,
+        )
     }
 
-    /// The same on the interface's ingress.
-    pub fn attach_tc_ingress(&self, program: &str, ifindex: u32) -> io::Result<TcAttachment> {
-        self.attach_tc(program, ifindex, sys::bpf_tc_attach_point_BPF_TC_INGRESS)
+    /// The same on the interface's ingress, in the filter slot (handle,
+    /// priority) `slot`, replacing whatever filter holds it: the
+    /// interface outlives a process that crashed, and so does its filter.
+    pub fn attach_tc_ingress(
+        &self,
+        program: &str,
+        ifindex: u32,
+        slot: (u32, u32),
+    ) -> io::Result<TcAttachment> {
+        self.attach_tc(
+            program,
+            ifindex,
+            sys::bpf_tc_attach_point_BPF_TC_INGRESS,
+            Some(slot),
+        )
     }
 
     /// Makes socket program `program` the filter of socket `socket` (it
@@ -315,6 +332,7 @@ impl Object {
         program: &str,
         ifindex: u32,
         point: sys::bpf_tc_attach_point,
+        slot: Option<(u32, u32)>,
     ) -> io::Result<TcAttachment> {
         let fd = self.program_fd(program)?;
         let mut hook = sys::bpf_tc_hook {
@@ -330,9 +348,13 @@ impl Object {
         if rc != -libc::EEXIST {
             check(rc)?;
         }
+        let (handle, priority) = slot.unwrap_or((0, 0));
         let mut opts = sys::bpf_tc_opts {
             sz: TC_OPTS_SIZE,
             prog_fd: fd,
+            flags: if slot.is_some() { BPF_TC_F_REPLACE } else { 0 },
+            handle,
+            priority,
             ..Default::default()
         };
         // SAFETY: `hook` and `opts` are valid, sized structs; libbpf
@@ -389,6 +411,8 @@ impl Object {
 // libbpf's option structs end in padding that it requires to be zero
 // when `sz` covers it, and Rust leaves padding undefined: `sz` stops at
 // the end of the last field instead (libbpf reads only what `sz` covers).
+/// libbpf's `BPF_TC_F_REPLACE` (an enum bindgen leaves out).
+const BPF_TC_F_REPLACE: u32 = 1;
 const TC_HOOK_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_hook, parent) + 4;
 const TC_OPTS_SIZE: usize = std::mem::offset_of!(sys::bpf_tc_opts, priority) + 4;
 

@@ -346,6 +346,31 @@ pub fn ignore_outgoing(socket: Waker) -> io::Result<()> {
     check(rc, "a filter for outgoing frames")
 }
 
+/// Frames an `af_packet` port's socket dropped since the last call
+/// because its ring was full (`PACKET_STATISTICS`, which resets the
+/// kernel's counts on each read: the caller keeps the sum). DPDK 22.11's
+/// PMD never reads them, so nothing else loses them.
+pub fn packet_socket_drops(socket: Waker) -> io::Result<u64> {
+    // struct tpacket_stats (tp_packets, tp_drops), or its v3 form with
+    // one more count: the kernel copies at most `len` bytes.
+    let mut stats = [0u32; 3];
+    let mut len = std::mem::size_of_val(&stats) as libc::socklen_t;
+    // SAFETY: PACKET_STATISTICS writes at most `len` bytes into `stats`,
+    // which outlives the call; the descriptor is the port's open socket
+    // (a closed one fails).
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            stats.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    check(rc, "PACKET_STATISTICS")?;
+    Ok(u64::from(stats[1]))
+}
+
 /// The index of kernel interface `name` (0 if there is none).
 pub fn interface_index(name: &str) -> u32 {
     let Ok(c) = CString::new(name) else { return 0 };

@@ -31,6 +31,10 @@ enum Cmd {
     /// The served path: nginx behind Herd against an nftables jhash kernel
     /// farm node and a plain kernel node, loaded by wrk, ab and curl.
     Serve(perf::bench_serve::Options),
+    /// A packet generator (trafgen) floods the farm at rising rates while
+    /// a client makes requests to the VIP: Herd (af_packet, af_xdp)
+    /// against an nftables jhash kernel farm.
+    Flood(perf::bench_flood::Options),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,7 @@ fn main() -> ExitCode {
         Cmd::Flows(o) => perf::bench_flows::run(&o),
         Cmd::Drops(o) => perf::bench_drops::run(&o),
         Cmd::Serve(o) => perf::bench_serve::run(&o),
+        Cmd::Flood(o) => perf::bench_flood::run(&o),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
