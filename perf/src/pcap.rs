@@ -95,7 +95,8 @@ fn push_tcp(f: &mut Vec<u8>, sport: u16, dport: u16, flags: u8) {
     f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
 }
 
-fn checksum(b: &[u8]) -> u16 {
+/// The Internet checksum of `b` (RFC 1071).
+pub(crate) fn checksum(b: &[u8]) -> u16 {
     let mut s: u32 = b
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))

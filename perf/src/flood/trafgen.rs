@@ -8,6 +8,7 @@
 //! for the ICMPv6 checksum: the neighbor solicitations are fixed frames
 //! (from 64 sources, round robin) whose checksum is computed here.
 
+use crate::pcap::checksum;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::io::Read;
@@ -152,18 +153,6 @@ pub fn solicited_node(a: Ipv6Addr) -> Ipv6Addr {
         0xff00 | u16::from(o[13]),
         u16::from_be_bytes([o[14], o[15]]),
     )
-}
-
-/// The Internet checksum of `data` (RFC 1071).
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// A neighbor solicitation for `target` from `src` (with its link-layer
