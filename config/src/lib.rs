@@ -1075,6 +1075,11 @@ impl Config {
             .find(|n| n.id == self.node.id)
             .expect("validated: node.id is one of farm.nodes")
     }
+
+    /// The farm's other nodes: the ones this node heartbeats with.
+    pub fn peers(&self) -> impl Iterator<Item = &FarmNode> {
+        self.farm.nodes.iter().filter(|n| n.id != self.node.id)
+    }
 }
 
 /// The MAC a VIP resolves to.

@@ -48,6 +48,18 @@ struct {
 	__type(value, __u8);
 } herd_vips4 SEC(".maps");
 
+/* IPv6 VIP address (16 bytes, as in the header) -> 1. */
+struct herd_vip6 {
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct herd_vip6);
+	__type(value, __u8);
+} herd_vips6 SEC(".maps");
+
 /* A VIP MAC (6 bytes, 2 zero) -> 1. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -161,6 +173,39 @@ static __always_inline __u64 mul_hi(__u64 a, __u64 b)
 	return (hi_lo >> 32) + (cross >> 32) + hi_hi;
 }
 
+/* The little-endian word of the 8 bytes at `p`. */
+static __always_inline __u64 le64(const __u8 *p)
+{
+	__u64 w = 0;
+#pragma unroll
+	for (int i = 7; i >= 0; i--)
+		w = w << 8 | p[i];
+	return w;
+}
+
+/* XXH3's 128-bit multiply folded to 64 bits, of the key's words (lo, hi)
+ * against the secret's (s_lo, s_hi), seeded. */
+static __always_inline __u64 mix16(__u64 lo, __u64 hi, __u64 s_lo, __u64 s_hi, __u64 seed)
+{
+	__u64 a = lo ^ (s_lo + seed), b = hi ^ (s_hi - seed);
+	return (a * b) ^ mul_hi(a, b);
+}
+
+/* herd-hash v1 of a 17..19-byte key `k` (an IPv6 key: XXH3-64's
+ * 17-to-128 path, seeded; packet/src/hash.rs, xxh3_17to32). */
+static __always_inline __u64 herd_hash6(__u64 len, const __u8 *k)
+{
+	const __u64 prime64_1 = 0x9E3779B185EBCA87ULL;
+	__u64 seed = 0x48657264ULL;
+	__u64 h = len * prime64_1;
+	h += mix16(le64(k), le64(k + 8), 0xbe4ba423396cfeb8ULL, 0x1cad21f72c81017cULL, seed);
+	h += mix16(le64(k + len - 16), le64(k + len - 8), 0xdb979083e96dd4deULL,
+		   0x1f67b3b7a4a44072ULL, seed);
+	h ^= h >> 37;
+	h *= 0x165667919E3779F9ULL;
+	return h ^ (h >> 32);
+}
+
 static __always_inline __u64 mac_of(const __u8 *m)
 {
 	return (__u64)m[0] | (__u64)m[1] << 8 | (__u64)m[2] << 16 |
@@ -219,16 +264,18 @@ static __always_inline int herd_heartbeat(const __u8 *b, __u32 frame_len)
 }
 
 /* The decision on the frame's first `HEAD` bytes `b` (those of them the
- * frame has: `frame_len`), as the fastpath's IPv4 fast path
- * (packet/src/decision.rs, `ipv4_fast`) decides without tracking flows:
- *   - an untagged, option-less, unfragmented IPv4 TCP/UDP datagram to a
- *     VIP's MAC and address, with a rule for its destination port, whose
- *     bucket this node owns and which is not moving -> DECIDE_OWNED;
- *     another node's (not moving) -> DECIDE_ELSEWHERE;
+ * frame has: `frame_len`), as the fastpath's fast paths
+ * (packet/src/decision.rs, `ipv4_fast` and `ipv6_fast`) decide without
+ * tracking flows:
+ *   - an untagged, option-less, unfragmented IPv4 TCP/UDP datagram, or an
+ *     untagged IPv6 one with no extension header, to a VIP's MAC and
+ *     address, with a rule for its destination port, whose bucket this
+ *     node owns and which is not moving -> DECIDE_OWNED; another node's
+ *     (not moving) -> DECIDE_ELSEWHERE;
  *   - a UDP datagram (IPv4 as above, or IPv6 with no extension header)
  *     to one of this node's heartbeat endpoints: from a peer's address
  *     DECIDE_HEARTBEAT, from any other DECIDE_JUNK;
- *   - everything else (ARP, IPv6 but heartbeats, the node's own traffic,
+ *   - everything else (ARP, NDP, the node's own traffic,
  *     no rule, moving buckets, anything it does not parse) ->
  *     DECIDE_FASTPATH. */
 static __always_inline int herd_decide(const __u8 *b, __u32 frame_len)
@@ -238,15 +285,6 @@ static __always_inline int herd_decide(const __u8 *b, __u32 frame_len)
 		return hb;
 	if (frame_len < 14 + 24)
 		return DECIDE_FASTPATH;
-	const __u8 *ip = b + 14;
-	__u32 total_len = (__u32)ip[2] << 8 | ip[3];
-	__u32 fragment = ((__u32)ip[6] << 8 | ip[7]) & 0x3fff;
-	__u8 protocol = ip[9];
-	if (b[12] != 0x08 || b[13] != 0x00 || ip[0] != 0x45 || fragment != 0 ||
-	    total_len < 24 || total_len > frame_len - 14 ||
-	    (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP))
-		return DECIDE_FASTPATH;
-	const __u8 *ports = ip + 20;
 	__u32 zero = 0;
 	__u64 *own = bpf_map_lookup_elem(&herd_own_mac, &zero);
 	if (!own)
@@ -254,24 +292,66 @@ static __always_inline int herd_decide(const __u8 *b, __u32 frame_len)
 	__u64 dst_mac = mac_of(b);
 	if (mac_of(b + 6) == *own || !bpf_map_lookup_elem(&herd_vip_macs, &dst_mac))
 		return DECIDE_FASTPATH;
-	__u32 daddr = (__u32)ip[16] | (__u32)ip[17] << 8 | (__u32)ip[18] << 16 | (__u32)ip[19] << 24;
-	if (!bpf_map_lookup_elem(&herd_vips4, &daddr))
+	const __u8 *ip = b + 14;
+	const __u8 *ports;
+	__u8 protocol;
+	int ipv6;
+	if (b[12] == 0x08 && b[13] == 0x00) {
+		__u32 total_len = (__u32)ip[2] << 8 | ip[3];
+		__u32 fragment = ((__u32)ip[6] << 8 | ip[7]) & 0x3fff;
+		protocol = ip[9];
+		if (ip[0] != 0x45 || fragment != 0 || total_len < 24 ||
+		    total_len > frame_len - 14 ||
+		    (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP))
+			return DECIDE_FASTPATH;
+		__u32 daddr = (__u32)ip[16] | (__u32)ip[17] << 8 | (__u32)ip[18] << 16 |
+			      (__u32)ip[19] << 24;
+		if (!bpf_map_lookup_elem(&herd_vips4, &daddr))
+			return DECIDE_FASTPATH;
+		ports = ip + 20;
+		ipv6 = 0;
+	} else if (b[12] == 0x86 && b[13] == 0xdd) {
+		/* No extension header: TCP or UDP right after the fixed header. */
+		if (frame_len < HEAD)
+			return DECIDE_FASTPATH;
+		__u32 payload_len = (__u32)ip[4] << 8 | ip[5];
+		protocol = ip[6];
+		if ((ip[0] >> 4) != 6 || payload_len < 4 || payload_len > frame_len - 54 ||
+		    (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP))
+			return DECIDE_FASTPATH;
+		struct herd_vip6 vip;
+		__builtin_memcpy(vip.addr, ip + 24, 16);
+		if (!bpf_map_lookup_elem(&herd_vips6, &vip))
+			return DECIDE_FASTPATH;
+		ports = ip + 40;
+		ipv6 = 1;
+	} else {
 		return DECIDE_FASTPATH;
+	}
 	__u32 rule = (__u32)protocol << 16 | (__u32)ports[2] << 8 | ports[3];
 	__u8 *affinity = bpf_map_lookup_elem(&herd_rules, &rule);
 	if (!affinity)
 		return DECIDE_FASTPATH;
-	/* The key bytes 4, a0..a3[, port] in one little-endian word. */
-	__u64 word = 4 | (__u64)ip[12] << 8 | (__u64)ip[13] << 16 | (__u64)ip[14] << 24 |
-		     (__u64)ip[15] << 32;
-	__u64 len = 5;
-	if (*affinity) {
-		word |= (__u64)ports[0] << 40 | (__u64)ports[1] << 48;
-		len = 7;
+	__u64 hash;
+	if (ipv6) {
+		/* The key bytes 6, a0..a15[, port]. */
+		__u8 key[19];
+		key[0] = 6;
+		__builtin_memcpy(key + 1, ip + 8, 16);
+		key[17] = ports[0];
+		key[18] = ports[1];
+		hash = *affinity ? herd_hash6(19, key) : herd_hash6(17, key);
+	} else {
+		/* The key bytes 4, a0..a3[, port] in one little-endian word. */
+		__u64 word = 4 | (__u64)ip[12] << 8 | (__u64)ip[13] << 16 |
+			     (__u64)ip[14] << 24 | (__u64)ip[15] << 32;
+		__u64 len = 5;
+		if (*affinity) {
+			word |= (__u64)ports[0] << 40 | (__u64)ports[1] << 48;
+			len = 7;
+		}
+		hash = herd_hash(len, (__u32)word, (__u32)(word >> ((len - 4) * 8)));
 	}
-	__u32 first = (__u32)word;
-	__u32 last = (__u32)(word >> ((len - 4) * 8));
-	__u64 hash = herd_hash(len, first, last);
 
 	void *table = bpf_map_lookup_elem(&herd_table, &zero);
 	if (!table)

@@ -5,9 +5,10 @@
 // herd_sockfilter (af_packet: the socket filter of the PMD's packet
 // sockets, run before a frame is copied into their ring; decide.h):
 //   - another node's bucket: dropped (counted), never copied, but for a
-//     connection's later segments (IPv4 TCP without SYN), which it does
-//     not hash (the served path's frames): the lcore drops another
-//     node's;
+//     connection's later segments (IPv4 TCP with neither SYN nor RST),
+//     which it does not hash (the served path's frames): the lcore drops
+//     another node's. RSTs are hashed: a SYN flood from spoofed sources
+//     that answer brings one RST per SYN-ACK of every node, to every node;
 //   - a peer's heartbeat, or junk to the heartbeat port: not copied (the
 //     tc program below takes both);
 //   - a frame this host sends (a packet socket sees those too): dropped;
@@ -36,7 +37,8 @@ struct {
 /* What decide_skb decides. Both keep the per-frame cost of the served
  * path low: a connection's later segments are never hashed here. */
 #define FOR_SOCKET 0	/* the whole decision, but for an IPv4 TCP segment
-			 * without SYN: left to the lcore (DECIDE_FASTPATH),
+			 * with neither SYN nor RST: left to the lcore
+			 * (DECIDE_FASTPATH),
 			 * which drops another node's itself */
 #define FOR_TC 1	/* the heartbeat check alone */
 
@@ -60,7 +62,7 @@ static __always_inline int decide_skb(struct __sk_buff *skb, int mode)
 	if (mode == FOR_TC)
 		return herd_heartbeat(head, skb->len);
 	if (skb->len >= 14 + 20 + 14 && head[12] == 0x08 && head[13] == 0x00 &&
-	    head[14] == 0x45 && head[23] == IPPROTO_TCP && (head[47] & 0x02) == 0)
+	    head[14] == 0x45 && head[23] == IPPROTO_TCP && (head[47] & 0x06) == 0)
 		return DECIDE_FASTPATH;
 	return herd_decide(head, skb->len);
 }

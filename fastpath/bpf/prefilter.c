@@ -2,13 +2,15 @@
 // Herd's XDP pre-filter (af_xdp ports): decides the common frame in the
 // driver (decide.h, herd_decide):
 //   - an owned bucket -> XDP_PASS to the kernel, the destination MAC
-//     rewritten to the NIC's;
-//   - another node's bucket -> XDP_DROP;
+//     rewritten to the NIC's (IPv4); IPv6 -> the fastpath, which hands it
+//     to the TAP: the NIC's interface has IPv6 off (it must not answer
+//     neighbor solicitations for itself), so the kernel would drop it;
+//   - another node's bucket (IPv4, IPv6) -> XDP_DROP;
 //   - a peer's heartbeat -> XDP_PASS: the ingress guard's tc program
 //     (guard.c) hands it to the TAP, ahead of and apart from the data;
 //   - junk to this node's heartbeat port (not from a peer) -> XDP_DROP,
 //     counted;
-//   - everything else (ARP, IPv6, the node's own traffic, no rule, moving
+//   - everything else (ARP, NDP, the node's own traffic, no rule, moving
 //     buckets, anything it does not parse) -> the AF_XDP socket of the
 //     queue (`xsks_map`, the name DPDK's af_xdp PMD fills), where the
 //     fastpath decides as without the pre-filter.
@@ -48,6 +50,8 @@ int herd_prefilter(struct xdp_md *ctx)
 	}
 	switch (herd_decide(head, len)) {
 	case DECIDE_OWNED: {
+		if (head[12] != 0x08 || head[13] != 0x00)
+			return to_dpdk(ctx);
 		__u32 zero = 0;
 		__u64 *own = bpf_map_lookup_elem(&herd_own_mac, &zero);
 		if (!own || data + 6 > end)

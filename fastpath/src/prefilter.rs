@@ -5,8 +5,8 @@
 //! from the decision's own configuration and bucket table (pure), and
 //! their publication through the DPDK layer's BPF maps.
 //!
-//! The programs decide only what the fastpath's IPv4 fast path decides
-//! without tracking flows: an owned, not moving bucket → the kernel
+//! The programs decide only what the fastpath's fast paths (IPv4 and
+//! IPv6) decide without tracking flows: an owned, not moving bucket → the kernel
 //! (`XDP_PASS`; the lcore on af_packet); another node's, not moving →
 //! dropped before any copy; a peer's heartbeat → the membership socket
 //! through the TAP's receive path, apart from the data (a flood never
@@ -138,6 +138,7 @@ pub fn mac_key(mac: [u8; 6]) -> u64 {
 /// The program's maps, by name (at most 15 characters: the kernel's limit).
 pub struct Maps {
     vips4: Map,
+    vips6: Map,
     vip_macs: Map,
     rules: Map,
     own_mac: Map,
@@ -150,7 +151,7 @@ pub struct Maps {
     writing: Mutex<()>,
 }
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "herd_vips4",
     "herd_vip_macs",
     "herd_rules",
@@ -159,6 +160,7 @@ const NAMES: [&str; 8] = [
     "herd_counts",
     "herd_hb_local",
     "herd_hb_peers",
+    "herd_vips6",
 ];
 
 impl Maps {
@@ -172,6 +174,7 @@ impl Maps {
             counts: find(NAMES[5])?,
             hb_local: find(NAMES[6])?,
             hb_peers: find(NAMES[7])?,
+            vips6: find(NAMES[8])?,
             writing: Mutex::new(()),
         })
     }
@@ -197,6 +200,9 @@ impl Maps {
     pub fn configure(&self, classifier: &Classifier) -> io::Result<()> {
         for vip in &classifier.vips4 {
             self.vips4.update(&vip4_key(vip.address), &[1])?;
+        }
+        for vip in &classifier.vips6 {
+            self.vips6.update(&vip.address.octets(), &[1])?;
         }
         for mac in classifier.vip_macs() {
             self.vip_macs.update(&mac_key(mac).to_ne_bytes(), &[1])?;
@@ -227,6 +233,11 @@ impl Maps {
         for vip in &old.vips4 {
             if !new.vips4.iter().any(|v| v.address == vip.address) {
                 self.vips4.delete(&vip4_key(vip.address))?;
+            }
+        }
+        for vip in &old.vips6 {
+            if !new.vips6.iter().any(|v| v.address == vip.address) {
+                self.vips6.delete(&vip.address.octets())?;
             }
         }
         for mac in old.vip_macs() {

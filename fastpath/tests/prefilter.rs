@@ -49,9 +49,9 @@ mod xdp {
                 assert_eq!(out[6..], f[6..]);
             }
         }
-        // No rule (TCP 22), IPv6, a moving bucket: the fastpath's.
+        // No rule (TCP 22, IPv4 and IPv6), a moving bucket: the fastpath's.
         maps.publish(&all()).unwrap();
-        for f in [&fast_candidates()[3], &fast_candidates()[5]] {
+        for f in [&fast_candidates()[3], &fast_candidates()[8]] {
             let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
             assert_eq!(XdpVerdict::from_code(code), XdpVerdict::ToDpdk);
         }
@@ -74,17 +74,23 @@ mod xdp {
         let c = classifier();
         let (object, maps) = loaded(&c);
         let n = 7;
-        for f in fast_candidates().iter().take(3) {
+        // TCP and UDP to the VIPs with a rule, IPv4 and IPv6, both
+        // affinities.
+        let candidates = fast_candidates();
+        for f in candidates[..3].iter().chain(&candidates[5..8]) {
             let owner = (0..n)
                 .find(|b| c.classify(f, &BucketTable::new(1, n, [*b], true)) == Verdict::Accept)
                 .expect("some bucket owns the frame");
+            // The kernel takes IPv6 from the TAP only: the fastpath hands
+            // it an owned IPv6 frame.
+            let ipv6 = f[12..14] == [0x86, 0xdd];
             for b in 0..n {
                 maps.publish(&BucketTable::new(1, n, [b], true)).unwrap();
                 let (code, _) = object.run_xdp(PROGRAM, f).unwrap();
-                let want = if b == owner {
-                    XdpVerdict::Pass
-                } else {
-                    XdpVerdict::Drop
+                let want = match (b == owner, ipv6) {
+                    (true, false) => XdpVerdict::Pass,
+                    (true, true) => XdpVerdict::ToDpdk,
+                    (false, _) => XdpVerdict::Drop,
                 };
                 assert_eq!(XdpVerdict::from_code(code), want, "bucket {b}");
             }
@@ -243,5 +249,34 @@ mod heartbeats {
         assert_eq!(code, TC_ACT_OK);
         let k = maps.counts().unwrap();
         assert_eq!((k.heartbeats, k.heartbeat_junk), (2, 2));
+    }
+
+    #[test]
+    fn the_socket_filter_copies_only_what_the_lcore_needs() {
+        use fastpath::prefilter::SOCKET_FILTER;
+        const SYN: u8 = 0x02;
+        const RST: u8 = 0x04;
+        const ACK: u8 = 0x10;
+        let (object, maps) = recognising(fastpath::prefilter::GUARD);
+        let kept = |f: &[u8]| object.run_socket_filter(SOCKET_FILTER, f).unwrap() > 0;
+        // Every bucket another node's.
+        assert!(!kept(&tcp_segment(40000, SYN)), "another node's SYN");
+        assert!(!kept(&tcp_segment(40000, RST)), "another node's RST");
+        assert!(!kept(&tcp_segment(40000, RST | ACK)), "another node's RST");
+        assert!(
+            kept(&tcp_segment(40000, ACK)),
+            "a connection's later segment is not hashed: the lcore decides it"
+        );
+        for (f, heartbeat, junk) in cases() {
+            if heartbeat || junk {
+                assert!(!kept(&f), "the tc program's: {f:02x?}");
+            }
+        }
+        assert!(kept(&arp(1, CLIENT4, VIP4)), "ARP is the lcore's");
+        // Every bucket this node's.
+        maps.publish(&all()).unwrap();
+        for flags in [SYN, RST, ACK, RST | ACK] {
+            assert!(kept(&tcp_segment(40000, flags)), "flags {flags:#04x}");
+        }
     }
 }

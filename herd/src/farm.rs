@@ -193,13 +193,8 @@ impl Farm {
         // STOP until the health driver says otherwise.
         machine.set_state(Duration::ZERO, NodeState::Stop, false);
         let shared = Shared::new(machine);
-        let peers: BTreeMap<u16, Vec<std::net::SocketAddr>> = c
-            .farm
-            .nodes
-            .iter()
-            .filter(|n| n.id != c.node.id)
-            .map(|n| (n.id, n.heartbeat.clone()))
-            .collect();
+        let peers: BTreeMap<u16, Vec<std::net::SocketAddr>> =
+            c.peers().map(|n| (n.id, n.heartbeat.clone())).collect();
         let driver = DriverSettings {
             binds: c.this_node().heartbeat.clone(),
             peers,

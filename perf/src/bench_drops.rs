@@ -30,9 +30,10 @@
 //!   the figure. On a NIC's driver XDP runs before any skb; this bench has
 //!   no such NIC.
 
-use crate::bench_fastpath::{clock_ticks_per_second, herd_rate, Guard, VIP};
+use crate::bench_fastpath::{herd_rate, Guard, VIP};
 use crate::lab::sh;
 use crate::median;
+use crate::procstat::{clock_ticks_per_second, MachineTicks};
 use anyhow::{bail, Context, Result};
 use config::XdpMode;
 use std::path::{Path, PathBuf};
@@ -232,17 +233,6 @@ impl Drop for KernelFarm {
     }
 }
 
-/// Softirq time of all CPUs, in clock ticks (`/proc/stat`).
-fn softirq_ticks() -> Result<u64> {
-    let stat = std::fs::read_to_string("/proc/stat")?;
-    let line = stat.lines().next().context("empty /proc/stat")?;
-    // cpu user nice system idle iowait irq softirq ...
-    line.split_whitespace()
-        .nth(7)
-        .and_then(|v| v.parse().ok())
-        .context("no softirq field in /proc/stat")
-}
-
 fn kernel_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6], hook: Hook) -> Result<f64> {
     let _farm = KernelFarm::up(vmac, hook)?;
     drop_cost(o, out, pcap, || KernelFarm::dropped(hook))
@@ -298,9 +288,9 @@ fn drop_cost(
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));
-    let (p0, s0) = (dropped()?, softirq_ticks()?);
+    let (p0, s0) = (dropped()?, MachineTicks::now()?.softirq);
     std::thread::sleep(Duration::from_secs(o.seconds));
-    let (p1, s1) = (dropped()?, softirq_ticks()?);
+    let (p1, s1) = (dropped()?, MachineTicks::now()?.softirq);
     drop(sender);
     if p1 <= p0 || s1 <= s0 {
         bail!("{} packets dropped in {} softirq ticks", p1 - p0, s1 - s0);

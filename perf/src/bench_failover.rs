@@ -43,19 +43,7 @@ fn wait_converged(nodes: u32) -> Result<()> {
 }
 
 pub fn run(o: &Options) -> Result<()> {
-    let spec = crate::lab::LabSpec {
-        nodes: o.nodes,
-        running: o.nodes,
-        queues: 1,
-        delivery: "vmac".into(),
-        driver: "af_packet".into(),
-        ownership: "membership".into(),
-        split_brain: "serve-all".into(),
-        heartbeat_networks: 1,
-        extra: String::new(),
-        xdp_mode: None,
-        cpus: None,
-    };
+    let spec = crate::lab::LabSpec::membership(o.nodes, "af_packet");
     crate::lab::up(&spec)?;
     let result = (|| -> Result<(Histogram<u64>, Histogram<u64>)> {
         let mut hist = Histogram::<u64>::new(3)?;

@@ -382,38 +382,6 @@ fn sh(args: &[&str]) -> Result<()> {
     crate::lab::sh(args)
 }
 
-/// Clock ticks per second of /proc's CPU times, from getconf (keeps libc
-/// calls, which are unsafe, out of perf/).
-pub(crate) fn clock_ticks_per_second() -> Result<f64> {
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(100.0))
-}
-
-/// CPU ticks of a process's DPDK lcore (worker) threads.
-pub(crate) fn worker_cpu_ticks(pid: u32) -> Result<u64> {
-    let mut total = 0;
-    let mut found = false;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let t = t?.path();
-        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
-        // DPDK names its worker threads after their lcore.
-        if comm.starts_with("lcore-worker") || comm.starts_with("rte-worker") {
-            let stat = std::fs::read_to_string(t.join("stat"))?;
-            let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-            let f: Vec<&str> = after.split_whitespace().collect();
-            total += f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-            found = true;
-        }
-    }
-    if !found {
-        bail!("no DPDK worker thread found in process {pid}");
-    }
-    Ok(total)
-}
-
 fn ping_rtts(ns: &str, target: &str, count: u32, interval: &str) -> Result<Vec<f64>> {
     let out = Command::new("ip")
         .args([
@@ -509,12 +477,12 @@ socket = "{sock}"
         let guard = start_herd(out, "bench-idle", &cfg, &sock, Some(ns))?;
         let pid = guard.0.id();
         std::thread::sleep(Duration::from_secs(1));
-        let hz = clock_ticks_per_second()?;
+        let hz = crate::procstat::clock_ticks_per_second()?;
         let t0 = Instant::now();
-        let a = worker_cpu_ticks(pid)?;
+        let a = crate::procstat::worker_ticks(pid)?;
         let waits_a = idle_waits(&sock)?;
         std::thread::sleep(Duration::from_secs(o.idle_seconds));
-        let b = worker_cpu_ticks(pid)?;
+        let b = crate::procstat::worker_ticks(pid)?;
         let waits_b = idle_waits(&sock)?;
         let seconds = t0.elapsed().as_secs_f64();
         let cpu_pct = (b - a) as f64 / hz / seconds * 100.0;

@@ -30,14 +30,12 @@
 //! apart) per flood packet. Then per setup and kind the highest achieved
 //! rate at which, and at every lower step, no request failed.
 
-use crate::bench_fastpath::clock_ticks_per_second;
-use crate::bench_serve::{
-    cpu_stat, farm_mac, farm_neigh, kernel_node, on_path, process_ticks, snmp_field,
-};
+use crate::bench_serve::{farm_mac, farm_neigh, kernel_node, on_path, snmp_field};
 use crate::flood::client::{self, Tally};
 use crate::flood::plot;
 use crate::flood::trafgen::{self, Kind, Rate, Sent, Targets};
 use crate::lab::{self, in_ns_output, node_ip4, node_name, node_ns, CLIENT_NS, VIP4, VIP6};
+use crate::procstat::{clock_ticks_per_second, process_ticks, reaped_children_ticks, MachineTicks};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -279,23 +277,14 @@ fn plot_point(s: &Step, timeout_ms: u64) -> plot::Point {
 
 /// A fresh lab for `setup`.
 fn bring_up(setup: Setup, nodes: u32) -> Result<()> {
+    let driver = if setup == Setup::AfXdp {
+        "af_xdp"
+    } else {
+        "af_packet"
+    };
     let spec = lab::LabSpec {
-        nodes,
         running: if setup.herd() { nodes } else { 0 },
-        queues: 1,
-        delivery: "vmac".into(),
-        driver: if setup == Setup::AfXdp {
-            "af_xdp"
-        } else {
-            "af_packet"
-        }
-        .into(),
-        ownership: "membership".into(),
-        split_brain: "serve-all".into(),
-        heartbeat_networks: 1,
-        extra: String::new(),
-        xdp_mode: None,
-        cpus: None,
+        ..lab::LabSpec::membership(nodes, driver)
     };
     lab::up(&spec)?;
     if setup.herd() {
@@ -489,16 +478,6 @@ fn delta(after: &Counters, before: &Counters) -> Counters {
         .collect()
 }
 
-fn self_children_ticks() -> Result<u64> {
-    let me = std::fs::read_to_string("/proc/self/stat")?;
-    let f: Vec<&str> = me
-        .rsplit_once(')')
-        .map_or("", |x| x.1)
-        .split_whitespace()
-        .collect();
-    Ok(f[13].parse::<u64>()? + f[14].parse::<u64>()?)
-}
-
 /// One step: the client runs while trafgen floods.
 fn step(o: &Options, setup: Setup, kind: Kind, rate: Rate, cfg: &Path) -> Result<Step> {
     let unsettled = setup.herd() && wait_settled(o.nodes, SETTLE).is_err();
@@ -508,8 +487,8 @@ fn step(o: &Options, setup: Setup, kind: Kind, rate: Rate, cfg: &Path) -> Result
         .map(|n| node_counters(setup, n))
         .collect::<Result<Vec<_>>>()?;
     let hz = clock_ticks_per_second()?;
-    let (softirq0, busy0, _) = cpu_stat(&std::fs::read_to_string("/proc/stat")?)?;
-    let gen0 = self_children_ticks()?;
+    let m0 = MachineTicks::now()?;
+    let gen0 = reaped_children_ticks()?;
     let stop = AtomicBool::new(false);
     let target = SocketAddr::new(VIP4.parse()?, 80);
     let timeout = Duration::from_millis(o.timeout_ms);
@@ -524,8 +503,8 @@ fn step(o: &Options, setup: Setup, kind: Kind, rate: Rate, cfg: &Path) -> Result
         (sent, short, keep)
     });
     let (sent, _wall) = sent?;
-    let (softirq1, busy1, _) = cpu_stat(&std::fs::read_to_string("/proc/stat")?)?;
-    let gen1 = self_children_ticks()?;
+    let m1 = MachineTicks::now()?;
+    let gen1 = reaped_children_ticks()?;
     let after = (1..=o.nodes)
         .map(|n| node_counters(setup, n))
         .collect::<Result<Vec<_>>>()?;
@@ -548,8 +527,8 @@ fn step(o: &Options, setup: Setup, kind: Kind, rate: Rate, cfg: &Path) -> Result
         short,
         keep,
         nodes,
-        machine_s: busy1.saturating_sub(busy0) as f64 / hz,
-        softirq_s: softirq1.saturating_sub(softirq0) as f64 / hz,
+        machine_s: m1.busy.saturating_sub(m0.busy) as f64 / hz,
+        softirq_s: m1.softirq.saturating_sub(m0.softirq) as f64 / hz,
         generator_s: gen1.saturating_sub(gen0) as f64 / hz,
         unsettled,
     })
@@ -585,6 +564,7 @@ const SHOWN: &[&str] = &[
     "nic.imissed",
     "nic.rx_nombuf",
     "nic.ierrors",
+    "ring_drops",
     "tap.imissed",
     "xdp.passed",
     "xdp.dropped",

@@ -93,11 +93,14 @@
 //! not run, the first layout and size run, named by `base=`), prefixed
 //! `n3_` for another farm size and `atc_`/`eq_` for the other layout.
 
-use crate::bench_fastpath::{clock_ticks_per_second, worker_cpu_ticks, Guard};
+use crate::bench_fastpath::Guard;
 use crate::lab::{self, in_ns, in_ns_output, node_ip4, node_name, node_ns, CLIENT_NS, VIP4};
 use crate::median;
+use crate::procstat::{
+    children_of, clock_ticks_per_second, ksoftirqd_pids, process_ticks, reaped_children_ticks,
+    received_rps, worker_ticks, MachineTicks,
+};
 use anyhow::{bail, Context, Result};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -1442,19 +1445,7 @@ fn client_status(
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", args[0]))?;
-    let mut stdout = child.stdout.take().context("stdout")?;
-    let mut stderr = child.stderr.take().context("stderr")?;
-    // Read both pipes while the client runs, so it never blocks on them.
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let output = crate::child::Output::read(&mut child)?;
     let deadline = Instant::now() + Duration::from_secs(timeout_s);
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -1467,8 +1458,7 @@ fn client_status(
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let out = out.join().unwrap_or_default();
-    let err = err.join().unwrap_or_default();
+    let (out, err) = output.join();
     Ok((status, out, err))
 }
 
@@ -1521,16 +1511,15 @@ impl Procs {
         }
         for &pid in &self.herd {
             s.herd += process_ticks(pid)?;
-            s.lcores += worker_cpu_ticks(pid)?;
+            s.lcores += worker_ticks(pid)?;
         }
         for &pid in &self.ksoftirqd {
             s.ksoftirqd += process_ticks(pid).unwrap_or(0);
         }
         // Our reaped children: the client runs, once each has exited.
-        let me = std::fs::read_to_string("/proc/self/stat")?;
-        let f = stat_fields(&me);
-        s.children = f[13].parse::<u64>()? + f[14].parse::<u64>()?;
-        (s.softirq, s.machine, s.steal) = cpu_stat(&std::fs::read_to_string("/proc/stat")?)?;
+        s.children = reaped_children_ticks()?;
+        let m = MachineTicks::now()?;
+        (s.softirq, s.machine, s.steal) = (m.softirq, m.busy, m.steal);
         s.rps_cpu1 = received_rps(&std::fs::read_to_string("/proc/net/softnet_stat")?, 1);
         s.at = Some(Instant::now());
         Ok(s)
@@ -1556,99 +1545,6 @@ impl Sample {
             },
         })
     }
-}
-
-/// The fields of a `/proc/PID/stat` line after the command name (which
-/// may hold spaces): index 0 is the state, 11/12 utime/stime, 13/14
-/// cutime/cstime.
-fn stat_fields(stat: &str) -> Vec<&str> {
-    stat.rsplit_once(')')
-        .map_or("", |x| x.1)
-        .split_whitespace()
-        .collect()
-}
-
-/// utime + stime of a whole process. /proc/PID/stat already sums its
-/// threads, including those that have exited (a sum over
-/// /proc/PID/task/* would miss them).
-pub(crate) fn process_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let f = stat_fields(&stat);
-    Ok(f[11].parse::<u64>()? + f[12].parse::<u64>()?)
-}
-
-/// The processes whose parent is one of `parents`.
-fn children_of(parents: &[u32]) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat_fields(&stat)
-            .get(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if ppid.is_some_and(|p| parents.contains(&p)) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-fn ksoftirqd_pids() -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if std::fs::read_to_string(entry.path().join("comm"))
-            .is_ok_and(|c| c.starts_with("ksoftirqd/"))
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-/// Softirq, busy and steal ticks summed over the per-CPU lines of
-/// /proc/stat (`cpuN user nice system idle iowait irq softirq steal ...`);
-/// busy leaves out idle, iowait and steal (the time the hypervisor ran
-/// something else while a CPU had work: a run with much of it is noise).
-pub(crate) fn cpu_stat(stat: &str) -> Result<(u64, u64, u64)> {
-    let (mut softirq, mut busy, mut steal) = (0, 0, 0);
-    let mut cpus = 0;
-    for line in stat.lines() {
-        let mut f = line.split_whitespace();
-        let Some(name) = f.next() else { continue };
-        if !name.starts_with("cpu") || name == "cpu" {
-            continue;
-        }
-        let v: Vec<u64> = f.map(|x| x.parse().unwrap_or(0)).collect();
-        if v.len() < 8 {
-            bail!("short line in /proc/stat: {line}");
-        }
-        softirq += v[6];
-        busy += v[0] + v[1] + v[2] + v[5] + v[6];
-        steal += v[7];
-        cpus += 1;
-    }
-    if cpus == 0 {
-        bail!("no per-CPU lines in /proc/stat");
-    }
-    Ok((softirq, busy, steal))
-}
-
-/// `received_rps` (the 10th column, hex) of CPU `cpu` in
-/// /proc/net/softnet_stat: RPS interrupts it took.
-fn received_rps(softnet: &str, cpu: usize) -> u64 {
-    softnet
-        .lines()
-        .nth(cpu)
-        .and_then(|l| l.split_whitespace().nth(9))
-        .and_then(|v| u64::from_str_radix(v, 16).ok())
-        .unwrap_or(0)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -2164,21 +2060,6 @@ Total:          0    3   2.0      2      34
         assert_eq!(snmp_field(snmp, "Tcp", "PassiveOpens").unwrap(), 12);
         assert_eq!(snmp_field(snmp, "Tcp", "OutRsts").unwrap(), 7);
         assert!(snmp_field(snmp, "Udp", "InDatagrams").is_err());
-        let stat = "cpu  10 0 20 1000 0 0 30 0 0 0\ncpu0 4 0 10 500 1 2 10 5 0 0\ncpu1 6 0 10 500 0 0 20 0 0 0\nintr 1\n";
-        assert_eq!(
-            cpu_stat(stat).unwrap(),
-            (30, 4 + 10 + 2 + 10 + 6 + 10 + 20, 5)
-        );
-        let softnet = "0007e27a 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000\n000f7e6e 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 0000001a 00000000 00000000 00000001 00000001 00000000\n";
-        assert_eq!(received_rps(softnet, 1), 26);
-        assert_eq!(received_rps(softnet, 0), 0);
-        let f = stat_fields(
-            "20188 (rte worker) R 20186 20186 7717 0 -1 4194304 99 0 0 0 70 30 5 6 20 0 1 0",
-        );
-        assert_eq!(
-            (f[0], f[1], f[11], f[12], f[13], f[14]),
-            ("R", "20186", "70", "30", "5", "6")
-        );
         assert_eq!(
             model_name("Architecture: x86_64\nModel name:        AMD EPYC\n"),
             Some("AMD EPYC")

@@ -139,6 +139,28 @@ pub struct LabSpec {
     pub cpus: Option<String>,
 }
 
+impl LabSpec {
+    /// `nodes` nodes, all running, on `driver` (`af_packet` or `af_xdp`),
+    /// one queue each, vMAC delivery, buckets owned by membership over one
+    /// heartbeat network, split brain served by all, herd's defaults for
+    /// the rest: what the benches start from.
+    pub fn membership(nodes: u32, driver: &str) -> Self {
+        LabSpec {
+            nodes,
+            running: nodes,
+            queues: 1,
+            delivery: "vmac".into(),
+            driver: driver.into(),
+            ownership: "membership".into(),
+            split_brain: "serve-all".into(),
+            heartbeat_networks: 1,
+            extra: String::new(),
+            xdp_mode: None,
+            cpus: None,
+        }
+    }
+}
+
 /// Static ownership: contiguous, nearly equal ranges of 4096 buckets.
 pub fn bucket_range(n: u32, nodes: u32, buckets: u32) -> String {
     let lo = buckets * (n - 1) / nodes;

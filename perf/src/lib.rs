@@ -9,10 +9,12 @@ pub mod bench_flood;
 pub mod bench_flows;
 pub mod bench_serve;
 pub mod chaos;
+pub mod child;
 mod flood;
 pub mod lab;
 pub mod pcap;
 pub mod probe;
+pub mod procstat;
 
 /// The median of a non-empty set of figures (sorts them); of an even
 /// count, the mean of the two middle ones (not the upper one, which would

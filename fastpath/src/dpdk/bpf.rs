@@ -380,6 +380,18 @@ impl Object {
         self.test_run(program, frame)
     }
 
+    /// Runs socket filter `program` once on `frame`: the bytes it keeps
+    /// (0: the frame is not copied to the socket).
+    pub fn run_socket_filter(&self, program: &str, frame: &[u8]) -> io::Result<u32> {
+        // The kernel's test run pulls an Ethernet header off before a
+        // socket filter runs, where a packet socket hands it the whole
+        // frame: a throwaway header in front leaves the filter `frame`.
+        let mut framed = vec![0u8; 14];
+        framed[12..14].copy_from_slice(&[0x08, 0x00]);
+        framed.extend_from_slice(frame);
+        Ok(self.test_run(program, &framed)?.0)
+    }
+
     fn test_run(&self, program: &str, frame: &[u8]) -> io::Result<(u32, Vec<u8>)> {
         let fd = self.program_fd(program)?;
         let mut out = vec![0u8; frame.len() + 256];

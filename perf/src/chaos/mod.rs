@@ -119,17 +119,9 @@ pub fn run(o: &Options) -> Result<bool> {
     anyhow::ensure!(o.nodes >= 3, "--nodes must be at least 3");
     anyhow::ensure!(o.minutes > 0.0, "--minutes must be positive");
     let spec = lab::LabSpec {
-        nodes: o.nodes,
-        running: o.nodes,
-        queues: 1,
-        delivery: "vmac".into(),
-        driver: o.driver.clone(),
-        ownership: "membership".into(),
         split_brain: o.split_brain.clone(),
-        heartbeat_networks: 1,
         extra: EXTRA_CONFIG.into(),
-        xdp_mode: None,
-        cpus: None,
+        ..lab::LabSpec::membership(o.nodes, &o.driver)
     };
     let kinds: &[FaultKind] = if o.faults.is_empty() {
         &FaultKind::ALL

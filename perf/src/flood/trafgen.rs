@@ -11,7 +11,6 @@
 use crate::pcap::checksum;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
-use std::io::Read;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -427,18 +426,7 @@ pub fn run(ns: &str, args: &[String], seconds: u64) -> Result<(Sent, f64)> {
         .stderr(Stdio::piped())
         .spawn()
         .context("starting trafgen")?;
-    let mut stdout = child.stdout.take().context("trafgen stdout")?;
-    let mut stderr = child.stderr.take().context("trafgen stderr")?;
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stdout.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
+    let output = crate::child::Output::read(&mut child)?;
     let stop_at = start + Duration::from_secs(seconds) + Duration::from_millis(300);
     let kill_at = stop_at + Duration::from_secs(3);
     let mut interrupted = false;
@@ -461,7 +449,8 @@ pub fn run(ns: &str, args: &[String], seconds: u64) -> Result<(Sent, f64)> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let wall = start.elapsed().as_secs_f64();
-    let text = out.join().unwrap_or_default() + &err.join().unwrap_or_default();
+    let (out, err) = output.join();
+    let text = out + &err;
     if status.is_none() {
         bail!(
             "trafgen did not stop on SIGINT; killed. It said: {}",
