@@ -21,6 +21,12 @@ cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets -- -D warnings
 
+echo "== a status reader links no DPDK"
+if cargo tree -p node-status -e normal --prefix none | grep -E '^(dpdk-sys|fastpath) '; then
+    echo "ci/test.sh: node-status (the status model) depends on DPDK" >&2
+    exit 1
+fi
+
 echo "== unit and property tests"
 cargo test --workspace
 

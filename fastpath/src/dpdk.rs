@@ -324,21 +324,12 @@ pub fn push_either(m: Mbuf, yes: &mut Vec<Mbuf>, no: &mut Vec<Mbuf>, to_yes: boo
 /// The most packets one rx burst returns.
 pub const BURST: usize = 32;
 
+pub use node_status::PortStats;
+
 /// An Ethernet port.
 pub struct Port {
     id: u16,
     name: String,
-}
-
-/// Port counters kept by the driver.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PortStats {
-    pub ipackets: u64,
-    pub opackets: u64,
-    pub imissed: u64,
-    pub ierrors: u64,
-    pub oerrors: u64,
-    pub rx_nombuf: u64,
 }
 
 impl fmt::Debug for Port {

@@ -25,6 +25,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+pub use node_status::KernelCounts;
+
 /// The compiled program (an ELF object for the BPF target).
 pub const OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/prefilter.o"));
 /// Its XDP program's name.
@@ -316,38 +318,6 @@ impl Maps {
             heartbeats: c(3)?,
             heartbeat_junk: c(4)?,
         })
-    }
-}
-
-/// What a kernel-side program did with frames, over all CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KernelCounts {
-    /// To the kernel's stack (an owned bucket; af_xdp).
-    pub passed: u64,
-    /// Other nodes' buckets, dropped before any copy.
-    pub dropped: u64,
-    /// Left to the fastpath (the lcore).
-    pub to_fastpath: u64,
-    /// Peers' heartbeats, on the kernel's path to the membership socket.
-    #[serde(default)]
-    pub heartbeats: u64,
-    /// Datagrams to this node's heartbeat port from an address that is no
-    /// peer's: dropped.
-    #[serde(default)]
-    pub heartbeat_junk: u64,
-}
-
-impl KernelCounts {
-    /// Each count with its name (as `herd status` and `/metrics` show
-    /// them).
-    pub fn named(&self) -> [(&'static str, u64); 5] {
-        [
-            ("passed", self.passed),
-            ("dropped", self.dropped),
-            ("to_fastpath", self.to_fastpath),
-            ("heartbeats", self.heartbeats),
-            ("heartbeat_junk", self.heartbeat_junk),
-        ]
     }
 }
 

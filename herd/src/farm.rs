@@ -684,7 +684,7 @@ pub fn membership_status(
                 moving_in: m.with_hold(Hold::In).count() as u32,
                 moving_out: m.with_hold(Hold::Out).count() as u32,
                 kept_in: m.kept_in().count() as u32,
-                kept_in_ranges: fastpath::node::ranges_string(m.kept_in()),
+                kept_in_ranges: node_status::ranges_string(m.kept_in()),
             }),
             heard: None,
         }];

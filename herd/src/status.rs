@@ -17,7 +17,7 @@ pub use node_state::{NodeState, Readiness};
 pub struct Report {
     /// The fastpath: table, counters, lcores, ports.
     #[serde(flatten)]
-    pub node: fastpath::node::NodeStatus,
+    pub node: node_status::NodeStatus,
     pub ownership: Ownership,
     /// How the node stands for new flows (`herd state`, `/health`).
     pub readiness: Readiness,
@@ -246,9 +246,10 @@ pub struct CommandReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fastpath::counters::{BurstCounts, FlowStats, TableSwitchStats};
-    use fastpath::dpdk::PortStats;
-    use fastpath::node::{LcoreStatus, NodeStatus, PollingStatus, PrefilterCounts};
+    use node_status::{
+        BurstCounts, FlowStats, LcoreStatus, NodeStatus, PollingStatus, PortStats, PrefilterCounts,
+        TableSwitchStats,
+    };
 
     /// A report with every optional part present.
     pub(crate) fn sample() -> Report {
@@ -286,7 +287,7 @@ mod tests {
                 tap: "herd0 (own TAP)".into(),
                 tap_stats: PortStats::default(),
                 xdp_prefilter: Some(PrefilterCounts::default()),
-                ingress_guard: Some(fastpath::node::GuardStatus::default()),
+                ingress_guard: Some(node_status::GuardStatus::default()),
                 ring_drops: Some(0),
                 xdp_mode: Some(config::XdpMode::Generic),
                 direct_egress: Some(5),
