@@ -25,14 +25,47 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Why a node did not start or a reload was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
     Dpdk(#[from] dpdk::DpdkError),
     #[error(transparent)]
     Setup(#[from] crate::setup::SetupError),
-    #[error("{0}")]
-    Other(String),
+    /// A system resource the node needs could not be had: `what` names it.
+    #[error("{what}: {source}")]
+    System {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config requires a kernel feature (`key = value`) that this
+    /// kernel or interface refuses. Unset, the node would run without it.
+    #[error("{key} = {value}, but {refusal}")]
+    Refused {
+        key: &'static str,
+        value: String,
+        refusal: String,
+    },
+    /// `tap.backend = "virtio-user"` on a kernel without vhost-net.
+    #[error(
+        "tap.backend = \"virtio-user\" needs {VHOST_NET} (the kernel's vhost_net module), \
+         and this kernel has none: use tap.backend = \"tap\""
+    )]
+    NoVhostNet,
+    /// Fewer DPDK worker lcores than the port's queues.
+    #[error("{workers} worker lcores for {queues} queues")]
+    TooFewLcores { workers: usize, queues: u16 },
+    /// The test hook [`FAIL_AFTER_KERNEL_SETUP`] is set.
+    #[error("{FAIL_AFTER_KERNEL_SETUP} is set: the start fails here")]
+    FailedOnPurpose,
+}
+
+impl NodeError {
+    fn system(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
+        let what = what.into();
+        move |source| NodeError::System { what, source }
+    }
 }
 
 /// The bucket table static ownership gives this node. The ARP/NDP
@@ -188,10 +221,7 @@ fn virtio_user(
     mac: [u8; 6],
 ) -> Result<Port, NodeError> {
     if !std::path::Path::new(VHOST_NET).exists() {
-        return Err(NodeError::Other(format!(
-            "tap.backend = \"virtio-user\" needs {VHOST_NET} (the kernel's vhost_net \
-             module), and this kernel has none: use tap.backend = \"tap\""
-        )));
+        return Err(NodeError::NoVhostNet);
     }
     let queues = config.port.queues;
     eal.create_vdev("virtio_user0", &virtio_user_args(config, mac))?;
@@ -224,7 +254,7 @@ fn packet_tx(config: &Config) -> Result<Option<PacketTx>, NodeError> {
         (Driver::AfPacket | Driver::AfXdp, Some(i), None) if config.tap.offloads => {
             PacketTx::open(tap::interface_index(i))
                 .map(Some)
-                .map_err(|e| NodeError::Other(format!("a packet socket on {i}: {e}")))
+                .map_err(NodeError::system(format!("a packet socket on {i}")))
         }
         _ => Ok(None),
     }
@@ -264,9 +294,11 @@ fn prefilter_object(config: &Config) -> Result<Option<std::path::PathBuf>, NodeE
     });
     match checked {
         Ok(path) => Ok(Some(path)),
-        Err(e) if required => Err(NodeError::Other(format!(
-            "port.xdp_prefilter = true, but the kernel does not accept the XDP program: {e}"
-        ))),
+        Err(e) if required => Err(NodeError::Refused {
+            key: "port.xdp_prefilter",
+            value: "true".into(),
+            refusal: format!("the kernel does not accept the XDP program: {e}"),
+        }),
         Err(e) => {
             tracing::warn!("no XDP pre-filter (the kernel does not accept the program: {e}); the fastpath decides every frame");
             Ok(None)
@@ -294,12 +326,18 @@ fn place_prefilter(config: &Config, nic: &str, t: &mut Teardown) -> Result<XdpMo
         // A driver without native XDP got the program in generic mode.
         return match dpdk::bpf::xdp_native_attached(ifindex) {
             Ok(true) => Ok(XdpMode::Native),
-            Ok(false) if config.port.xdp_mode.is_some() => Err(NodeError::Other(format!(
-                "port.xdp_mode = \"native\", but {nic}'s driver has no native XDP (unset, the pre-filter runs in generic mode)"
-            ))),
+            Ok(false) if config.port.xdp_mode.is_some() => Err(NodeError::Refused {
+                key: "port.xdp_mode",
+                value: "\"native\"".into(),
+                refusal: format!(
+                    "{nic}'s driver has no native XDP (unset, the pre-filter runs in generic mode)"
+                ),
+            }),
             Ok(false) => Ok(XdpMode::Generic),
             Err(e) => {
-                tracing::warn!("could not ask the kernel where the XDP pre-filter runs on {nic}: {e}");
+                tracing::warn!(
+                    "could not ask the kernel where the XDP pre-filter runs on {nic}: {e}"
+                );
                 Ok(mode)
             }
         };
@@ -310,9 +348,13 @@ fn place_prefilter(config: &Config, nic: &str, t: &mut Teardown) -> Result<XdpMo
             tracing::info!("the XDP pre-filter runs in generic mode on {nic}");
             Ok(XdpMode::Generic)
         }
-        Err(e) if config.port.xdp_mode.is_some() => Err(NodeError::Other(format!(
-            "port.xdp_mode = \"generic\", but the kernel does not take the XDP pre-filter in generic mode on {nic}: {e}"
-        ))),
+        Err(e) if config.port.xdp_mode.is_some() => Err(NodeError::Refused {
+            key: "port.xdp_mode",
+            value: "\"generic\"".into(),
+            refusal: format!(
+                "the kernel does not take the XDP pre-filter in generic mode on {nic}: {e}"
+            ),
+        }),
         Err(e) => {
             tracing::warn!("the XDP pre-filter stays in native mode on {nic} (generic mode: {e})");
             Ok(XdpMode::Native)
@@ -342,10 +384,14 @@ fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
         tap::interface_index(nic),
     ) {
         Ok(d) => Ok(Some(d)),
-        Err(e) if config.tap.direct_egress == Some(true) => Err(NodeError::Other(format!(
-            "tap.direct_egress = true, but the kernel does not take the tc program on {}: {e}",
-            config.tap.name
-        ))),
+        Err(e) if config.tap.direct_egress == Some(true) => Err(NodeError::Refused {
+            key: "tap.direct_egress",
+            value: "true".into(),
+            refusal: format!(
+                "the kernel does not take the tc program on {}: {e}",
+                config.tap.name
+            ),
+        }),
         Err(e) => {
             tracing::warn!(
                 "no direct egress (the kernel does not take the tc program on {}: {e}); what the kernel sends goes through the fastpath",
@@ -749,7 +795,7 @@ impl RunningNode {
         // up; the file goes when this start ends, however it ends.
         let _xdp_file = xdp_prog.clone().map(RemoveOnDrop);
         let doorbells = Doorbells::new(usize::from(config.port.queues))
-            .map_err(|e| NodeError::Other(format!("the lcores' doorbells (eventfd): {e}")))?;
+            .map_err(NodeError::system("the lcores' doorbells (eventfd)"))?;
         let mut t = Teardown {
             stop: Arc::new(AtomicBool::new(false)),
             doorbells: Arc::new(doorbells),
@@ -764,10 +810,10 @@ impl RunningNode {
         let workers = t.eal().worker_lcores();
         let queues = config.port.queues;
         if workers.len() < usize::from(queues) {
-            return Err(NodeError::Other(format!(
-                "{} worker lcores for {queues} queues",
-                workers.len()
-            )));
+            return Err(NodeError::TooFewLcores {
+                workers: workers.len(),
+                queues,
+            });
         }
         let pool = Arc::new(Mempool::new(t.eal(), "herd_mbufs", config.dpdk.mbufs)?);
         t.pool = Some(Arc::clone(&pool));
@@ -809,7 +855,7 @@ impl RunningNode {
             }
             (None, TapBackend::Tap) => KernelPort::Tap(Arc::new(
                 Tap::open(&config.tap.name, queues, nic_mac, config.tap.offloads)
-                    .map_err(|e| NodeError::Other(format!("the TAP {}: {e}", config.tap.name)))?,
+                    .map_err(NodeError::system(format!("the TAP {}", config.tap.name)))?,
             )),
         };
 
@@ -828,7 +874,7 @@ impl RunningNode {
             {
                 Some(Arc::new(
                     EgressBalance::new(d.clone(), usize::from(queues))
-                        .map_err(|e| NodeError::Other(format!("the egress balance's map: {e}")))?,
+                        .map_err(NodeError::system("the egress balance's map"))?,
                 ))
             }
             _ => None,
@@ -856,9 +902,7 @@ impl RunningNode {
             kernel.configure_tap(&config.tap, &config.farm.vips)?;
         }
         if std::env::var_os(FAIL_AFTER_KERNEL_SETUP).is_some() {
-            return Err(NodeError::Other(format!(
-                "{FAIL_AFTER_KERNEL_SETUP} is set: the start fails here"
-            )));
+            return Err(NodeError::FailedOnPurpose);
         }
 
         let counters: Arc<[LcoreCounters]> =
@@ -873,11 +917,9 @@ impl RunningNode {
             Arc::clone(&t.doorbells),
         ));
         let xdp_maps = match &xdp_prog {
-            Some(_) => {
-                Some(Arc::new(prefilter_maps(&classifier).map_err(|e| {
-                    NodeError::Other(format!("the XDP pre-filter: {e}"))
-                })?))
-            }
+            Some(_) => Some(Arc::new(
+                prefilter_maps(&classifier).map_err(NodeError::system("the XDP pre-filter"))?,
+            )),
             None => None,
         };
         let nic_sockets = match (config.port.driver, &config.port.interface) {
@@ -1056,7 +1098,7 @@ impl RunningNode {
         match &self.parts.prefilter {
             Some(maps) => maps
                 .reconfigure(&old, &new, swap, || self.parts.publisher.load())
-                .map_err(|e| NodeError::Other(format!("the XDP pre-filter's maps: {e}")))?,
+                .map_err(NodeError::system("the XDP pre-filter's maps"))?,
             None => swap(),
         }
         if sets_kernel {
@@ -1632,5 +1674,60 @@ fn note_switch(switch: &TableSwitch, table: &BucketTable, seen: &mut u64) {
             .published_at()
             .map_or(0, |p| p.elapsed().as_nanos() as u64);
         switch.record(*seen, ns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Config {
+        Config::from_toml(include_str!("../../examples/node.toml")).expect("the example is valid")
+    }
+
+    #[test]
+    fn an_af_packet_port_has_deep_rings_and_a_queue_pair_per_lcore() {
+        let c = example();
+        assert_eq!(c.port.driver, Driver::AfPacket);
+        let args = eal_args(&c, None);
+        let vdev = args
+            .iter()
+            .find(|a| a.starts_with("--vdev=net_af_packet0,"))
+            .expect("an af_packet vdev");
+        let iface = c.port.interface.as_deref().unwrap();
+        assert!(vdev.contains(&format!("iface={iface},")), "{vdev}");
+        assert!(
+            vdev.contains(&format!("qpairs={},", c.port.queues)),
+            "{vdev}"
+        );
+        assert!(
+            vdev.ends_with(&format!("framecnt={AF_PACKET_RING_FRAMES}")),
+            "{vdev}"
+        );
+        assert!(args.iter().any(|a| a == "--no-pci"));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_what_refused_it() {
+        let e = NodeError::Refused {
+            key: "tap.direct_egress",
+            value: "true".into(),
+            refusal: "the kernel does not take the tc program on herd0: EPERM".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "tap.direct_egress = true, but the kernel does not take the tc program on herd0: EPERM"
+        );
+        let e = NodeError::system("the TAP herd0")(std::io::Error::other("no such device"));
+        assert_eq!(e.to_string(), "the TAP herd0: no such device");
+        assert_eq!(
+            NodeError::TooFewLcores {
+                workers: 1,
+                queues: 2
+            }
+            .to_string(),
+            "1 worker lcores for 2 queues"
+        );
+        assert!(NodeError::NoVhostNet.to_string().contains(VHOST_NET));
     }
 }
