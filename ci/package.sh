@@ -31,6 +31,8 @@ target/release/herd completions zsh > "$stage/usr/share/zsh/vendor-completions/_
 target/release/herd completions fish > "$stage/usr/share/fish/vendor_completions.d/herd.fish"
 install -d "$stage/usr/share/doc/herd"
 install -m 644 README.md "$stage/usr/share/doc/herd/README.md"
+install -d "$stage/usr/share/doc/herd/docs"
+install -m 644 docs/*.md "$stage/usr/share/doc/herd/docs/"
 cat > "$stage/usr/share/doc/herd/copyright" <<'COPYRIGHT'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: herd

@@ -1,4 +1,4 @@
-//! Application health (SPEC §4): `[health]`, `[scripts]` and
+//! Application health (docs/design.md §4): `[health]`, `[scripts]` and
 //! `[[checkers]]`.
 
 use crate::{invalid, ConfigError};

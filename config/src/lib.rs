@@ -111,7 +111,7 @@ fn valid_log_directives(s: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Connection continuity when buckets move between live nodes (SPEC §5).
+/// Connection continuity when buckets move between live nodes (docs/design.md §5).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Continuity {
@@ -187,7 +187,7 @@ fn default_buckets() -> u32 {
     4096
 }
 
-/// How VIP traffic reaches every node (SPEC §2).
+/// How VIP traffic reaches every node (docs/design.md §2).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Delivery {
@@ -210,7 +210,7 @@ pub enum Ownership {
     Membership,
 }
 
-/// What a side of a partition does (SPEC §3).
+/// What a side of a partition does (docs/design.md §3).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum SplitBrain {
@@ -240,7 +240,7 @@ pub struct Membership {
     #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// A keyring instead of `key_file`, for a key rotation: heartbeats are
-    /// sent with the first key and accepted with any (see the README).
+    /// sent with the first key and accepted with any (see docs/upgrades.md).
     #[serde(default)]
     pub key_files: Vec<PathBuf>,
     #[serde(default)]
@@ -250,8 +250,8 @@ pub struct Membership {
     pub witness: Option<IpAddr>,
     /// The newest heartbeat protocol version this node speaks. Unset: the
     /// build's newest. The previous version holds an upgraded node at what
-    /// the farm's older nodes speak (a reload releases it; see the
-    /// README's "Upgrades").
+    /// the farm's older nodes speak (a reload releases it; see
+    /// docs/upgrades.md).
     #[serde(default)]
     pub protocol_version: Option<u8>,
     /// The heartbeat thread's real-time priority (SCHED_FIFO, 1–99) with

@@ -1,4 +1,4 @@
-//! Application health (SPEC §4): checker policy and the node's life cycle
+//! Application health (docs/design.md §4): checker policy and the node's life cycle
 //! (STOP, WAIT, UP; actions; scripts) as sans-IO logic, and a tokio driver
 //! that runs the probes and the scripts.
 #![forbid(unsafe_code)]

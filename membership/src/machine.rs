@@ -105,7 +105,7 @@
 //!   never silent: the peer it claims to come from is reported as
 //!   rejected, with why, for [`REJECTION_SHOWN`].
 //!
-//! # Moves (SPEC §5, with `continuity`)
+//! # Moves (docs/design.md §5, with `continuity`)
 //!
 //! A bucket that leaves a node which stays alive is not released: it goes
 //! `Out`, and the node keeps serving the connections it has in it; every

@@ -1,4 +1,4 @@
-//! A node's state and readiness (SPEC §4), one type each for every crate:
+//! A node's state and readiness (docs/design.md §4), one type each for every crate:
 //! the health machine decides them, heartbeats carry the state (with its
 //! own explicit byte values, in `membership::wire`), `herd state` exits
 //! with [`NodeState::exit_code`], `/health` answers by [`Readiness`],

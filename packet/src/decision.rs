@@ -1,4 +1,4 @@
-//! The packet decision of SPEC §2, on byte slices: no DPDK types, no IO.
+//! The packet decision of docs/design.md §2, on byte slices: no DPDK types, no IO.
 
 use crate::flows::{FlowId, FlowPacket, FlowTracker, PacketKind};
 use crate::hash::FlowKey;

@@ -1,4 +1,4 @@
-//! Flow tracking for buckets that move between live nodes (SPEC §5).
+//! Flow tracking for buckets that move between live nodes (docs/design.md §5).
 //!
 //! Every node receives every packet of the VIP, so the old owner and the new
 //! owner of a moving bucket see the same packets and can each decide, alone
@@ -25,7 +25,7 @@ use crate::counters::FlowStats;
 use hashbrown::HashMap;
 use std::collections::HashSet;
 
-/// Which way a bucket moves, from this node's side (SPEC §5).
+/// Which way a bucket moves, from this node's side (docs/design.md §5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Move {
     /// This node is the new owner: it takes new flows, not the old ones.

@@ -1,4 +1,4 @@
-//! The packet decision of SPEC §2, case by case, on hand-built frames.
+//! The packet decision of docs/design.md §2, case by case, on hand-built frames.
 
 mod frames;
 use frames::*;

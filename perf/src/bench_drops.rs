@@ -118,36 +118,39 @@ pub fn run(o: &Options) -> Result<()> {
         "traffic: {} TCP SYN flows to {VIP}:80, 64-byte frames; each node owns no (Herd: 1 of 4096) bucket",
         o.flows
     );
-    // Per round: Herd's, XDP's, ingress's and prerouting's ns per drop,
+    // Per round: Herd's (a kernel-bypass port), XDP's (af_xdp), the
+    // ingress guard's (af_packet), ingress's and prerouting's ns per drop,
     // and the ratios to Herd's (taken within the round, under the same
     // machine noise).
-    let mut figures: [Vec<f64>; 9] = Default::default();
+    let mut figures: [Vec<f64>; 11] = Default::default();
     for round in 1..=o.rounds {
         let h = 1e3 / herd_rate(o.cpu, o.seconds, &out, &pcap, "0", VIP.into())?;
         let x = xdp_ns(o, &out, &pcap, vmac, XdpMode::Native)?;
         let g = xdp_ns(o, &out, &pcap, vmac, XdpMode::Generic)?;
+        let a = guard_ns(o, &out, &pcap, vmac)?;
         let i = kernel_ns(o, &out, &pcap, vmac, Hook::Ingress)?;
         let p = kernel_ns(o, &out, &pcap, vmac, Hook::Prerouting)?;
         println!(
-            "round {round}: herd {h:.1} ns/drop   xdp pre-filter {x:.1} ns/drop ({:.2}x), generic {g:.1} ns/drop ({:.2}x)   nft ingress {i:.0} ns/drop ({:.1}x)   nft prerouting {p:.0} ns/drop ({:.1}x)",
+            "round {round}: herd {h:.1} ns/drop   xdp pre-filter {x:.1} ns/drop ({:.2}x), generic {g:.1} ns/drop ({:.2}x)   af_packet guard {a:.1} ns/drop ({:.2}x)   nft ingress {i:.0} ns/drop ({:.1}x)   nft prerouting {p:.0} ns/drop ({:.1}x)",
             x / h,
             g / h,
+            a / h,
             i / h,
             p / h
         );
         for (f, v) in figures
             .iter_mut()
-            .zip([h, x, g, i, p, x / h, g / h, i / h, p / h])
+            .zip([h, x, g, a, i, p, x / h, g / h, a / h, i / h, p / h])
         {
             f.push(v);
         }
     }
-    let [h, x, g, i, p, rx, rg, ri, rp] = figures.map(|mut f| median(&mut f));
+    let [h, x, g, a, i, p, rx, rg, ra, ri, rp] = figures.map(|mut f| median(&mut f));
     println!(
-        "median: herd {h:.1} ns per dropped packet; its XDP pre-filter {x:.1} ns native ({rx:.2}x), {g:.1} ns generic ({rg:.2}x); nftables jhash farm {i:.0} ns (ingress, {ri:.1}x) and {p:.0} ns (prerouting, {rp:.1}x)"
+        "median ns per dropped packet, by port driver: pci/vdev (the fastpath's lcore, kernel bypass) {h:.1}; af_xdp (its XDP pre-filter) {x:.1} native ({rx:.2}x), {g:.1} generic ({rg:.2}x); af_packet (the ingress guard's socket filter) {a:.1} ({ra:.2}x); nftables jhash farm {i:.0} (ingress, {ri:.1}x) and {p:.0} (prerouting, {rp:.1}x)"
     );
     println!(
-        "RESULT drops herd_ns={h:.1} xdp_ns={x:.1} xdp_generic_ns={g:.1} nft_ingress_ns={i:.0} nft_prerouting_ns={p:.0} xdp_ratio={rx:.2} xdp_generic_ratio={rg:.2} ingress_ratio={ri:.1} prerouting_ratio={rp:.1}"
+        "RESULT drops herd_ns={h:.1} xdp_ns={x:.1} xdp_generic_ns={g:.1} guard_ns={a:.1} nft_ingress_ns={i:.0} nft_prerouting_ns={p:.0} xdp_ratio={rx:.2} xdp_generic_ratio={rg:.2} guard_ratio={ra:.2} ingress_ratio={ri:.1} prerouting_ratio={rp:.1}"
     );
     Ok(())
 }
@@ -335,11 +338,29 @@ impl Drop for XdpVeth {
 /// bucket of 4096 as Herd's run does: the frames of the other buckets are
 /// dropped before the kernel's stack.
 fn xdp_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6], mode: XdpMode) -> Result<f64> {
+    use fastpath::prefilter::{OBJECT, PROGRAM};
+    let _veth = XdpVeth::up()?;
+    let (object, maps) = one_bucket_of_4096(OBJECT, vmac).context("the XDP pre-filter")?;
+    let _attached = object
+        .attach_xdp(
+            PROGRAM,
+            fastpath::dpdk::tap::interface_index(VETH_XDP),
+            mode,
+        )
+        .context("attaching the XDP pre-filter")?;
+    drop_cost(o, out, pcap, || Ok(maps.counts()?.dropped))
+}
+
+/// `elf` (the pre-filter or the ingress guard) loaded with the bench's
+/// VIP and rule, owning 1 bucket of 4096 as Herd's run does.
+fn one_bucket_of_4096(
+    elf: &[u8],
+    vmac: [u8; 6],
+) -> Result<(fastpath::dpdk::bpf::Object, fastpath::prefilter::Maps)> {
     use fastpath::decision::{Affinity, Classifier, RuleTable, Transport, Vip};
     use fastpath::dpdk::bpf::Object;
-    use fastpath::prefilter::{Maps, OBJECT, PROGRAM};
-    let _veth = XdpVeth::up()?;
-    let object = Object::load(OBJECT).context("loading the XDP pre-filter")?;
+    use fastpath::prefilter::Maps;
+    let object = Object::load(elf).context("loading the program")?;
     let maps = Maps::of(&object)?;
     let mut rules = RuleTable::new();
     rules.insert(Transport::Tcp, 80, Affinity::ClientIpPort);
@@ -353,12 +374,27 @@ fn xdp_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6], mode: XdpMode) ->
         rules,
     })?;
     maps.publish(&fastpath::table::BucketTable::new(1, 4096, [0], false))?;
-    let _attached = object
-        .attach_xdp(
-            PROGRAM,
-            fastpath::dpdk::tap::interface_index(VETH_XDP),
-            mode,
-        )
-        .context("attaching the XDP pre-filter")?;
+    Ok((object, maps))
+}
+
+/// An `af_packet` port's ingress guard: its socket filter on a packet
+/// socket that receives every frame of this namespace (as the PMD's
+/// socket on its interface), owning 1 bucket of 4096: the other buckets'
+/// frames are dropped before any copy into the socket. It runs where an
+/// af_packet node's does, in the receive path's packet taps (the sender's
+/// softirq); after the taps the kernel's stack drops the frames, which
+/// are for another host (the vMAC).
+fn guard_ns(o: &Options, out: &Path, pcap: &Path, vmac: [u8; 6]) -> Result<f64> {
+    use fastpath::prefilter::{GUARD, SOCKET_FILTER};
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::AsFd;
+    let _veth = XdpVeth::up()?;
+    let (object, maps) = one_bucket_of_4096(GUARD, vmac).context("the ingress guard")?;
+    // ETH_P_ALL, in network order, as packet sockets take it.
+    let all = Protocol::from(i32::from((libc::ETH_P_ALL as u16).to_be()));
+    let socket = Socket::new(Domain::PACKET, Type::RAW, Some(all)).context("a packet socket")?;
+    object
+        .attach_socket_filter_on(SOCKET_FILTER, socket.as_fd())
+        .context("attaching the socket filter")?;
     drop_cost(o, out, pcap, || Ok(maps.counts()?.dropped))
 }

@@ -1,7 +1,7 @@
 //! `herd-bench serve`: the served path of a Herd node (what nginx receives
 //! and sends through the fastpath and the TAP) against the kernel's own
 //! path, with real software: nginx serves, `wrk`, `ab` and `curl` load it
-//! from the lab's client namespace, on the lab's topology (SPEC §7).
+//! from the lab's client namespace, on the lab's topology (docs/design.md §7).
 //!
 //! Setups, each on a freshly built lab (`lab::up`), alternately within a
 //! round (herd, nftables, plain; the next round in reverse order) so machine

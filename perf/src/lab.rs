@@ -1,4 +1,4 @@
-//! The lab of SPEC §7 on one machine: namespaces `herd-client` and
+//! The lab of docs/design.md §7 on one machine: namespaces `herd-client` and
 //! `herd-s1`…`herd-sN`, joined by a bridge, each node running `herd` on its
 //! veth (af_packet) and the lab application.
 //!

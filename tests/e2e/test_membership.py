@@ -93,7 +93,7 @@ def test_link_down_moves_the_share_and_link_up_restores_it():
         lab("client", "--", "ip", "link", "set", "s3", "up")
     wait_for(converged, 10, "s3 to rejoin after its link came back")
     # The partition healed with buckets on both sides: they move back, and
-    # UDP stays with a bucket's old owner until its move ends (SPEC §5).
+    # UDP stays with a bucket's old owner until its move ends (docs/design.md §5).
     wait_for(lambda: all(status(n)["moving_in"] + status(n)["moving_out"] == 0 for n in NODES),
              10, "the moves after the heal to end")
     report = probe("udp", sources=90, conns=90)

@@ -308,13 +308,28 @@ impl Object {
         program: &str,
         socket: super::wake::Waker,
     ) -> io::Result<()> {
+        self.attach_socket_filter_to(program, socket.fd())
+    }
+
+    /// The same on a socket of the caller's (a benchmark's packet socket).
+    pub fn attach_socket_filter_on(
+        &self,
+        program: &str,
+        socket: std::os::fd::BorrowedFd<'_>,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.attach_socket_filter_to(program, socket.as_raw_fd())
+    }
+
+    fn attach_socket_filter_to(&self, program: &str, socket: libc::c_int) -> io::Result<()> {
         let fd: libc::c_int = self.program_fd(program)?;
         // SAFETY: SO_ATTACH_BPF reads one int (the program's descriptor,
-        // open while `self` lives) during the call; `socket` is a port's
-        // open socket (a descriptor that closed meanwhile fails).
+        // open while `self` lives) during the call; `socket` is an open
+        // socket (a port's, or one the caller borrowed to us: a descriptor
+        // that closed meanwhile fails).
         let rc = unsafe {
             libc::setsockopt(
-                socket.fd(),
+                socket,
                 libc::SOL_SOCKET,
                 libc::SO_ATTACH_BPF,
                 (&fd as *const libc::c_int).cast(),

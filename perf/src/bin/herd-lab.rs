@@ -1,4 +1,4 @@
-//! `herd-lab`: the Herd lab on one machine (SPEC §7). See `perf::lab`.
+//! `herd-lab`: the Herd lab on one machine (docs/design.md §7). See `perf::lab`.
 #![forbid(unsafe_code)]
 
 use anyhow::Result;

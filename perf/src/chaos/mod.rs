@@ -1,6 +1,6 @@
 //! `herd-lab chaos`: random faults on a membership farm while clients
 //! keep long-lived connections and open new ones, and the checks of what
-//! the farm promises (issue 14.2; SPEC §6 "chaos soak"):
+//! the farm promises (issue 14.2; docs/design.md §6 "chaos soak"):
 //!
 //! - every new connection is answered by exactly one node (a capture in
 //!   the client namespace sees every SYN-ACK: two nodes answering one
