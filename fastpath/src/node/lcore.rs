@@ -99,254 +99,351 @@ impl Worker {
         self.policy = self.settings.policy();
     }
 
+    /// The lcore's loop, until the node stops: each poll takes a burst
+    /// from the NIC, decides it, hands the kernel its share, takes the
+    /// kernel's frames, sends, and then polls again or waits.
     pub(super) fn run(mut self) {
         dpdk::set_timer_slack_ns(1_000);
-        let q = self.queue;
-        let own_mac = self.classifier.own_mac;
-        let mut rx: Vec<Mbuf> = Vec::with_capacity(BURST);
-        let mut to_tap: Vec<Mbuf> = Vec::with_capacity(BURST);
-        // Room for the frames of a large segment from the kernel.
-        let mut to_nic: Vec<Mbuf> = Vec::with_capacity(4 * BURST);
-        let mut dropped: Vec<Mbuf> = Vec::with_capacity(BURST);
         self.take_settings();
-        let mut backoff = Backoff::new(self.policy, self.wakeup);
-        let mut generation = 0;
-        let mut upkeep = FlowUpkeep::new();
-        let mut from_tap = FromTap::new();
-        let mut merger = Merger::<Mbuf>::default();
-        let mut tap_found = false;
-        let mut polls_since_read = 0u32;
-        let mut load = balance::Load::new();
+        let mut st = LoopState::new(self.policy, self.wakeup);
         while !self.stop.load(Ordering::Relaxed) {
             let poll_start = self.egress_balance.is_some().then(std::time::Instant::now);
             if self.settings.generation.load(Ordering::Acquire) != self.settings_generation {
                 self.take_settings();
-                backoff = Backoff::new(self.policy, self.wakeup);
+                st.backoff = Backoff::new(self.policy, self.wakeup);
             }
             let mut c = BurstCounts {
                 polls: 1,
                 ..Default::default()
             };
-            let n = self.nic.rx_burst(q, &mut rx);
+            let n = self.nic.rx_burst(self.queue, &mut st.rx);
             if n > 0 {
-                let table = self.table.current();
-                note_switch(&self.switches[usize::from(q)], table, &mut generation);
-                // Classify the whole burst first: the packets' hash chains
-                // then overlap, and the verdict's unpredictable branch is
-                // taken after the work instead of in the middle of it.
-                let mut verdicts = [Verdict::ToKernel; BURST];
-                if let Some(now_ms) =
-                    upkeep.tick(&mut self.flows, table, &self.flow_gauges[usize::from(q)])
-                {
-                    // Buckets move: their packets are decided flow by flow.
-                    for (v, m) in verdicts.iter_mut().zip(rx.iter()) {
-                        *v = self.classifier.classify_tracked(
-                            m.data(),
-                            table,
-                            Some((&mut self.flows, now_ms)),
-                        );
-                    }
-                } else {
-                    for (v, m) in verdicts.iter_mut().zip(rx.iter()) {
-                        *v = self.classifier.classify(m.data(), table);
-                    }
-                }
-                c.rx_packets += n as u64;
-                for (mut m, verdict) in rx.drain(..).zip(verdicts) {
-                    // VIP traffic of an owned bucket or of another node's
-                    // (nearly all of it): sorted without a branch on which
-                    // (see push_either; `|`, not `||`, for the same reason).
-                    // The own MAC is written into both: a dropped frame's
-                    // bytes no longer matter.
-                    let accept = verdict == Verdict::Accept;
-                    if accept | (verdict == Verdict::Drop(DropReason::NotOwned)) {
-                        if let Some(dst) = m.data_mut().get_mut(..6) {
-                            dst.copy_from_slice(&own_mac);
-                        }
-                        c.accepted += u64::from(accept);
-                        c.dropped_not_owned += u64::from(!accept);
-                        dpdk::push_either(m, &mut to_tap, &mut dropped, accept);
-                        continue;
-                    }
-                    match verdict {
-                        Verdict::ToKernel => {
-                            c.to_kernel += 1;
-                            to_tap.push(m);
-                        }
-                        // Sorted above; the arm keeps this match whole.
-                        Verdict::Accept => {
-                            c.accepted += 1;
-                            m.data_mut()[..6].copy_from_slice(&own_mac);
-                            to_tap.push(m);
-                        }
-                        Verdict::ArpReply { arp_offset, vip } => {
-                            let v = self.classifier.vips4[usize::from(vip)];
-                            if reply::arp_reply_in_place(
-                                m.data_mut(),
-                                usize::from(arp_offset),
-                                own_mac,
-                                v.address,
-                                v.mac,
-                            ) {
-                                c.arp_replies += 1;
-                                to_nic.push(m);
-                            } else {
-                                c.dropped_malformed += 1;
-                            }
-                        }
-                        Verdict::NdpAdvert { ipv6_offset, vip } => {
-                            let v = self.classifier.vips6[usize::from(vip)];
-                            match reply::ndp_advert_in_place(
-                                m.room_mut(),
-                                usize::from(ipv6_offset),
-                                own_mac,
-                                v.address,
-                                v.mac,
-                            ) {
-                                Some(len) if m.set_len(len) => {
-                                    c.ndp_replies += 1;
-                                    to_nic.push(m);
-                                }
-                                _ => {
-                                    c.dropped_malformed += 1;
-                                    dropped.push(m);
-                                }
-                            }
-                        }
-                        Verdict::Drop(reason) => {
-                            match reason {
-                                DropReason::NotOwned => c.dropped_not_owned += 1,
-                                DropReason::NoRule => c.dropped_no_rule += 1,
-                                DropReason::Malformed(_) => c.dropped_malformed += 1,
-                                DropReason::NotForUs => c.dropped_not_for_us += 1,
-                                DropReason::NotResponder => c.dropped_not_responder += 1,
-                            }
-                            dropped.push(m);
-                        }
-                    }
-                }
-                dpdk::free_bulk(&mut dropped);
-                match &self.kernel {
-                    KernelPort::Tap(tap) => {
-                        let queue = tap.queue(q);
-                        let mut write = |hdr: &VnetHdr, parts: &[&[u8]]| {
-                            let written = match parts {
-                                [frame] => queue.write(&hdr.to_bytes(), frame),
-                                _ => {
-                                    c.kernel_merged += parts.len() as u64;
-                                    queue.write_gathered(&hdr.to_bytes(), parts)
-                                }
-                            };
-                            if written.is_err() {
-                                c.kernel_frames_lost += parts.len() as u64;
-                            }
-                        };
-                        if self.gro && tap.offloads() {
-                            // Segments of a flow merged (GRO), verified
-                            // first; the rest unflagged: the kernel
-                            // verifies every checksum it was not told of.
-                            for m in to_tap.drain(..) {
-                                merger.push(m, &mut write);
-                            }
-                            merger.flush(&mut write);
-                        } else {
-                            for m in to_tap.drain(..) {
-                                write(&VnetHdr::default(), &[m.data()]);
-                            }
-                        }
-                    }
-                    KernelPort::Port(p) => c.tx_failed += p.tx_burst(q, &mut to_tap) as u64,
-                }
+                self.decide_burst(&mut st, &mut c);
+                self.to_kernel(&mut st, &mut c);
             }
-            // An empty read of the kernel's queue is a system call (on
-            // Herd's TAP): read it when this poll gave the kernel frames
-            // (its answers are often queued at once), when the last read
-            // found some, and otherwise every fourth poll (under a full NIC
-            // burst, only then).
-            let gave = c.accepted + c.to_kernel > 0 && n < BURST;
-            let due = self.kernel_reads && (gave || tap_found || polls_since_read >= 3);
-            let k = match &self.kernel {
-                _ if !due => 0,
-                KernelPort::Tap(tap) => from_tap.receive(
-                    tap.queue(q),
-                    &self.pool,
-                    &NicOut {
-                        nic: &self.nic,
-                        queue: q,
-                        own_mac: &own_mac,
-                        packet_tx: self.packet_tx.as_ref(),
-                    },
-                    &mut to_nic,
-                    &mut c,
-                ),
-                KernelPort::Port(p) => {
-                    let k = p.rx_burst(q, &mut to_nic);
-                    // Whatever the kernel sent, it leaves with the NIC's
-                    // own MAC: never a VIP's MAC, which must stay
-                    // unlearnable by switches.
-                    let from = to_nic.len() - k;
-                    for m in &mut to_nic[from..] {
-                        if let Some(src) = m.data_mut().get_mut(6..12) {
-                            src.copy_from_slice(&own_mac);
-                        }
-                    }
-                    k
-                }
-            };
-            if due {
-                tap_found = k > 0;
-                polls_since_read = 0;
-            } else {
-                polls_since_read += 1;
-            }
+            let k = self.take_from_kernel(&mut st, &mut c, n);
             c.from_kernel += k as u64;
-            c.tx_failed += self.nic.tx_burst(q, &mut to_nic) as u64;
-            // The poll's end, when the balance measures it: the spin
-            // needs no second reading of the clock.
-            let mut poll_end = None;
-            if let (Some(from), Some(eb)) = (poll_start, &self.egress_balance) {
-                let to = std::time::Instant::now();
-                poll_end = Some(to);
-                if let Some(busy) = load.after_poll(from, to, n + k > 0) {
-                    eb.after_window(usize::from(q), busy, to);
+            c.tx_failed += self.nic.tx_burst(self.queue, &mut st.to_nic) as u64;
+            let poll_end = self.measure_load(&mut st, poll_start, n + k > 0);
+            self.idle(&mut st, c, n, k, poll_end);
+        }
+    }
+
+    /// Decides the burst in `st.rx`: the VIP's frames to the kernel
+    /// (owned) or dropped, ARP and NDP answered, the rest to the kernel.
+    #[inline(always)]
+    fn decide_burst(&mut self, st: &mut LoopState, c: &mut BurstCounts) {
+        let q = usize::from(self.queue);
+        let own_mac = self.classifier.own_mac;
+        let table = self.table.current();
+        note_switch(&self.switches[q], table, &mut st.generation);
+        // Classify the whole burst first: the packets' hash chains then
+        // overlap, and the verdict's unpredictable branch is taken after
+        // the work instead of in the middle of it.
+        let mut verdicts = [Verdict::ToKernel; BURST];
+        if let Some(now_ms) = st.upkeep.tick(&mut self.flows, table, &self.flow_gauges[q]) {
+            // Buckets move: their packets are decided flow by flow.
+            for (v, m) in verdicts.iter_mut().zip(st.rx.iter()) {
+                *v = self.classifier.classify_tracked(
+                    m.data(),
+                    table,
+                    Some((&mut self.flows, now_ms)),
+                );
+            }
+        } else {
+            for (v, m) in verdicts.iter_mut().zip(st.rx.iter()) {
+                *v = self.classifier.classify(m.data(), table);
+            }
+        }
+        c.rx_packets += st.rx.len() as u64;
+        let out = &mut Sorted {
+            to_tap: &mut st.to_tap,
+            to_nic: &mut st.to_nic,
+            dropped: &mut st.dropped,
+        };
+        for (mut m, verdict) in st.rx.drain(..).zip(verdicts) {
+            // VIP traffic of an owned bucket or of another node's (nearly
+            // all of it): sorted without a branch on which (see
+            // push_either; `|`, not `||`, for the same reason). The own
+            // MAC is written into both: a dropped frame's bytes no longer
+            // matter.
+            let accept = verdict == Verdict::Accept;
+            if accept | (verdict == Verdict::Drop(DropReason::NotOwned)) {
+                if let Some(dst) = m.data_mut().get_mut(..6) {
+                    dst.copy_from_slice(&own_mac);
+                }
+                c.accepted += u64::from(accept);
+                c.dropped_not_owned += u64::from(!accept);
+                dpdk::push_either(m, out.to_tap, out.dropped, accept);
+                continue;
+            }
+            self.sort_other(m, verdict, out, c);
+        }
+        dpdk::free_bulk(&mut st.dropped);
+    }
+
+    /// A frame that is neither an owned nor another node's VIP frame:
+    /// to the kernel, answered (ARP, NDP) or dropped by its reason.
+    #[inline(always)]
+    fn sort_other(&self, mut m: Mbuf, verdict: Verdict, st: &mut Sorted<'_>, c: &mut BurstCounts) {
+        let own_mac = self.classifier.own_mac;
+        match verdict {
+            Verdict::ToKernel => {
+                c.to_kernel += 1;
+                st.to_tap.push(m);
+            }
+            // Sorted by decide_burst; the arm keeps this match whole.
+            Verdict::Accept => {
+                c.accepted += 1;
+                m.data_mut()[..6].copy_from_slice(&own_mac);
+                st.to_tap.push(m);
+            }
+            Verdict::ArpReply { arp_offset, vip } => {
+                let v = self.classifier.vips4[usize::from(vip)];
+                if reply::arp_reply_in_place(
+                    m.data_mut(),
+                    usize::from(arp_offset),
+                    own_mac,
+                    v.address,
+                    v.mac,
+                ) {
+                    c.arp_replies += 1;
+                    st.to_nic.push(m);
+                } else {
+                    c.dropped_malformed += 1;
                 }
             }
-            // With a NIC that wakes a waiting lcore, only a VIP's traffic
-            // this node serves and the kernel's frames keep it polling (a
-            // request in flight: its reply, or the client's next packet,
-            // is near). A burst this node only dropped sends it back to
-            // waiting, so the nodes that are not the flow's owner leave
-            // the CPU to the one that serves it; so does one it only
-            // answered (ARP, NDP) or handed to the kernel for the node
-            // itself (heartbeats, every peer's every 25 ms: a spin for
-            // each would cost a 64-node farm's lcore a quarter of a CPU),
-            // whose answer, if any, wakes it from the TAP.
-            let served = k + c.accepted as usize;
-            let idle = if self.nic_wakes && served == 0 && n > 0 && n < BURST {
-                backoff.after_drops_only()
-            } else {
-                backoff.after_poll(n + k, || poll_end.unwrap_or_else(std::time::Instant::now))
-            };
-            match idle {
-                Idle::Sleep(d) => {
-                    // An idle lcore still switches tables before it sleeps.
-                    let table = self.table.current();
-                    note_switch(&self.switches[usize::from(q)], table, &mut generation);
-                    upkeep.tick(&mut self.flows, table, &self.flow_gauges[usize::from(q)]);
-                    c.idle_sleeps += 1;
-                    // What this poll did is shown before the wait, which
-                    // may be long.
-                    self.counters[usize::from(q)].add(&c);
-                    // A packet from the wire or the kernel, or the doorbell,
-                    // ends it.
-                    let ready = wake::wait_readable(&self.wakers, d);
-                    let doorbell = 1 << (self.wakers.len() - 1);
-                    if ready & doorbell != 0 {
-                        self.doorbells.get(usize::from(q)).clear();
+            Verdict::NdpAdvert { ipv6_offset, vip } => {
+                let v = self.classifier.vips6[usize::from(vip)];
+                match reply::ndp_advert_in_place(
+                    m.room_mut(),
+                    usize::from(ipv6_offset),
+                    own_mac,
+                    v.address,
+                    v.mac,
+                ) {
+                    Some(len) if m.set_len(len) => {
+                        c.ndp_replies += 1;
+                        st.to_nic.push(m);
+                    }
+                    _ => {
+                        c.dropped_malformed += 1;
+                        st.dropped.push(m);
                     }
                 }
-                Idle::Poll => self.counters[usize::from(q)].add(&c),
             }
+            Verdict::Drop(reason) => {
+                match reason {
+                    DropReason::NotOwned => c.dropped_not_owned += 1,
+                    DropReason::NoRule => c.dropped_no_rule += 1,
+                    DropReason::Malformed(_) => c.dropped_malformed += 1,
+                    DropReason::NotForUs => c.dropped_not_for_us += 1,
+                    DropReason::NotResponder => c.dropped_not_responder += 1,
+                }
+                st.dropped.push(m);
+            }
+        }
+    }
+
+    /// Hands the kernel what the burst gave it: through Herd's TAP (with
+    /// a flow's segments merged, `tap.gro`) or a DPDK port.
+    #[inline(always)]
+    fn to_kernel(&self, st: &mut LoopState, c: &mut BurstCounts) {
+        match &self.kernel {
+            KernelPort::Tap(tap) => {
+                let queue = tap.queue(self.queue);
+                let mut write = |hdr: &VnetHdr, parts: &[&[u8]]| {
+                    let written = match parts {
+                        [frame] => queue.write(&hdr.to_bytes(), frame),
+                        _ => {
+                            c.kernel_merged += parts.len() as u64;
+                            queue.write_gathered(&hdr.to_bytes(), parts)
+                        }
+                    };
+                    if written.is_err() {
+                        c.kernel_frames_lost += parts.len() as u64;
+                    }
+                };
+                if self.gro && tap.offloads() {
+                    // Segments of a flow merged (GRO), verified first; the
+                    // rest unflagged: the kernel verifies every checksum it
+                    // was not told of.
+                    for m in st.to_tap.drain(..) {
+                        st.merger.push(m, &mut write);
+                    }
+                    st.merger.flush(&mut write);
+                } else {
+                    for m in st.to_tap.drain(..) {
+                        write(&VnetHdr::default(), &[m.data()]);
+                    }
+                }
+            }
+            KernelPort::Port(p) => c.tx_failed += p.tx_burst(self.queue, &mut st.to_tap) as u64,
+        }
+    }
+
+    /// Takes the kernel's frames for the NIC into `st.to_nic`, when a
+    /// read is due; returns how many it took.
+    #[inline(always)]
+    fn take_from_kernel(&self, st: &mut LoopState, c: &mut BurstCounts, n: usize) -> usize {
+        let own_mac = self.classifier.own_mac;
+        // An empty read of the kernel's queue is a system call (on Herd's
+        // TAP): read it when this poll gave the kernel frames (its answers
+        // are often queued at once), when the last read found some, and
+        // otherwise every fourth poll (under a full NIC burst, only then).
+        let gave = c.accepted + c.to_kernel > 0 && n < BURST;
+        let due = self.kernel_reads && (gave || st.tap_found || st.polls_since_read >= 3);
+        let k = match &self.kernel {
+            _ if !due => 0,
+            KernelPort::Tap(tap) => st.from_tap.receive(
+                tap.queue(self.queue),
+                &self.pool,
+                &NicOut {
+                    nic: &self.nic,
+                    queue: self.queue,
+                    own_mac: &own_mac,
+                    packet_tx: self.packet_tx.as_ref(),
+                },
+                &mut st.to_nic,
+                c,
+            ),
+            KernelPort::Port(p) => {
+                let k = p.rx_burst(self.queue, &mut st.to_nic);
+                // Whatever the kernel sent, it leaves with the NIC's own
+                // MAC: never a VIP's MAC, which must stay unlearnable by
+                // switches.
+                let from = st.to_nic.len() - k;
+                for m in &mut st.to_nic[from..] {
+                    if let Some(src) = m.data_mut().get_mut(6..12) {
+                        src.copy_from_slice(&own_mac);
+                    }
+                }
+                k
+            }
+        };
+        if due {
+            st.tap_found = k > 0;
+            st.polls_since_read = 0;
+        } else {
+            st.polls_since_read += 1;
+        }
+        k
+    }
+
+    /// The poll's end, when the egress balance measures the lcore's load
+    /// (the spin then needs no second reading of the clock).
+    #[inline(always)]
+    fn measure_load(
+        &self,
+        st: &mut LoopState,
+        poll_start: Option<std::time::Instant>,
+        worked: bool,
+    ) -> Option<std::time::Instant> {
+        let (Some(from), Some(eb)) = (poll_start, &self.egress_balance) else {
+            return None;
+        };
+        let to = std::time::Instant::now();
+        if let Some(busy) = st.load.after_poll(from, to, worked) {
+            eb.after_window(usize::from(self.queue), busy, to);
+        }
+        Some(to)
+    }
+
+    /// After a poll that took `n` frames from the NIC and `k` from the
+    /// kernel: publishes its counts `c` and polls again or waits.
+    #[inline(always)]
+    fn idle(
+        &mut self,
+        st: &mut LoopState,
+        mut c: BurstCounts,
+        n: usize,
+        k: usize,
+        poll_end: Option<std::time::Instant>,
+    ) {
+        let q = usize::from(self.queue);
+        // With a NIC that wakes a waiting lcore, only a VIP's traffic this
+        // node serves and the kernel's frames keep it polling (a request
+        // in flight: its reply, or the client's next packet, is near). A
+        // burst this node only dropped sends it back to waiting, so the
+        // nodes that are not the flow's owner leave the CPU to the one
+        // that serves it; so does one it only answered (ARP, NDP) or
+        // handed to the kernel for the node itself (heartbeats, every
+        // peer's every 25 ms: a spin for each would cost a 64-node farm's
+        // lcore a quarter of a CPU), whose answer, if any, wakes it from
+        // the TAP.
+        let served = k + c.accepted as usize;
+        let idle = if self.nic_wakes && served == 0 && n > 0 && n < BURST {
+            st.backoff.after_drops_only()
+        } else {
+            st.backoff
+                .after_poll(n + k, || poll_end.unwrap_or_else(std::time::Instant::now))
+        };
+        match idle {
+            Idle::Sleep(d) => {
+                // An idle lcore still switches tables before it sleeps.
+                let table = self.table.current();
+                note_switch(&self.switches[q], table, &mut st.generation);
+                st.upkeep.tick(&mut self.flows, table, &self.flow_gauges[q]);
+                c.idle_sleeps += 1;
+                // What this poll did is shown before the wait, which may
+                // be long.
+                self.counters[q].add(&c);
+                // A packet from the wire or the kernel, or the doorbell,
+                // ends it.
+                let ready = wake::wait_readable(&self.wakers, d);
+                let doorbell = 1 << (self.wakers.len() - 1);
+                if ready & doorbell != 0 {
+                    self.doorbells.get(q).clear();
+                }
+            }
+            Idle::Poll => self.counters[q].add(&c),
+        }
+    }
+}
+
+/// Where a decided frame goes: to the kernel, to the NIC (an answer), or
+/// to be freed.
+struct Sorted<'a> {
+    to_tap: &'a mut Vec<Mbuf>,
+    to_nic: &'a mut Vec<Mbuf>,
+    dropped: &'a mut Vec<Mbuf>,
+}
+
+/// What an lcore's loop keeps between polls: its burst buffers, its idle
+/// policy's state, the table generation it last saw, its flow upkeep,
+/// its TAP reader and GRO merger, when it last read the kernel's queue,
+/// and its load for the egress balance.
+struct LoopState {
+    rx: Vec<Mbuf>,
+    to_tap: Vec<Mbuf>,
+    /// Room for the frames of a large segment from the kernel.
+    to_nic: Vec<Mbuf>,
+    dropped: Vec<Mbuf>,
+    backoff: Backoff,
+    generation: u64,
+    upkeep: FlowUpkeep,
+    from_tap: FromTap,
+    merger: Merger<Mbuf>,
+    tap_found: bool,
+    polls_since_read: u32,
+    load: balance::Load,
+}
+
+impl LoopState {
+    fn new(policy: IdlePolicy, wakeup: Wakeup) -> Self {
+        LoopState {
+            rx: Vec::with_capacity(BURST),
+            to_tap: Vec::with_capacity(BURST),
+            to_nic: Vec::with_capacity(4 * BURST),
+            dropped: Vec::with_capacity(BURST),
+            backoff: Backoff::new(policy, wakeup),
+            generation: 0,
+            upkeep: FlowUpkeep::new(),
+            from_tap: FromTap::new(),
+            merger: Merger::default(),
+            tap_found: false,
+            polls_since_read: 0,
+            load: balance::Load::new(),
         }
     }
 }
