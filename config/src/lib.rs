@@ -329,10 +329,14 @@ pub enum Protocol {
     Udp,
 }
 
+/// How a rule keys its traffic (SafeKit's `on_addr` / `on_port`): the
+/// one type the config, the packet decision and the census share.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Affinity {
+    /// One client always lands on one server (stateful applications).
     ClientIp,
+    /// Spread per TCP/UDP session (stateless applications).
     ClientIpPort,
 }
 

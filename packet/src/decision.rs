@@ -6,14 +6,8 @@ use crate::table::{BucketTable, Move};
 use crate::wire::{self, Arp, Ethernet, Ipv4, Ipv6, MacAddr, Malformed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// How a rule keys its traffic (SafeKit's `on_addr` / `on_port`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Affinity {
-    /// One client always lands on one server (stateful applications).
-    ClientIp,
-    /// Spread per TCP/UDP session (stateless applications).
-    ClientIpPort,
-}
+/// How a rule keys its traffic: the config's type, one for every crate.
+pub use config::Affinity;
 
 /// Why a frame was dropped; each reason has its own counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,12 +108,8 @@ impl RuleTable {
                 config::Protocol::Tcp => Transport::Tcp,
                 config::Protocol::Udp => Transport::Udp,
             };
-            let a = match r.affinity {
-                config::Affinity::ClientIp => Affinity::ClientIp,
-                config::Affinity::ClientIpPort => Affinity::ClientIpPort,
-            };
             if let Some(port) = r.port {
-                table.insert(t, port, a);
+                table.insert(t, port, r.affinity);
             }
         }
         table
