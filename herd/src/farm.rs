@@ -5,13 +5,14 @@ use anyhow::{Context, Result};
 use config::state::{KeptState, WeightSource};
 use config::{Config, Ownership};
 use fastpath::decision::RuleTable;
-use fastpath::flows::{FlowId, FlowSet};
+use fastpath::flows::FlowId;
 use fastpath::table::{BucketTable, TablePublisher};
 use fastpath::wire::IPPROTO_TCP;
 use herd::census;
+use herd::continuity::{Census, Continuity};
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
-use membership::machine::{Hold, Machine, Rejection, Settings, SplitBrain};
+use membership::machine::{Hold, Machine, Rejection, Settings};
 use membership::wire::{Key, Keyring, NodeState, Versions};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -173,11 +174,7 @@ impl Farm {
             dead_after: Duration::from_millis(u64::from(c.membership.dead_after_ms)),
             networks: c.this_node().heartbeat.len(),
             n_buckets: c.farm.buckets,
-            split_brain: match c.membership.split_brain {
-                config::SplitBrain::ServeAll => SplitBrain::ServeAll,
-                config::SplitBrain::Majority => SplitBrain::Majority,
-                config::SplitBrain::Witness => SplitBrain::Witness,
-            },
+            split_brain: c.membership.split_brain,
             keys,
             farm: farm_digest(c),
             continuity: c.continuity.enabled,
@@ -336,40 +333,17 @@ pub struct MembershipHandle {
     pub weights: Arc<WeightStore>,
 }
 
-/// Publishes the machine's buckets to the fastpath, with the old owner's
-/// connections (the seed) for buckets moving out, and ends moves out when
-/// the kernel holds no connection in them any more.
+/// Publishes the machine's buckets to the fastpath and runs the census
+/// of the kernel's connections for moves out: the IO around
+/// [`Continuity`], which decides.
 pub struct Moves {
     publisher: TablePublisher,
     n_buckets: u32,
     /// The VIPs and rules the census reads connections by (a reload may
     /// change them).
     served: Mutex<Arc<Served>>,
-    state: Mutex<MovesState>,
+    state: Mutex<Continuity>,
     wake: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct MovesState {
-    generation: u64,
-    seed: Option<Arc<FlowSet>>,
-    /// The `Out` buckets the seed was read for.
-    seeded: Vec<u32>,
-    /// Connections the kernel holds in `Out` buckets (last census).
-    held_connections: u64,
-    /// `Out` buckets found empty at the last census: released if still
-    /// empty at the next (a connection being set up may not be listed yet).
-    empty_once: Vec<u32>,
-    /// Moves out ended by an empty census, and by the drain timeout.
-    released_empty: u64,
-    /// Which buckets the machine held (owned, in or out) at the last
-    /// publication.
-    held: Vec<bool>,
-    /// Buckets dropped outright since (not moved out with their
-    /// connections): the kernel's connections left in them are reset.
-    dropped: Vec<u32>,
-    /// Connections reset so.
-    reset_connections: u64,
 }
 
 /// What the census reads the kernel's connections by.
@@ -399,15 +373,12 @@ impl Moves {
             publisher,
             n_buckets: c.farm.buckets,
             served: Mutex::new(Arc::new(Served::of(c))),
-            state: Mutex::new(MovesState {
-                generation: 1,
-                ..Default::default()
-            }),
+            state: Mutex::new(Continuity::new(c.farm.buckets)),
             wake: tokio::sync::Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, MovesState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Continuity> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -420,38 +391,15 @@ impl Moves {
         Arc::clone(&self.served.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Publishes the machine's table (called with the machine locked). New
-    /// buckets out keep every unknown segment until their seed is read.
+    /// Publishes the machine's table (called with the machine locked).
     fn publish(&self, m: &Machine) {
-        let out: Vec<u32> = m.with_hold(Hold::Out).collect();
+        let holds: Vec<Hold> = (0..self.n_buckets).map(|b| m.hold(b)).collect();
         let mut st = self.lock();
-        if out.iter().any(|b| st.seeded.binary_search(b).is_err()) {
-            st.seed = None;
+        let p = st.publication(&holds);
+        if p.census_now {
             self.wake.notify_one();
         }
-        if out.is_empty() {
-            st.seed = None;
-            st.seeded.clear();
-            st.held_connections = 0;
-        }
-        let held: Vec<bool> = (0..self.n_buckets)
-            .map(|b| m.hold(b) != Hold::None)
-            .collect();
-        if st.held.len() == held.len() {
-            let dropped: Vec<u32> = (0..self.n_buckets)
-                .filter(|b| st.held[*b as usize] && !held[*b as usize])
-                .collect();
-            if !dropped.is_empty() {
-                st.dropped.extend(dropped);
-                self.wake.notify_one();
-            }
-        }
-        st.held = held;
-        st.generation += 1;
-        // The ARP/NDP responder is the holder of bucket 0.
-        let table = BucketTable::new(st.generation, self.n_buckets, m.owned(), m.holds(0))
-            .with_moves(m.with_hold(Hold::In), out, st.seed.clone());
-        self.publisher.publish(table);
+        self.publisher.publish(p.table);
     }
 
     /// The bucket a kernel connection falls in, by its rule's affinity.
@@ -467,13 +415,7 @@ impl Moves {
 
     /// What `herd status` shows of the moves.
     pub fn status(&self) -> herd::status::Moves {
-        let st = self.lock();
-        herd::status::Moves {
-            connections_held: st.held_connections,
-            seeded: st.seed.is_some(),
-            moves_ended_empty: st.released_empty,
-            connections_reset: st.reset_connections,
-        }
+        self.lock().status()
     }
 
     /// Resets the kernel's connections in buckets dropped outright (a
@@ -483,19 +425,17 @@ impl Moves {
     /// keep its side open as long as the application does, and count it
     /// in the bucket's next move out.
     async fn reset_dropped(&self, shared: &Shared) {
-        let mut dropped = std::mem::take(&mut self.lock().dropped);
+        let dropped = self.lock().take_dropped();
         if dropped.is_empty() {
             return;
         }
-        dropped.sort_unstable();
-        dropped.dedup();
         let served = self.served();
         let vips = served.vips.clone();
         let Ok(Ok(conns)) = tokio::task::spawn_blocking(move || census::read(&vips)).await else {
             return;
         };
         // Those still dropped now (one look at the machine).
-        dropped = shared.with(|m| {
+        let dropped: Vec<u32> = shared.with(|m| {
             dropped
                 .into_iter()
                 .filter(|b| m.hold(*b) == Hold::None)
@@ -515,7 +455,7 @@ impl Moves {
         let result = tokio::task::spawn_blocking(move || reset_connections(&doomed)).await;
         match result {
             Ok(Ok(())) => {
-                self.lock().reset_connections += n as u64;
+                self.lock().note_reset(n as u64);
                 tracing::info!(
                     connections = n,
                     "reset the kernel's connections in buckets this node no longer serves"
@@ -547,57 +487,27 @@ impl Moves {
                 }
                 Err(_) => continue,
             };
-            let mut per_bucket: BTreeMap<u32, u64> = BTreeMap::new();
-            let mut seed = FlowSet::new();
-            for c in &conns {
-                let Some(b) = self.bucket_of(&served.rules, c) else {
-                    continue;
-                };
-                if out.binary_search(&b).is_ok() {
-                    *per_bucket.entry(b).or_default() += 1;
-                    seed.insert(FlowId::new(
-                        c.client,
-                        c.client_port,
-                        c.vip_port,
-                        IPPROTO_TCP,
-                    ));
-                }
-            }
-            let needs_seed = self.lock().seed.is_none();
-            if needs_seed {
+            let mut found = Census::of(
+                out,
+                conns.iter().map(|c| {
+                    let flow = FlowId::new(c.client, c.client_port, c.vip_port, IPPROTO_TCP);
+                    (self.bucket_of(&served.rules, c), flow)
+                }),
+            );
+            if self.lock().needs_seed() {
                 // Publish the seed with the machine's current table.
                 shared.with(|m| {
-                    let mut st = self.lock();
-                    st.seed = Some(Arc::new(seed));
-                    // Buckets gone out since the census are not covered:
-                    // `publish` then asks for another.
-                    st.seeded = out.clone();
-                    drop(st);
-                    self.publish(m);
+                    if self.lock().seed_from(&mut found) {
+                        self.publish(m);
+                    }
                 });
                 tracing::info!(
-                    buckets = out.len(),
+                    buckets = found.buckets_out(),
                     connections = conns.len(),
                     "moving out: the kernel's connections are the old flows"
                 );
             }
-            let empty: Vec<u32> = out
-                .iter()
-                .copied()
-                .filter(|b| !per_bucket.contains_key(b))
-                .collect();
-            let release: Vec<u32> = {
-                let mut st = self.lock();
-                st.held_connections = per_bucket.values().sum();
-                let release = empty
-                    .iter()
-                    .copied()
-                    .filter(|b| st.empty_once.binary_search(b).is_ok())
-                    .collect::<Vec<_>>();
-                st.empty_once = empty;
-                st.released_empty += release.len() as u64;
-                release
-            };
+            let release = self.lock().release_empty(&found);
             if !release.is_empty() {
                 tracing::info!(
                     buckets = release.len(),

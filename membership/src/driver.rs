@@ -144,85 +144,18 @@ enum Input {
 /// (with the machine locked) whenever the buckets this node holds change.
 pub async fn run(
     shared: Arc<Shared>,
-    mut settings: DriverSettings,
+    settings: DriverSettings,
     mut on_owned: impl FnMut(&Machine) + Send,
 ) -> io::Result<()> {
-    let mut sockets = Vec::new();
-    for addr in &settings.binds {
-        let s = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("heartbeat socket {addr}: {e}")))?;
-        let r = socket2::SockRef::from(&s);
-        if let Err(e) = r.set_recv_buffer_size(RECEIVE_BUFFER) {
-            tracing::warn!("heartbeat socket {addr}: its receive buffer stays the default: {e}");
-        }
-        if let Err(e) = r.set_priority(HEARTBEAT_PRIORITY) {
-            tracing::warn!("heartbeat socket {addr}: no priority of its own (a busy lcore may hold its heartbeats): {e}");
-        }
-        sockets.push(Arc::new(s));
-    }
-    let inodes: Vec<u64> = sockets.iter().filter_map(|s| socket_inode(s)).collect();
-    let mut input_drops = move || {
-        let table = |path| std::fs::read_to_string(path).unwrap_or_default();
-        socket_drops(&table("/proc/net/udp"), &inodes)
-            + socket_drops(&table("/proc/net/udp6"), &inodes)
-            + settings.input_drops.as_mut().map_or(0, |f| f())
-    };
-    let mut drops_seen = input_drops();
-    let mut next_drop_check = shared.now();
-    let period = shared.with(|m| m.period());
+    let sockets = bind(&settings.binds).await?;
+    let mut overflow = OverflowWatch::new(&sockets, settings.input_drops, &shared);
     // A peer is heard from now on: the machine's listening period (no
     // bucket taken before it could have heard a live owner) starts here.
     shared.change(|m, now| m.listen_from(now));
     let (tx, mut rx) = mpsc::channel::<Input>(1024);
-    for (network, s) in sockets.iter().enumerate() {
-        let (s, tx) = (Arc::clone(s), tx.clone());
-        let (peers, shared) = (settings.peers.clone(), Arc::clone(&shared));
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            loop {
-                match s.recv_from(&mut buf).await {
-                    Ok((_, from)) if !from_peer(&peers, network, from) => {
-                        shared.with(|m| m.note_not_from_peer());
-                    }
-                    Ok((n, _)) => {
-                        if tx
-                            .send(Input::Datagram(network, buf[..n].to_vec()))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::debug!("heartbeat receive on network {network}: {e}"),
-                }
-            }
-        });
-    }
+    spawn_receivers(&sockets, &settings.peers, &shared, &tx);
     if let Some(w) = settings.witness {
-        let (tx, shared) = (tx.clone(), Arc::clone(&shared));
-        tokio::spawn(async move {
-            loop {
-                let started = shared.now();
-                let reachable = tokio::process::Command::new("ping")
-                    .args(["-n", "-q", "-c", "1", "-W", "1", &w.to_string()])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .status()
-                    .await
-                    .is_ok_and(|s| s.success());
-                if tx
-                    .send(Input::Witness { started, reachable })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                // Often: a node that lost a peer takes its buckets only
-                // after a probe started since answers.
-                tokio::time::sleep(WITNESS_EVERY).await;
-            }
-        });
+        spawn_witness(w, &shared, tx.clone());
     }
     drop(tx);
     tracing::info!(networks = sockets.len(), "membership started");
@@ -249,57 +182,188 @@ pub async fn run(
                 shared.with(|m| m.handle_timeout(now));
             }
         }
-        let now = shared.now();
-        if now >= next_drop_check {
-            next_drop_check = now + period;
-            let drops = input_drops();
-            if drops > drops_seen {
-                let deaf = shared.with(|m| {
-                    let was = m.deaf(now);
-                    m.note_input_overflow(now);
-                    !was
-                });
-                if deaf {
-                    tracing::warn!(
-                        dropped = drops - drops_seen,
-                        "this node's input overflowed: peers it does not hear meanwhile stay alive until a live peer says otherwise"
-                    );
-                }
-            }
-            drops_seen = drops;
-        }
+        overflow.check(&shared);
         shared.with(|m| {
-            while let Some(t) = m.poll_transmit() {
-                let to = settings.peers.get(&t.to).and_then(|a| a.get(t.network));
-                if let (Some(to), Some(s)) = (to, sockets.get(t.network)) {
-                    // Best effort, never blocking: a full socket buffer is
-                    // a lost heartbeat, which the protocol tolerates.
-                    let _ = s.try_send_to(&t.bytes, *to);
-                }
+            send(m, &sockets, &settings.peers);
+            report_events(m, &mut on_owned);
+        });
+    }
+}
+
+/// The heartbeat sockets, one per network, each with its own receive
+/// buffer and priority.
+async fn bind(binds: &[SocketAddr]) -> io::Result<Vec<Arc<UdpSocket>>> {
+    let mut sockets = Vec::new();
+    for addr in binds {
+        let s = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("heartbeat socket {addr}: {e}")))?;
+        let r = socket2::SockRef::from(&s);
+        if let Err(e) = r.set_recv_buffer_size(RECEIVE_BUFFER) {
+            tracing::warn!("heartbeat socket {addr}: its receive buffer stays the default: {e}");
+        }
+        if let Err(e) = r.set_priority(HEARTBEAT_PRIORITY) {
+            tracing::warn!("heartbeat socket {addr}: no priority of its own (a busy lcore may hold its heartbeats): {e}");
+        }
+        sockets.push(Arc::new(s));
+    }
+    Ok(sockets)
+}
+
+/// Watches this node's input for drops (its sockets', and the driver's
+/// own, such as the lcores' rings) once a period, and tells the machine.
+struct OverflowWatch {
+    drops: Box<dyn FnMut() -> u64 + Send>,
+    seen: u64,
+    next_check: Duration,
+    period: Duration,
+}
+
+impl OverflowWatch {
+    fn new(
+        sockets: &[Arc<UdpSocket>],
+        mut driver_drops: Option<Box<dyn FnMut() -> u64 + Send>>,
+        shared: &Shared,
+    ) -> OverflowWatch {
+        let inodes: Vec<u64> = sockets.iter().filter_map(|s| socket_inode(s)).collect();
+        let mut drops: Box<dyn FnMut() -> u64 + Send> = Box::new(move || {
+            let table = |path| std::fs::read_to_string(path).unwrap_or_default();
+            socket_drops(&table("/proc/net/udp"), &inodes)
+                + socket_drops(&table("/proc/net/udp6"), &inodes)
+                + driver_drops.as_mut().map_or(0, |f| f())
+        });
+        OverflowWatch {
+            seen: drops(),
+            drops,
+            next_check: shared.now(),
+            period: shared.with(|m| m.period()),
+        }
+    }
+
+    fn check(&mut self, shared: &Shared) {
+        let now = shared.now();
+        if now < self.next_check {
+            return;
+        }
+        self.next_check = now + self.period;
+        let drops = (self.drops)();
+        if drops > self.seen {
+            let deaf = shared.with(|m| {
+                let was = m.deaf(now);
+                m.note_input_overflow(now);
+                !was
+            });
+            if deaf {
+                tracing::warn!(
+                    dropped = drops - self.seen,
+                    "this node's input overflowed: peers it does not hear meanwhile stay alive until a live peer says otherwise"
+                );
             }
-            while let Some(e) = m.poll_event() {
-                match e {
-                    Event::ViewChanged { view } => {
-                        tracing::info!(members = ?m.view_members(view), "view changed");
+        }
+        self.seen = drops;
+    }
+}
+
+/// One task per heartbeat socket: datagrams from a peer's address go to
+/// the machine, others are counted and dropped.
+fn spawn_receivers(
+    sockets: &[Arc<UdpSocket>],
+    peers: &BTreeMap<u16, Vec<SocketAddr>>,
+    shared: &Arc<Shared>,
+    tx: &mpsc::Sender<Input>,
+) {
+    for (network, s) in sockets.iter().enumerate() {
+        let (s, tx) = (Arc::clone(s), tx.clone());
+        let (peers, shared) = (peers.clone(), Arc::clone(shared));
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            loop {
+                match s.recv_from(&mut buf).await {
+                    Ok((_, from)) if !from_peer(&peers, network, from) => {
+                        shared.with(|m| m.note_not_from_peer());
                     }
-                    Event::OwnedChanged => {
-                        tracing::info!(owned = m.owned().count(), "owned buckets changed");
-                        on_owned(m);
+                    Ok((n, _)) => {
+                        if tx
+                            .send(Input::Datagram(network, buf[..n].to_vec()))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
-                    Event::FarmDiffers { peer, ours, theirs } => {
-                        tracing::warn!(
-                            peer,
-                            ours = format!("{ours:016x}"),
-                            theirs = format!("{theirs:016x}"),
-                            "node {peer}'s farm config (VIPs, rules, buckets, delivery) differs from this node's: no bucket is taken until they agree"
-                        );
-                    }
-                    Event::FarmAgrees { peer } => {
-                        tracing::info!(peer, "node {peer}'s farm config agrees with this node's again");
-                    }
+                    Err(e) => tracing::debug!("heartbeat receive on network {network}: {e}"),
                 }
             }
         });
+    }
+}
+
+/// Probes the witness every [`WITNESS_EVERY`] with one ping.
+fn spawn_witness(witness: IpAddr, shared: &Arc<Shared>, tx: mpsc::Sender<Input>) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        loop {
+            let started = shared.now();
+            let reachable = tokio::process::Command::new("ping")
+                .args(["-n", "-q", "-c", "1", "-W", "1", &witness.to_string()])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+                .is_ok_and(|s| s.success());
+            if tx
+                .send(Input::Witness { started, reachable })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            // Often: a node that lost a peer takes its buckets only
+            // after a probe started since answers.
+            tokio::time::sleep(WITNESS_EVERY).await;
+        }
+    });
+}
+
+/// Sends what the machine wants sent.
+fn send(m: &mut Machine, sockets: &[Arc<UdpSocket>], peers: &BTreeMap<u16, Vec<SocketAddr>>) {
+    while let Some(t) = m.poll_transmit() {
+        let to = peers.get(&t.to).and_then(|a| a.get(t.network));
+        if let (Some(to), Some(s)) = (to, sockets.get(t.network)) {
+            // Best effort, never blocking: a full socket buffer is a lost
+            // heartbeat, which the protocol tolerates.
+            let _ = s.try_send_to(&t.bytes, *to);
+        }
+    }
+}
+
+/// Logs the machine's events, and hands a change of owned buckets to
+/// `on_owned`.
+fn report_events(m: &mut Machine, on_owned: &mut impl FnMut(&Machine)) {
+    while let Some(e) = m.poll_event() {
+        match e {
+            Event::ViewChanged { view } => {
+                tracing::info!(members = ?m.view_members(view), "view changed");
+            }
+            Event::OwnedChanged => {
+                tracing::info!(owned = m.owned().count(), "owned buckets changed");
+                on_owned(m);
+            }
+            Event::FarmDiffers { peer, ours, theirs } => {
+                tracing::warn!(
+                    peer,
+                    ours = format!("{ours:016x}"),
+                    theirs = format!("{theirs:016x}"),
+                    "node {peer}'s farm config (VIPs, rules, buckets, delivery) differs from this node's: no bucket is taken until they agree"
+                );
+            }
+            Event::FarmAgrees { peer } => {
+                tracing::info!(
+                    peer,
+                    "node {peer}'s farm config agrees with this node's again"
+                );
+            }
+        }
     }
 }
 
