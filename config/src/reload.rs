@@ -143,6 +143,7 @@ pub fn plan(running: &Config, new: &Config) -> Result<Changes, Refused> {
     // reads the key files again whatever their paths.
     rest.membership.key_file = running.membership.key_file.clone();
     rest.membership.key_files = running.membership.key_files.clone();
+    rest.membership.keys = running.membership.keys.clone();
     rest.polling = running.polling.clone();
     rest.membership.protocol_version = running.membership.protocol_version;
     rest.checkers = running.checkers.clone();

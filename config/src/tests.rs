@@ -1,4 +1,5 @@
 use super::*;
+use std::path::PathBuf;
 
 const EXAMPLE: &str = include_str!("../../examples/node.toml");
 
@@ -411,6 +412,9 @@ fn membership_mode_is_validated() {
     let ok = membership_config(key.to_str().unwrap());
     let c = Config::from_toml(&ok).unwrap();
     assert_eq!(c.farm.ownership, Ownership::Membership);
+    // The key file is read once, with the config, and never logged.
+    assert_eq!(c.membership.keys, vec![KeyBytes(b"0123456789abcdef0123".to_vec())]);
+    assert!(!format!("{c:?}").contains("0123456789abcdef"));
     assert_eq!(c.membership.period_ms, 25);
     assert_eq!(c.membership.dead_after_ms, 200);
     let e = err_of(&membership_config("/nonexistent/farm.key"));

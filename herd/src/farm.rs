@@ -310,16 +310,18 @@ pub fn protocol_versions(c: &Config) -> Result<Versions> {
     }
 }
 
-/// The membership keyring of a config: its key files read, the sending
-/// key first.
+/// The membership keyring of a config: its key files as read when it was
+/// loaded, the sending key first.
 pub fn read_keyring(c: &Config) -> Result<Keyring> {
     let mut keys = Vec::new();
-    for path in c.membership.key_paths() {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        keys.push(
-            Key::new(&bytes)
-                .with_context(|| format!("{}: a key has at least 16 bytes", path.display()))?,
-        );
+    for (bytes, path) in c.membership.keys.iter().zip(c.membership.key_paths()) {
+        keys.push(Key::new(&bytes.0).with_context(|| {
+            format!(
+                "{}: a key has at least {} bytes",
+                path.display(),
+                config::MIN_KEY_BYTES
+            )
+        })?);
     }
     Keyring::new(keys).context("membership.key_file: no key")
 }

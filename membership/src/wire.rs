@@ -271,9 +271,9 @@ impl std::fmt::Debug for Key {
 }
 
 impl Key {
-    /// At least 16 bytes, as a key file should hold.
+    /// At least [`config::MIN_KEY_BYTES`], as a key file holds.
     pub fn new(bytes: &[u8]) -> Option<Key> {
-        (bytes.len() >= 16).then(|| Key(bytes.to_vec()))
+        (bytes.len() >= config::MIN_KEY_BYTES).then(|| Key(bytes.to_vec()))
     }
 
     fn mac(&self) -> HmacSha256 {
