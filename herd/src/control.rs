@@ -1,12 +1,14 @@
-//! The local control socket: one request line in, one JSON line out.
+//! The local control socket: one request line in, one JSON line out
+//! (the protocol is `herd::request`).
 //! Root only: the socket file is 0600 and the peer's uid is checked.
 
 use crate::farm::MembershipHandle;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use config::XdpMode;
 use fastpath::node::StatusReader;
 use health::driver::Health;
 use health::machine::{Command, NodeState};
+use herd::request::{ControlError, Reply, Request, WeightRequest};
 use herd::status::{
     CheckerReply, CommandReply, Ownership, Readiness, ReloadReply, Report, StateReply, WeightReply,
 };
@@ -75,42 +77,30 @@ impl Node {
     }
 
     /// The reply to an operator command: where the node stands now.
-    fn command_reply(&self, reason: Option<&str>) -> serde_json::Value {
+    fn command_reply(&self, reason: Option<&str>) -> Reply {
         let s = self.health.snapshot();
-        let reply = CommandReply {
+        Reply::Command(CommandReply {
             state: s.state,
             readiness: self.readiness(&s),
             reason: reason.map_or(s.reason, str::to_string),
-        };
-        serde_json::to_value(reply).unwrap_or_default()
+        })
     }
 
     /// `herd weight N`: the farm rebalances to the new weight, keeping
     /// connections where they are; the weight is kept first (it survives
     /// a restart). `herd weight config`: back to the config's weight.
-    fn set_weight(&self, arg: &str) -> serde_json::Value {
+    fn set_weight(&self, wanted: WeightRequest) -> Result<Reply, ControlError> {
         let Some(m) = &self.membership else {
-            return serde_json::json!({ "error": "weights change at run time only with membership ownership" });
+            return Err(ControlError::NoMembership);
         };
-        let wanted = match arg.trim() {
-            "config" => None,
-            n => match n.parse::<u32>() {
-                Ok(w) => Some(w),
-                Err(_) => {
-                    return serde_json::json!({
-                        "error": format!("weight {arg:?}: expected an integer 0..=4294967295 or \"config\"")
-                    })
-                }
-            },
+        let wanted = match wanted {
+            WeightRequest::Config => None,
+            WeightRequest::Set(w) => Some(w),
         };
-        let w = match m.weights.keep(wanted) {
-            Ok(w) => w,
-            Err(e) => {
-                return serde_json::json!({
-                    "error": format!("the weight could not be kept across restarts, so it is unchanged: {e}")
-                })
-            }
-        };
+        let w = m
+            .weights
+            .keep(wanted)
+            .map_err(|e| ControlError::WeightNotKept(e.to_string()))?;
         let old = m.shared.change(|mach, now| {
             let old = mach.weight();
             mach.set_weight(now, w);
@@ -118,21 +108,20 @@ impl Node {
         });
         let source = m.weights.source();
         tracing::info!(from = old, to = w, ?source, file = %m.weights.path().display(), "weight changed by the operator");
-        serde_json::to_value(WeightReply {
+        Ok(Reply::Weight(WeightReply {
             weight: w,
             was: old,
             source,
-        })
-        .unwrap_or_default()
+        }))
     }
 
     /// `herd drain` with membership: new flows go elsewhere at once; the
     /// node stops (stop scripts) when its last connection in the moving
     /// buckets closes, or at the drain timeout.
-    fn drain(&self, m: &MembershipHandle) -> serde_json::Value {
+    fn drain(&self, m: &MembershipHandle) -> Result<Reply, ControlError> {
         let st = self.health.status();
         if st.state != NodeState::Up || st.transient {
-            return serde_json::json!({ "error": "drain: the node is not UP and ready" });
+            return Err(ControlError::NotUp);
         }
         m.shared.change(|mach, now| mach.set_draining(now, true));
         tracing::info!("draining: new flows go to the other nodes");
@@ -158,84 +147,88 @@ impl Node {
             }
             shared.change(|mach, now| mach.set_draining(now, false));
         });
-        self.command_reply(Some("draining: waiting for the connections to end"))
+        Ok(self.command_reply(Some("draining: waiting for the connections to end")))
     }
 
-    /// Answers one request line.
-    pub async fn answer(&self, request: &str) -> serde_json::Value {
+    /// Answers one request.
+    pub async fn answer(&self, request: Request) -> Result<Reply, ControlError> {
         let cmd = match request {
-            "status" => return serde_json::to_value(self.report()).unwrap_or_default(),
-            "state" => {
-                let s = self.health.snapshot();
-                let readiness = self.readiness(&s);
-                // A draining node is still UP (its connections are served)
-                // but takes no new flows.
-                let reason = if readiness == Readiness::Draining {
-                    "draining: new flows go to the other nodes".to_string()
-                } else {
-                    s.reason
-                };
-                let reply = StateReply {
-                    state: s.state,
-                    readiness,
-                    reason,
-                };
-                return serde_json::to_value(reply).unwrap_or_default();
+            Request::Status => return Ok(Reply::Status(Box::new(self.report()))),
+            Request::State => return Ok(self.state()),
+            Request::Checkers(on) => {
+                self.health
+                    .set_checkers(on)
+                    .await
+                    .map_err(ControlError::Refused)?;
+                return Ok(Reply::Checkers(CheckerReply { checkers_on: on }));
             }
-            "checker on" | "checker off" => {
-                let on = request == "checker on";
-                return match self.health.set_checkers(on).await {
-                    Ok(()) => {
-                        serde_json::to_value(CheckerReply { checkers_on: on }).unwrap_or_default()
-                    }
-                    Err(e) => serde_json::json!({ "error": e }),
-                };
-            }
-            "start" | "restart" => {
-                // An operator start ends a drain; on a node still UP that
-                // is all it has to do.
-                if let Some(m) = &self.membership {
-                    let was_draining = m.shared.with(|mach| mach.draining());
-                    m.shared.change(|mach, now| mach.set_draining(now, false));
-                    let s = self.health.status();
-                    if was_draining && request == "start" && s.state == NodeState::Up {
-                        tracing::info!("drain ended by an operator start");
-                        return self
-                            .command_reply(Some("drain ended: the node takes new flows again"));
-                    }
+            Request::Start | Request::Restart => {
+                if let Some(reply) = self.end_drain(request) {
+                    return Ok(reply);
                 }
-                if request == "start" {
+                if request == Request::Start {
                     Command::Start
                 } else {
                     Command::Restart
                 }
             }
-            "reload" => {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                if self.reload.send(tx).await.is_err() {
-                    return serde_json::json!({ "error": "the node is stopping" });
-                }
-                return match rx.await {
-                    Ok(o) if o.ok => {
-                        serde_json::to_value(ReloadReply { applied: o.message }).unwrap_or_default()
-                    }
-                    Ok(o) => serde_json::json!({ "error": o.message }),
-                    Err(_) => serde_json::json!({ "error": "the node is stopping" }),
-                };
-            }
-            "stop" => Command::Stop,
-            "drain" => match &self.membership {
+            Request::Reload => return self.reload().await,
+            Request::Stop => Command::Stop,
+            Request::Drain => match &self.membership {
                 Some(m) => return self.drain(m),
                 None => Command::Drain,
             },
-            other => match other.strip_prefix("weight ") {
-                Some(arg) => return self.set_weight(arg),
-                None => return serde_json::json!({ "error": format!("unknown request {other:?}") }),
-            },
+            Request::Weight(w) => return self.set_weight(w),
         };
-        match self.health.command(cmd).await {
-            Ok(()) => self.command_reply(None),
-            Err(e) => serde_json::json!({ "error": e }),
+        self.health
+            .command(cmd)
+            .await
+            .map_err(ControlError::Refused)?;
+        Ok(self.command_reply(None))
+    }
+
+    /// `herd state`: the state, and how the node stands for new flows.
+    fn state(&self) -> Reply {
+        let s = self.health.snapshot();
+        let readiness = self.readiness(&s);
+        // A draining node is still UP (its connections are served) but
+        // takes no new flows.
+        let reason = if readiness == Readiness::Draining {
+            "draining: new flows go to the other nodes".to_string()
+        } else {
+            s.reason
+        };
+        Reply::State(StateReply {
+            state: s.state,
+            readiness,
+            reason,
+        })
+    }
+
+    /// An operator start or restart ends a drain; on a node still UP,
+    /// that is all a start does (the reply), else the command goes on.
+    fn end_drain(&self, request: Request) -> Option<Reply> {
+        let m = self.membership.as_ref()?;
+        let was_draining = m.shared.with(|mach| mach.draining());
+        m.shared.change(|mach, now| mach.set_draining(now, false));
+        let s = self.health.status();
+        if was_draining && request == Request::Start && s.state == NodeState::Up {
+            tracing::info!("drain ended by an operator start");
+            return Some(self.command_reply(Some("drain ended: the node takes new flows again")));
+        }
+        None
+    }
+
+    /// `herd reload`: the task that owns the running config applies it.
+    async fn reload(&self) -> Result<Reply, ControlError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.reload.send(tx).await.is_err() {
+            return Err(ControlError::Stopping);
+        }
+        match rx.await {
+            Ok(o) if o.ok => Ok(Reply::Reload(ReloadReply { applied: o.message })),
+            Ok(o) => Err(ControlError::Reload(o.message)),
+            Err(_) => Err(ControlError::Stopping),
         }
     }
 }
@@ -280,26 +273,33 @@ async fn answer(stream: UnixStream, node: &Node) -> Result<()> {
     tokio::time::timeout(Duration::from_secs(2), rd.read_line(&mut line))
         .await
         .context("request timed out")??;
-    let reply = if uid != 0 {
+    let answer = if uid != 0 {
         tracing::warn!(uid, "control request refused: not root");
-        serde_json::json!({ "error": "permission denied: the control socket is for root only" })
+        Err(ControlError::NotRoot)
     } else {
-        let request = line.trim();
-        if request != "status" && request != "state" {
-            tracing::info!(request, "control request");
-        } else {
-            // Asked every second by monitoring: only at debug.
-            tracing::debug!(request, "control request");
+        match line.parse::<Request>() {
+            Ok(request) => {
+                if request.is_routine() {
+                    tracing::debug!(%request, "control request");
+                } else {
+                    tracing::info!(%request, "control request");
+                }
+                node.answer(request).await
+            }
+            Err(e) => {
+                tracing::info!(request = line.trim(), "control request refused: {e}");
+                Err(e)
+            }
         }
-        node.answer(request).await
     };
+    let reply = herd::request::encode(&answer);
     wr.write_all(reply.to_string().as_bytes()).await?;
     wr.write_all(b"\n").await?;
     Ok(())
 }
 
-/// Sends one request and returns the reply.
-pub async fn request(path: &Path, what: &str) -> Result<serde_json::Value> {
+/// Sends one request and returns the reply, as the `T` that answers it.
+pub async fn request<T: serde::de::DeserializeOwned>(path: &Path, what: Request) -> Result<T> {
     let stream = UnixStream::connect(path).await.map_err(|e| {
         if e.kind() == std::io::ErrorKind::PermissionDenied {
             anyhow::anyhow!(
@@ -323,11 +323,7 @@ pub async fn request(path: &Path, what: &str) -> Result<serde_json::Value> {
     )
     .await
     .context("no reply from the node")??;
-    let v: serde_json::Value = serde_json::from_str(&reply).context("reply is not JSON")?;
-    if let Some(e) = v.get("error") {
-        bail!("node refused: {}", e.as_str().unwrap_or("?"));
-    }
-    Ok(v)
+    Ok(herd::request::decode(&reply)?)
 }
 
 /// Renders a status for people.

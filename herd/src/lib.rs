@@ -7,4 +7,5 @@ pub mod census;
 pub mod continuity;
 pub mod events;
 pub mod page;
+pub mod request;
 pub mod status;

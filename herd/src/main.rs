@@ -12,6 +12,7 @@ mod setup;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use herd::request::{Request, WeightRequest};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,7 +105,7 @@ enum Command {
     /// config file's weight.
     Weight {
         #[arg(value_parser = parse_weight)]
-        weight: String,
+        weight: WeightRequest,
         #[command(flatten)]
         target: Target,
     },
@@ -177,9 +178,7 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     if let Command::State { target } = &cli.command {
-        return match ask(target, "state")
-            .and_then(|v| Ok(serde_json::from_value::<herd::status::StateReply>(v)?))
-        {
+        return match ask::<herd::status::StateReply>(target, Request::State) {
             Ok(r) => {
                 println!("{} ({})  {}", r.state, r.readiness, r.reason);
                 ExitCode::from(r.exit_code())
@@ -193,29 +192,23 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Status { json, target } => status(json, &target),
-        Command::Start { target } => operate(&target, "start"),
-        Command::Stop { target } => operate(&target, "stop"),
-        Command::Restart { target } => operate(&target, "restart"),
-        Command::Drain { target } => operate(&target, "drain"),
+        Command::Start { target } => operate(&target, Request::Start),
+        Command::Stop { target } => operate(&target, Request::Stop),
+        Command::Restart { target } => operate(&target, Request::Restart),
+        Command::Drain { target } => operate(&target, Request::Drain),
         Command::Reload { target } => reload(&target),
         Command::Weight { weight, target } => {
-            ask(&target, &format!("weight {weight}")).and_then(|v| {
-                let r: herd::status::WeightReply = serde_json::from_value(v)?;
+            ask(&target, Request::Weight(weight)).map(|r: herd::status::WeightReply| {
                 let from = match r.source {
                     herd::status::WeightSource::Config => "the config's",
                     herd::status::WeightSource::Runtime => "set at run time, kept across restarts",
                 };
                 println!("weight: now {} (was {}; {from})", r.weight, r.was);
-                Ok(())
             })
         }
         Command::Checker { what, target } => {
-            let request = match what {
-                OnOff::On => "checker on",
-                OnOff::Off => "checker off",
-            };
-            ask(&target, request).and_then(|v| {
-                let r: herd::status::CheckerReply = serde_json::from_value(v)?;
+            let on = matches!(what, OnOff::On);
+            ask(&target, Request::Checkers(on)).map(|r: herd::status::CheckerReply| {
                 println!(
                     "checkers {}",
                     if r.checkers_on {
@@ -224,7 +217,6 @@ fn main() -> ExitCode {
                         "off: verdicts are ignored and no action runs"
                     }
                 );
-                Ok(())
             })
         }
         Command::State { .. } => unreachable!("handled above"),
@@ -299,13 +291,12 @@ cannot be asked; every other command exits 0 on success and 1 on error.
 "#;
 
 /// A weight (0..=4294967295) or `config`.
-fn parse_weight(arg: &str) -> Result<String, String> {
-    if arg == "config" || arg.parse::<u32>().is_ok() {
-        Ok(arg.to_string())
-    } else {
-        Err(format!(
-            "{arg:?} is not a weight: an integer 0..=4294967295, or \"config\""
-        ))
+fn parse_weight(arg: &str) -> Result<WeightRequest, String> {
+    match arg {
+        "config" => Ok(WeightRequest::Config),
+        n => n.parse().map(WeightRequest::Set).map_err(|_| {
+            format!("{arg:?} is not a weight: an integer 0..=4294967295, or \"config\"")
+        }),
     }
 }
 
@@ -495,7 +486,7 @@ fn socket_of(target: &Target) -> Result<PathBuf> {
     })
 }
 
-fn ask(target: &Target, what: &str) -> Result<serde_json::Value> {
+fn ask<T: serde::de::DeserializeOwned>(target: &Target, what: Request) -> Result<T> {
     let socket = socket_of(target)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -504,24 +495,20 @@ fn ask(target: &Target, what: &str) -> Result<serde_json::Value> {
     rt.block_on(control::request(&socket, what))
 }
 
-fn operate(target: &Target, what: &str) -> Result<()> {
-    let v = ask(target, what)?;
-    let r: herd::status::CommandReply = serde_json::from_value(v)?;
+fn operate(target: &Target, what: Request) -> Result<()> {
+    let r: herd::status::CommandReply = ask(target, what)?;
     println!("{what}: now {} ({}) {}", r.state, r.readiness, r.reason);
     Ok(())
 }
 
 fn reload(target: &Target) -> Result<()> {
-    let r: herd::status::ReloadReply =
-        serde_json::from_value(ask(target, "reload").context("reload")?)
-            .context("reload: an answer this build does not read")?;
+    let r: herd::status::ReloadReply = ask(target, Request::Reload).context("reload")?;
     println!("reload: {}", r.applied);
     Ok(())
 }
 
 fn status(json: bool, target: &Target) -> Result<()> {
-    let report: herd::status::Report = serde_json::from_value(ask(target, "status")?)
-        .context("the node's status does not read as this build's (another version?)")?;
+    let report: herd::status::Report = ask(target, Request::Status)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
