@@ -64,7 +64,7 @@ pub struct Polling {
 /// 100 µs: a one-connection round trip through the lab's veth, nginx and
 /// the client is 30-60 µs; a spin that ends before the next request
 /// makes the lcore's wake-up (tens of µs on a virtual CPU) part of every
-/// request (perf/RESULTS.md, session 14).
+/// request (perf/notes/2026-12-04-serve-egress-balance.md).
 fn default_spin_us() -> u32 {
     100
 }
@@ -72,7 +72,8 @@ fn default_min_sleep_us() -> u32 {
     10
 }
 /// 1.5 ms: at 1 ms an idle lcore's ~1000 wake-ups a second cost 2–3.5 %
-/// of a virtual CPU, at the edge of the 3 % goal (perf/RESULTS.md).
+/// of a virtual CPU, at the edge of the 3 % goal
+/// (perf/notes/2026-11-24-fastpath-idle-sleep.md).
 fn default_max_sleep_us() -> u32 {
     1500
 }

@@ -55,7 +55,8 @@ pub struct Port {
 /// ring into NAPI (a thread to wake, or the sender's CPU) and copies each
 /// one into a page first, where `Generic` runs the program in the veth's
 /// ordinary receive path, on the CPU that receive is steered to (RPS), as a
-/// NIC's interrupt would be. Measured in `perf/RESULTS.md` (session 11).
+/// NIC's interrupt would be. Measured in
+/// `perf/notes/2026-11-25-serve-af-xdp-generic-mode.md`.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum XdpMode {
