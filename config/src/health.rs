@@ -1,7 +1,7 @@
 //! Application health (docs/design.md §4): `[health]`, `[scripts]` and
 //! `[[checkers]]`.
 
-use crate::{invalid, ConfigError};
+use crate::{invalid, ConfigError, KeyedError};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -117,12 +117,84 @@ pub enum CheckerAction {
     Stop,
 }
 
-/// One `[[checkers]]` entry. The kind-specific keys are optional here and
-/// checked against `kind` by [`Checker::validate`], so that a key of
-/// another kind is an error that names it.
+/// One `[[checkers]]` entry: what every checker has, and its probe.
+/// Read from the file's form ([`CheckerFile`]), whose checks name the key
+/// that is wrong.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(try_from = "CheckerFile", into = "CheckerFile")]
+pub struct Checker {
+    pub name: String,
+    pub action: CheckerAction,
+    pub interval_ms: u32,
+    pub timeout_ms: u32,
+    pub failures_before_down: u32,
+    pub successes_before_up: u32,
+    pub probe: Probe,
+}
+
+/// What a checker tests, with what its kind needs (see [`CheckerKind`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Probe {
+    Tcp {
+        address: SocketAddr,
+    },
+    Http {
+        url: HttpUrl,
+        /// The status wanted (200 unless set).
+        status: u16,
+        /// A substring the body must hold.
+        body: Option<String>,
+    },
+    Ping {
+        host: IpAddr,
+    },
+    Interface(Link),
+    Process {
+        matching: ProcessMatch,
+        min: u32,
+        max: Option<u32>,
+    },
+    Custom {
+        command: String,
+    },
+}
+
+/// Whose link an interface checker watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// The fastpath's port (read through DPDK).
+    Nic,
+    /// A kernel interface.
+    Kernel(String),
+}
+
+/// Which processes a process checker counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessMatch {
+    /// By name (`/proc/PID/comm`).
+    Name(String),
+    /// By a regex on the command line (checked when the config is read).
+    Pattern(String),
+}
+
+impl Probe {
+    pub fn kind(&self) -> CheckerKind {
+        match self {
+            Probe::Tcp { .. } => CheckerKind::Tcp,
+            Probe::Http { .. } => CheckerKind::Http,
+            Probe::Ping { .. } => CheckerKind::Ping,
+            Probe::Interface(_) => CheckerKind::Interface,
+            Probe::Process { .. } => CheckerKind::Process,
+            Probe::Custom { .. } => CheckerKind::Custom,
+        }
+    }
+}
+
+/// A `[[checkers]]` entry as the file has it: the keys of every kind
+/// optional, so that a key of another kind is an error that names it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Checker {
+pub struct CheckerFile {
     pub name: String,
     pub kind: CheckerKind,
     #[serde(default)]
@@ -135,27 +207,27 @@ pub struct Checker {
     pub failures_before_down: u32,
     #[serde(default = "default_successes_before_up")]
     pub successes_before_up: u32,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<SocketAddr>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<IpAddr>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
 }
 
@@ -176,6 +248,8 @@ fn default_successes_before_up() -> u32 {
 /// endpoint on the node itself or its backend).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// The URL as written.
+    pub text: String,
     /// `host:port` to connect to.
     pub authority: String,
     pub host: String,
@@ -219,6 +293,7 @@ impl HttpUrl {
             return Err(format!("{url:?}: bad host or port"));
         }
         Ok(HttpUrl {
+            text: url.to_string(),
             authority: authority.to_string(),
             host,
             port,
@@ -227,18 +302,84 @@ impl HttpUrl {
     }
 }
 
-impl Checker {
-    /// `key` is the checker's dotted path, such as `checkers[2]`.
-    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        if self.name.trim().is_empty() {
-            return Err(invalid(format!("{key}.name"), "must not be empty"));
+impl TryFrom<CheckerFile> for Checker {
+    type Error = KeyedError;
+
+    /// Checks the entry's keys against its kind (the error names the key
+    /// within the entry, such as `url`).
+    fn try_from(f: CheckerFile) -> Result<Checker, KeyedError> {
+        f.check_common()?;
+        f.check_keys_of_kind()?;
+        let probe = f.probe()?;
+        Ok(Checker {
+            name: f.name,
+            action: f.action,
+            interval_ms: f.interval_ms,
+            timeout_ms: f.timeout_ms,
+            failures_before_down: f.failures_before_down,
+            successes_before_up: f.successes_before_up,
+            probe,
+        })
+    }
+}
+
+impl From<Checker> for CheckerFile {
+    fn from(c: Checker) -> CheckerFile {
+        let mut f = CheckerFile {
+            name: c.name,
+            kind: c.probe.kind(),
+            action: c.action,
+            interval_ms: c.interval_ms,
+            timeout_ms: c.timeout_ms,
+            failures_before_down: c.failures_before_down,
+            successes_before_up: c.successes_before_up,
+            address: None,
+            url: None,
+            status: None,
+            body: None,
+            host: None,
+            interface: None,
+            process: None,
+            pattern: None,
+            min: None,
+            max: None,
+            command: None,
+        };
+        match c.probe {
+            Probe::Tcp { address } => f.address = Some(address),
+            Probe::Http { url, status, body } => {
+                f.url = Some(url.text);
+                f.status = Some(status);
+                f.body = body;
+            }
+            Probe::Ping { host } => f.host = Some(host),
+            Probe::Interface(Link::Nic) => f.interface = Some("nic".into()),
+            Probe::Interface(Link::Kernel(name)) => f.interface = Some(name),
+            Probe::Process { matching, min, max } => {
+                match matching {
+                    ProcessMatch::Name(n) => f.process = Some(n),
+                    ProcessMatch::Pattern(p) => f.pattern = Some(p),
+                }
+                f.min = Some(min);
+                f.max = max;
+            }
+            Probe::Custom { command } => f.command = Some(command),
         }
-        let ms = |k: &str, v: u32, lo: u32, hi: u32| {
+        f
+    }
+}
+
+impl CheckerFile {
+    fn check_common(&self) -> Result<(), KeyedError> {
+        if self.name.trim().is_empty() {
+            return Err(KeyedError::new("name", "must not be empty"));
+        }
+        let ms = |k: &'static str, v: u32, lo: u32, hi: u32| {
             if (lo..=hi).contains(&v) {
                 Ok(())
             } else {
-                Err(invalid(
-                    format!("{key}.{k}"),
+                Err(KeyedError::new(
+                    k,
                     format!("{v} is out of range {lo}..={hi}"),
                 ))
             }
@@ -246,7 +387,12 @@ impl Checker {
         ms("interval_ms", self.interval_ms, 10, 3_600_000)?;
         ms("timeout_ms", self.timeout_ms, 1, 600_000)?;
         ms("failures_before_down", self.failures_before_down, 1, 1000)?;
-        ms("successes_before_up", self.successes_before_up, 1, 1000)?;
+        ms("successes_before_up", self.successes_before_up, 1, 1000)
+    }
+
+    /// Every kind-specific key present is one of this kind's, and every
+    /// key the kind needs is present.
+    fn check_keys_of_kind(&self) -> Result<(), KeyedError> {
         use CheckerKind::*;
         // Which kind-specific keys each kind needs (n) or allows (a).
         let fields: [(&str, bool, &[CheckerKind], &[CheckerKind]); 11] = [
@@ -270,79 +416,103 @@ impl Checker {
         let kind_name = self.kind.name();
         for (field, present, needed, allowed) in fields {
             if present && !allowed.contains(&self.kind) {
-                return Err(invalid(
-                    format!("{key}.{field}"),
+                return Err(KeyedError::new(
+                    field,
                     format!("not a key of a {kind_name} checker"),
                 ));
             }
             if !present && needed.contains(&self.kind) {
-                return Err(invalid(
-                    format!("{key}.{field}"),
+                return Err(KeyedError::new(
+                    field,
                     format!("missing: a {kind_name} checker needs it"),
                 ));
             }
         }
-        match self.kind {
-            Http => {
-                HttpUrl::parse(self.url.as_deref().unwrap_or(""))
-                    .map_err(|e| invalid(format!("{key}.url"), e))?;
-                if let Some(s) = self.status {
-                    if !(100..=599).contains(&s) {
-                        return Err(invalid(
-                            format!("{key}.status"),
-                            format!("{s} is not an HTTP status"),
-                        ));
-                    }
+        Ok(())
+    }
+
+    /// The probe, once the keys are those of the kind.
+    fn probe(&self) -> Result<Probe, KeyedError> {
+        let missing = |k: &'static str| KeyedError::new(k, "missing");
+        Ok(match self.kind {
+            CheckerKind::Tcp => Probe::Tcp {
+                address: self.address.ok_or_else(|| missing("address"))?,
+            },
+            CheckerKind::Http => {
+                let url = HttpUrl::parse(self.url.as_deref().unwrap_or(""))
+                    .map_err(|e| KeyedError::new("url", e))?;
+                let status = self.status.unwrap_or(200);
+                if !(100..=599).contains(&status) {
+                    return Err(KeyedError::new(
+                        "status",
+                        format!("{status} is not an HTTP status"),
+                    ));
+                }
+                Probe::Http {
+                    url,
+                    status,
+                    body: self.body.clone(),
                 }
             }
-            Interface => {
+            CheckerKind::Ping => Probe::Ping {
+                host: self.host.ok_or_else(|| missing("host"))?,
+            },
+            CheckerKind::Interface => {
                 let name = self.interface.as_deref().unwrap_or("");
-                if name != "nic" && !crate::valid_ifname(name) {
-                    return Err(invalid(
-                        format!("{key}.interface"),
+                if name == "nic" {
+                    Probe::Interface(Link::Nic)
+                } else if crate::valid_ifname(name) {
+                    Probe::Interface(Link::Kernel(name.to_string()))
+                } else {
+                    return Err(KeyedError::new(
+                        "interface",
                         format!("{name:?} is neither \"nic\" nor a Linux interface name"),
                     ));
                 }
             }
-            Process => {
-                match (&self.process, &self.pattern) {
-                    (None, None) | (Some(_), Some(_)) => {
-                        return Err(invalid(
-                            format!("{key}.process"),
-                            "a process checker needs exactly one of `process` (a name) or `pattern` (a regex on the command line)",
-                        ))
-                    }
-                    (Some(p), None) if p.is_empty() || p.len() > 15 => {
-                        return Err(invalid(
-                            format!("{key}.process"),
-                            format!("{p:?}: a process name has 1 to 15 characters (see /proc/PID/comm)"),
-                        ))
-                    }
-                    _ => {}
+            CheckerKind::Process => self.process_probe()?,
+            CheckerKind::Custom => {
+                let command = self.command.clone().ok_or_else(|| missing("command"))?;
+                if command.trim().is_empty() {
+                    return Err(KeyedError::new("command", "must not be empty"));
                 }
-                if let Some(p) = &self.pattern {
-                    regex::Regex::new(p).map_err(|e| {
-                        invalid(format!("{key}.pattern"), format!("bad regex: {e}"))
-                    })?;
-                }
-                let min = self.min.unwrap_or(1);
-                if let Some(max) = self.max {
-                    if max < min {
-                        return Err(invalid(
-                            format!("{key}.max"),
-                            format!("{max} is below min {min}"),
-                        ));
-                    }
-                }
+                Probe::Custom { command }
             }
-            Custom => {
-                if self.command.as_deref().is_some_and(|c| c.trim().is_empty()) {
-                    return Err(invalid(format!("{key}.command"), "must not be empty"));
-                }
+        })
+    }
+
+    fn process_probe(&self) -> Result<Probe, KeyedError> {
+        let matching = match (&self.process, &self.pattern) {
+            (None, None) | (Some(_), Some(_)) => {
+                return Err(KeyedError::new(
+                    "process",
+                    "a process checker needs exactly one of `process` (a name) or `pattern` (a regex on the command line)",
+                ))
             }
-            Tcp | Ping => {}
+            (Some(p), None) if p.is_empty() || p.len() > 15 => {
+                return Err(KeyedError::new(
+                    "process",
+                    format!("{p:?}: a process name has 1 to 15 characters (see /proc/PID/comm)"),
+                ))
+            }
+            (Some(p), None) => ProcessMatch::Name(p.clone()),
+            (None, Some(p)) => {
+                regex::Regex::new(p)
+                    .map_err(|e| KeyedError::new("pattern", format!("bad regex: {e}")))?;
+                ProcessMatch::Pattern(p.clone())
+            }
+        };
+        let min = self.min.unwrap_or(1);
+        if let Some(max) = self.max {
+            if max < min {
+                return Err(KeyedError::new("max", format!("{max} is below min {min}")));
+            }
         }
-        Ok(())
+        Ok(Probe::Process {
+            matching,
+            min,
+            max: self.max,
+        })
     }
 }
 
@@ -414,7 +584,6 @@ pub(crate) fn validate(
     let mut names = std::collections::BTreeSet::new();
     for (i, c) in checkers.iter().enumerate() {
         let key = format!("checkers[{i}]");
-        c.validate(&key)?;
         if !names.insert(c.name.as_str()) {
             return Err(invalid(
                 format!("{key}.name"),

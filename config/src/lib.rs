@@ -27,7 +27,10 @@ mod tap;
 pub use continuity::Continuity;
 pub use dpdk::{parse_cpu_list, Dpdk, Polling};
 pub use farm::{vip_mac, Delivery, Farm, FarmNode, Ownership, StaticOwnership};
-pub use health::{Checker, CheckerAction, CheckerKind, Health, HttpUrl, Scripts};
+pub use health::{
+    Checker, CheckerAction, CheckerFile, CheckerKind, Health, HttpUrl, Link, Probe, ProcessMatch,
+    Scripts,
+};
 pub use membership::{KeyBytes, Membership, SplitBrain, MIN_KEY_BYTES};
 pub use node::{Control, Log, NodeIdentity};
 pub use port::{Driver, Port, XdpMode};
@@ -44,6 +47,41 @@ pub enum ConfigError {
     Syntax(String),
     #[error("{key}: {reason}")]
     Invalid { key: String, reason: String },
+}
+
+/// An error of a section read through its file form (`try_from`): the
+/// key within the section, and what is wrong. It crosses serde as a
+/// message ([`KeyedError::from_message`] reads it back), and
+/// [`Config::from_toml`] prefixes the section's path.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeyedError {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Marks a [`KeyedError`]'s message (a control character no TOML
+/// message holds).
+const KEYED: char = '\u{1f}';
+
+impl KeyedError {
+    pub(crate) fn new(key: &str, reason: impl fmt::Display) -> KeyedError {
+        KeyedError {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn from_message(message: &str) -> Option<KeyedError> {
+        let rest = message.strip_prefix(KEYED)?;
+        let (key, reason) = rest.split_once(KEYED)?;
+        Some(KeyedError::new(key, reason))
+    }
+}
+
+impl fmt::Display for KeyedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{KEYED}{}{KEYED}{}", self.key, self.reason)
+    }
 }
 
 fn invalid(key: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
@@ -99,6 +137,11 @@ impl Config {
         let de = toml::Deserializer::new(text);
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
+            if let Some(keyed) = KeyedError::from_message(e.inner().message()) {
+                // A section read through its file form (a checker, the
+                // port) names the key within it.
+                return invalid(format!("{path}.{}", keyed.key), keyed.reason);
+            }
             let msg = syntax_message(e.inner());
             if path.is_empty() || path == "." {
                 ConfigError::Syntax(msg)

@@ -413,7 +413,10 @@ fn membership_mode_is_validated() {
     let c = Config::from_toml(&ok).unwrap();
     assert_eq!(c.farm.ownership, Ownership::Membership);
     // The key file is read once, with the config, and never logged.
-    assert_eq!(c.membership.keys, vec![KeyBytes(b"0123456789abcdef0123".to_vec())]);
+    assert_eq!(
+        c.membership.keys,
+        vec![KeyBytes(b"0123456789abcdef0123".to_vec())]
+    );
     assert!(!format!("{c:?}").contains("0123456789abcdef"));
     assert_eq!(c.membership.period_ms, 25);
     assert_eq!(c.membership.dead_after_ms, 200);

@@ -1,6 +1,6 @@
 //! One probe of each checker kind: the IO behind a checker result.
 
-use config::{Checker, CheckerKind, HttpUrl};
+use config::{Checker, HttpUrl, Link, Probe, ProcessMatch};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use std::sync::Arc;
@@ -29,17 +29,13 @@ pub async fn probe(c: &Checker, nic: &NicLink, env: &[(&str, String)]) -> Outcom
 }
 
 async fn run(c: &Checker, nic: &NicLink, env: &[(&str, String)], timeout: Duration) -> Outcome {
-    match c.kind {
-        CheckerKind::Tcp => {
-            let addr = c.address.expect("validated: tcp has an address");
-            match TcpStream::connect(addr).await {
-                Ok(_) => (true, format!("connected to {addr}")),
-                Err(e) => (false, format!("connect {addr}: {e}")),
-            }
-        }
-        CheckerKind::Http => http(c).await,
-        CheckerKind::Ping => {
-            let host = c.host.expect("validated: ping has a host");
+    match &c.probe {
+        Probe::Tcp { address } => match TcpStream::connect(address).await {
+            Ok(_) => (true, format!("connected to {address}")),
+            Err(e) => (false, format!("connect {address}: {e}")),
+        },
+        Probe::Http { url, status, body } => http(url, *status, body.as_deref()).await,
+        Probe::Ping { host } => {
             let secs = timeout.as_secs().max(1).to_string();
             command_ok(
                 Command::new("ping").args(["-n", "-q", "-c", "1", "-W", &secs, &host.to_string()]),
@@ -47,26 +43,19 @@ async fn run(c: &Checker, nic: &NicLink, env: &[(&str, String)], timeout: Durati
             )
             .await
         }
-        CheckerKind::Interface => {
-            let name = c.interface.as_deref().unwrap_or("");
-            if name == "nic" {
-                match nic() {
-                    Some(true) => (true, "nic link up".into()),
-                    Some(false) => (false, "nic link down".into()),
-                    None => (false, "nic link unknown".into()),
-                }
-            } else {
-                kernel_link(name)
-            }
-        }
-        CheckerKind::Process => {
-            let c = c.clone();
-            tokio::task::spawn_blocking(move || processes(&c))
+        Probe::Interface(Link::Nic) => match nic() {
+            Some(true) => (true, "nic link up".into()),
+            Some(false) => (false, "nic link down".into()),
+            None => (false, "nic link unknown".into()),
+        },
+        Probe::Interface(Link::Kernel(name)) => kernel_link(name),
+        Probe::Process { matching, min, max } => {
+            let (matching, min, max) = (matching.clone(), *min, *max);
+            tokio::task::spawn_blocking(move || processes(&matching, min, max))
                 .await
                 .unwrap_or_else(|e| (false, format!("process scan failed: {e}")))
         }
-        CheckerKind::Custom => {
-            let cmd = c.command.as_deref().unwrap_or("false");
+        Probe::Custom { command: cmd } => {
             let mut command = Command::new("sh");
             command.args(["-c", cmd]);
             for (k, v) in env {
@@ -90,13 +79,8 @@ async fn command_ok(cmd: &mut Command, what: &str) -> Outcome {
     }
 }
 
-async fn http(c: &Checker) -> Outcome {
-    let raw = c.url.as_deref().unwrap_or("");
-    let url = match HttpUrl::parse(raw) {
-        Ok(u) => u,
-        Err(e) => return (false, e),
-    };
-    let want = c.status.unwrap_or(200);
+async fn http(url: &HttpUrl, want: u16, body: Option<&str>) -> Outcome {
+    let raw = url.text.as_str();
     let stream = match TcpStream::connect((url.host.as_str(), url.port)).await {
         Ok(s) => s,
         Err(e) => return (false, format!("connect {}: {e}", url.authority)),
@@ -121,12 +105,12 @@ async fn http(c: &Checker) -> Outcome {
             let status = resp.status().as_u16();
             if status != want {
                 (false, format!("{raw}: status {status}, want {want}"))
-            } else if let Some(needle) = &c.body {
+            } else if let Some(needle) = body {
                 let limited = http_body_util::Limited::new(resp.into_body(), MAX_BODY);
                 match limited.collect().await {
                     Ok(b) => {
                         let body = b.to_bytes();
-                        if String::from_utf8_lossy(&body).contains(needle.as_str()) {
+                        if String::from_utf8_lossy(&body).contains(needle) {
                             (true, format!("{raw}: {status}, body matches"))
                         } else {
                             (false, format!("{raw}: body lacks {needle:?}"))
@@ -156,13 +140,19 @@ fn kernel_link(name: &str) -> Outcome {
     }
 }
 
-/// Counts the processes named `process` (or whose command line matches
-/// `pattern`) and checks the count against `min`/`max`.
-fn processes(c: &Checker) -> Outcome {
-    let pattern = match c.pattern.as_deref().map(regex::Regex::new) {
-        Some(Ok(r)) => Some(r),
-        Some(Err(e)) => return (false, format!("bad pattern: {e}")),
-        None => None,
+/// Counts the processes `matching` (by name, or by a regex on the
+/// command line) and checks the count against `min`/`max`.
+fn processes(matching: &ProcessMatch, min: u32, max: Option<u32>) -> Outcome {
+    let pattern = match matching {
+        ProcessMatch::Pattern(p) => match regex::Regex::new(p) {
+            Ok(r) => Some(r),
+            Err(e) => return (false, format!("bad pattern: {e}")),
+        },
+        ProcessMatch::Name(_) => None,
+    };
+    let wanted_name = match matching {
+        ProcessMatch::Name(n) => Some(n.as_str()),
+        ProcessMatch::Pattern(_) => None,
     };
     let me = std::process::id().to_string();
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -185,14 +175,15 @@ fn processes(c: &Checker) -> Outcome {
             })
         } else {
             std::fs::read_to_string(path.join("comm"))
-                .is_ok_and(|comm| Some(comm.trim_end()) == c.process.as_deref())
+                .is_ok_and(|comm| Some(comm.trim_end()) == wanted_name)
         };
         count += u32::from(matched);
     }
-    let min = c.min.unwrap_or(1);
-    let what = c.process.as_deref().or(c.pattern.as_deref()).unwrap_or("");
+    let what = match matching {
+        ProcessMatch::Name(w) | ProcessMatch::Pattern(w) => w,
+    };
     let detail = format!("{count} processes {what:?}");
-    match c.max {
+    match max {
         _ if count < min => (false, format!("{detail}, fewer than {min}")),
         Some(max) if count > max => (false, format!("{detail}, more than {max}")),
         _ => (true, detail),
@@ -203,15 +194,34 @@ fn processes(c: &Checker) -> Outcome {
 mod tests {
     use super::*;
 
-    fn checker(kind: CheckerKind) -> Checker {
-        let text = format!(
-            "name = \"t\"
-kind = \"{}\"
-timeout_ms = 2000
-",
-            kind.name()
-        );
-        toml::from_str(&text).unwrap()
+    fn checker(probe: Probe) -> Checker {
+        Checker {
+            name: "t".into(),
+            action: Default::default(),
+            interval_ms: 1000,
+            timeout_ms: 2000,
+            failures_before_down: 3,
+            successes_before_up: 1,
+            probe,
+        }
+    }
+
+    fn custom(command: &str) -> Probe {
+        Probe::Custom {
+            command: command.into(),
+        }
+    }
+
+    fn http(url: String, body: Option<&str>) -> Probe {
+        Probe::Http {
+            url: HttpUrl::parse(&url).unwrap(),
+            status: 200,
+            body: body.map(str::to_string),
+        }
+    }
+
+    fn processes(matching: ProcessMatch, min: u32, max: Option<u32>) -> Probe {
+        Probe::Process { matching, min, max }
     }
 
     fn no_nic() -> NicLink {
@@ -228,20 +238,19 @@ timeout_ms = 2000
     #[test]
     fn custom_follows_the_exit_code() {
         let rt = rt();
-        let mut c = checker(CheckerKind::Custom);
-        c.command = Some("test \"$HERD_NODE\" = s1".into());
+        let mut c = checker(custom("test \"$HERD_NODE\" = s1"));
         let env = [("HERD_NODE", "s1".to_string())];
         assert!(
             rt.block_on(probe(&c, &no_nic(), &env)).0,
             "the node's environment"
         );
-        c.command = Some("exit 0".into());
+        c.probe = custom("exit 0");
         assert!(rt.block_on(probe(&c, &no_nic(), &[])).0);
-        c.command = Some("exit 4".into());
+        c.probe = custom("exit 4");
         let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok);
         assert!(detail.contains('4'), "{detail}");
-        c.command = Some("sleep 5".into());
+        c.probe = custom("sleep 5");
         c.timeout_ms = 100;
         let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok && detail.contains("timed out"), "{detail}");
@@ -272,26 +281,24 @@ timeout_ms = 2000
                     });
                 }
             });
-            let mut tcp = checker(CheckerKind::Tcp);
-            tcp.address = Some(addr);
+            let mut tcp = checker(Probe::Tcp { address: addr });
             assert!(probe(&tcp, &no_nic(), &[]).await.0);
-            let mut http = checker(CheckerKind::Http);
-            http.url = Some(format!("http://{addr}/ok"));
-            assert!(probe(&http, &no_nic(), &[]).await.0);
-            http.body = Some("s1".into());
-            assert!(probe(&http, &no_nic(), &[]).await.0);
-            http.body = Some("s2".into());
-            let (ok, detail) = probe(&http, &no_nic(), &[]).await;
+            let ok_url = format!("http://{addr}/ok");
+            let mut get = checker(http(ok_url.clone(), None));
+            assert!(probe(&get, &no_nic(), &[]).await.0);
+            get.probe = http(ok_url.clone(), Some("s1"));
+            assert!(probe(&get, &no_nic(), &[]).await.0);
+            get.probe = http(ok_url, Some("s2"));
+            let (ok, detail) = probe(&get, &no_nic(), &[]).await;
             assert!(!ok && detail.contains("lacks"), "{detail}");
-            http.body = None;
-            http.url = Some(format!("http://{addr}/sick"));
-            let (ok, detail) = probe(&http, &no_nic(), &[]).await;
+            get.probe = http(format!("http://{addr}/sick"), None);
+            let (ok, detail) = probe(&get, &no_nic(), &[]).await;
             assert!(!ok && detail.contains("503"), "{detail}");
             // A closed port.
             let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let closed = free.local_addr().unwrap();
             drop(free);
-            tcp.address = Some(closed);
+            tcp.probe = Probe::Tcp { address: closed };
             assert!(!probe(&tcp, &no_nic(), &[]).await.0);
         });
     }
@@ -303,21 +310,17 @@ timeout_ms = 2000
             .arg("30")
             .spawn()
             .unwrap();
-        let mut c = checker(CheckerKind::Process);
-        c.pattern = Some("^sleep 30$".to_string());
+        let pattern = || ProcessMatch::Pattern("^sleep 30$".to_string());
+        let mut c = checker(processes(pattern(), 1, None));
         let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(ok, "{detail}");
-        c.max = Some(0);
-        c.min = Some(0);
+        c.probe = processes(pattern(), 0, Some(0));
         assert!(!rt.block_on(probe(&c, &no_nic(), &[])).0, "more than max");
-        c.pattern = None;
-        c.max = None;
-        c.min = None;
-        c.process = Some("sleep".into());
+        c.probe = processes(ProcessMatch::Name("sleep".into()), 1, None);
         assert!(rt.block_on(probe(&c, &no_nic(), &[])).0);
         child.kill().unwrap();
         child.wait().unwrap();
-        c.process = Some("no-such-proc".into());
+        c.probe = processes(ProcessMatch::Name("no-such-proc".into()), 1, None);
         let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok && detail.contains("fewer than 1"), "{detail}");
     }
@@ -325,14 +328,13 @@ timeout_ms = 2000
     #[test]
     fn interface_nic_and_kernel() {
         let rt = rt();
-        let mut c = checker(CheckerKind::Interface);
-        c.interface = Some("nic".into());
+        let mut c = checker(Probe::Interface(Link::Nic));
         let up: NicLink = Arc::new(|| Some(true));
         let down: NicLink = Arc::new(|| Some(false));
         assert!(rt.block_on(probe(&c, &up, &[])).0);
         assert!(!rt.block_on(probe(&c, &down, &[])).0);
         assert!(!rt.block_on(probe(&c, &no_nic(), &[])).0);
-        c.interface = Some("herd-none0".into());
+        c.probe = Probe::Interface(Link::Kernel("herd-none0".into()));
         let (ok, detail) = rt.block_on(probe(&c, &no_nic(), &[]));
         assert!(!ok && detail.contains("no such interface"), "{detail}");
     }
