@@ -33,7 +33,7 @@ pub use health::{
 };
 pub use membership::{KeyBytes, Membership, SplitBrain, MIN_KEY_BYTES};
 pub use node::{Control, Log, NodeIdentity};
-pub use port::{Driver, Port, XdpMode};
+pub use port::{Device, Driver, InterfaceName, PciAddress, Port, PortFile, XdpMode};
 pub use ranges::BucketRanges;
 pub use rules::{Affinity, Protocol, Rule};
 pub use tap::{parse_prefix, Route, Tap, TapBackend};
@@ -174,8 +174,7 @@ impl Config {
             Ownership::Membership => self.validate_membership()?,
         }
         rules::validate(&self.rules)?;
-        self.port.validate()?;
-        self.tap.validate(self.port.driver)?;
+        self.tap.validate(self.port.driver())?;
         self.dpdk.validate()?;
         self.polling.validate()?;
         self.control.validate()

@@ -9,7 +9,7 @@
 //! ([`plan`]); running it is a loop over commands. Idempotent: a host
 //! already set up gets no step.
 
-use config::{Config, Driver};
+use config::{Config, Device};
 
 /// Where hugetlbfs is mounted when it is not yet (dpdk-hugepages.py's
 /// default).
@@ -74,8 +74,8 @@ pub fn plan(config: &Config, host: &Host) -> Vec<Step> {
             ));
         }
     }
-    if config.port.driver == Driver::Pci {
-        let pci = config.port.pci.as_deref().unwrap_or_default();
+    if let Device::Pci { address } = &config.port.device {
+        let pci = address.as_str();
         if host.pci_driver.as_deref() != Some("vfio-pci") {
             steps.push(step(
                 "port.driver = \"pci\" needs vfio-pci loaded".into(),
@@ -105,7 +105,11 @@ pub fn read_host(config: &Config) -> Host {
             .unwrap_or(0)
     };
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let pci_driver = config.port.pci.as_ref().and_then(|pci| {
+    let pci_driver = match &config.port.device {
+        Device::Pci { address } => Some(address),
+        _ => None,
+    }
+    .and_then(|pci| {
         std::fs::read_link(format!("/sys/bus/pci/devices/{pci}/driver"))
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))

@@ -36,12 +36,10 @@ pub(super) fn virtio_user(
 /// `af_xdp` port (the kernel keeps the interface, and its TSO, in both)
 /// whose TAP has offloads; other ports cut them in the fastpath.
 pub(super) fn packet_tx(config: &Config) -> Result<Option<PacketTx>, NodeError> {
-    match (config.port.driver, &config.port.interface, &config.tap.vdev) {
-        (Driver::AfPacket | Driver::AfXdp, Some(i), None) if config.tap.offloads => {
-            PacketTx::open(tap::interface_index(i))
-                .map(Some)
-                .map_err(NodeError::system(format!("a packet socket on {i}")))
-        }
+    match (config.port.interface(), &config.tap.vdev) {
+        (Some(i), None) if config.tap.offloads => PacketTx::open(tap::interface_index(i.as_str()))
+            .map(Some)
+            .map_err(NodeError::system(format!("a packet socket on {i}"))),
         _ => Ok(None),
     }
 }
@@ -53,12 +51,20 @@ pub(super) fn packet_tx(config: &Config) -> Result<Option<PacketTx>, NodeError> 
 /// where the kernel refuses it; `true`: the kernel's refusal fails the
 /// start.
 pub(super) fn prefilter_object(config: &Config) -> Result<Option<std::path::PathBuf>, NodeError> {
-    if config.port.driver != Driver::AfXdp || config.port.xdp_prefilter == Some(false) {
+    let Device::AfXdp {
+        interface: nic,
+        prefilter: wanted,
+        ..
+    } = &config.port.device
+    else {
+        return Ok(None);
+    };
+    if *wanted == Some(false) {
         return Ok(None);
     }
-    let required = config.port.xdp_prefilter == Some(true);
-    if let Some(nic) = &config.port.interface {
-        match crate::setup::detach_stale_xdp(nic, prefilter::PROGRAM) {
+    let required = *wanted == Some(true);
+    {
+        match crate::setup::detach_stale_xdp(nic.as_str(), prefilter::PROGRAM) {
             Ok(true) => tracing::warn!("detached the XDP pre-filter a crashed run left on {nic}"),
             Ok(false) => {}
             Err(e) => tracing::warn!("could not check {nic} for a stale XDP program: {e}"),
@@ -101,7 +107,7 @@ pub(super) fn place_prefilter(
     nic: &str,
     t: &mut Teardown,
 ) -> Result<XdpMode, NodeError> {
-    let mode = match config.port.xdp_mode {
+    let mode = match config.port.xdp_mode() {
         Some(m) => m,
         None => match crate::setup::interface_kind(nic) {
             Ok(kind) => XdpMode::for_interface_kind(kind.as_deref()),
@@ -116,7 +122,7 @@ pub(super) fn place_prefilter(
         // A driver without native XDP got the program in generic mode.
         return match dpdk::bpf::xdp_native_attached(ifindex) {
             Ok(true) => Ok(XdpMode::Native),
-            Ok(false) if config.port.xdp_mode.is_some() => Err(NodeError::Refused {
+            Ok(false) if config.port.xdp_mode().is_some() => Err(NodeError::Refused {
                 key: "port.xdp_mode",
                 value: "\"native\"".into(),
                 refusal: format!(
@@ -138,7 +144,7 @@ pub(super) fn place_prefilter(
             tracing::info!("the XDP pre-filter runs in generic mode on {nic}");
             Ok(XdpMode::Generic)
         }
-        Err(e) if config.port.xdp_mode.is_some() => Err(NodeError::Refused {
+        Err(e) if config.port.xdp_mode().is_some() => Err(NodeError::Refused {
             key: "port.xdp_mode",
             value: "\"generic\"".into(),
             refusal: format!(
@@ -157,11 +163,9 @@ pub(super) fn place_prefilter(
 /// through. Unset: on (`af_xdp`, `af_packet`), with a log line where the kernel
 /// refuses it; `true`: the kernel's refusal fails the start.
 pub(super) fn direct_egress(config: &Config) -> Result<Option<DirectEgress>, NodeError> {
-    let nic = match (config.port.driver, &config.port.interface) {
-        (Driver::AfXdp | Driver::AfPacket, Some(nic))
-            if config.tap.vdev.is_none() && config.tap.backend == TapBackend::Tap =>
-        {
-            nic
+    let nic = match config.port.interface() {
+        Some(nic) if config.tap.vdev.is_none() && config.tap.backend == TapBackend::Tap => {
+            nic.as_str()
         }
         _ => return Ok(None),
     };
@@ -247,10 +251,7 @@ pub(super) fn ingress_guard(
     own_tap: bool,
     xdp: Option<&prefilter::Maps>,
 ) -> Option<prefilter::Guard> {
-    let nic = config.port.interface.as_deref()?;
-    if !matches!(config.port.driver, Driver::AfPacket | Driver::AfXdp) {
-        return None;
-    }
+    let nic = config.port.interface()?.as_str();
     let mut guard = match prefilter::LoadedGuard::load().and_then(|g| {
         g.maps().configure(classifier)?;
         Ok(g)
@@ -285,7 +286,7 @@ pub(super) fn ingress_guard(
             Err(e) => tracing::warn!("peers' heartbeats take the fastpath's way ({e})"),
         }
     }
-    if config.port.driver == Driver::AfPacket {
+    if config.port.driver() == Driver::AfPacket {
         if let Err(e) = guard.filter(sockets) {
             tracing::warn!("the port's sockets copy every frame: no socket filter ({e})");
         }

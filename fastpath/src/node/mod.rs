@@ -16,7 +16,7 @@ use crate::prefilter;
 use crate::reply;
 use crate::setup::KernelSetup;
 use crate::table::{BucketTable, Mirror, Move, TablePublisher, TableReader};
-use config::{Config, Driver, TapBackend, XdpMode};
+use config::{Config, Device, Driver, TapBackend, XdpMode};
 /// The status model lives in `node-status`, which readers link without DPDK.
 pub use node_status::{
     ranges_string, GuardStatus, LcoreStatus, NodeStatus, PollingStatus, PrefilterCounts,
@@ -194,8 +194,8 @@ impl RunningNode {
         )?;
         nic.enable_promiscuous()?;
         t.promiscuous = true;
-        let xdp_mode = match (&xdp_prog, &config.port.interface) {
-            (Some(_), Some(nic_if)) => Some(place_prefilter(&config, nic_if, &mut t)?),
+        let xdp_mode = match (&xdp_prog, config.port.interface()) {
+            (Some(_), Some(nic_if)) => Some(place_prefilter(&config, nic_if.as_str(), &mut t)?),
             _ => None,
         };
         let nic_mac = nic.mac()?;
@@ -237,7 +237,8 @@ impl RunningNode {
         // have room (the egress balance).
         let egress_balance = match &direct_egress {
             Some(d)
-                if config.port.driver == Driver::AfPacket && config.tap.direct_egress.is_none() =>
+                if config.port.driver() == Driver::AfPacket
+                    && config.tap.direct_egress.is_none() =>
             {
                 Some(Arc::new(
                     EgressBalance::new(d.clone(), usize::from(queues))
@@ -258,12 +259,10 @@ impl RunningNode {
             .collect::<Result<_, _>>()?;
         if config.tap.configure_kernel && config.tap.vdev.is_none() {
             let kernel = t.kernel.get_mut().unwrap_or_else(|e| e.into_inner());
-            if let (Driver::AfPacket | Driver::AfXdp, Some(nic_if)) =
-                (config.port.driver, &config.port.interface)
-            {
-                kernel.silence_nic(nic_if, config.port.driver == Driver::AfPacket)?;
+            if let Some(nic_if) = config.port.interface() {
+                kernel.silence_nic(nic_if.as_str(), config.port.driver() == Driver::AfPacket)?;
                 if xdp_prog.is_some() {
-                    kernel.host_passed_frames(nic_if, &mac_string(&nic_mac))?;
+                    kernel.host_passed_frames(nic_if.as_str(), &mac_string(&nic_mac))?;
                 }
             }
             kernel.configure_tap(&config.tap, &config.farm.vips)?;
@@ -289,10 +288,12 @@ impl RunningNode {
             )),
             None => None,
         };
-        let nic_sockets = match (config.port.driver, &config.port.interface) {
-            (Driver::AfPacket | Driver::AfXdp, Some(i)) => {
-                let found =
-                    tap::port_sockets(tap::interface_index(i), config.port.driver == Driver::AfXdp);
+        let nic_sockets = match config.port.interface() {
+            Some(i) => {
+                let found = tap::port_sockets(
+                    tap::interface_index(i.as_str()),
+                    config.port.driver() == Driver::AfXdp,
+                );
                 if found.len() == usize::from(queues) {
                     found
                 } else {
@@ -317,7 +318,7 @@ impl RunningNode {
         // An af_packet socket also sees what the node sends through the
         // packet socket or the direct egress; an XDP socket sees only what
         // arrives. The guard's socket filter drops those frames too.
-        if config.port.driver == Driver::AfPacket
+        if config.port.driver() == Driver::AfPacket
             && !guard.as_ref().is_some_and(|g| g.filters_sockets())
             && (packet_txs.iter().any(Option::is_some) || direct_egress.is_some())
         {
@@ -397,7 +398,7 @@ impl RunningNode {
         let marked = dpdk::close_on_exec_all();
         tracing::debug!(marked, "descriptors marked close-on-exec");
         let ring_drops = Arc::new(RingDrops {
-            sockets: if config.port.driver == Driver::AfPacket {
+            sockets: if config.port.driver() == Driver::AfPacket {
                 nic_sockets.clone()
             } else {
                 Vec::new()

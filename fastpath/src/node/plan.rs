@@ -84,16 +84,16 @@ pub fn eal_args(config: &Config, xdp_prog: Option<&std::path::Path>) -> Vec<Stri
     args.push("--no-telemetry".into());
     args.push("--log-level=*:warning".into());
     let q = config.port.queues;
-    match config.port.driver {
-        Driver::AfPacket => {
-            let iface = config.port.interface.as_deref().unwrap_or_default();
+    match &config.port.device {
+        Device::AfPacket { interface: iface } => {
             args.push("--no-pci".into());
             args.push(format!(
                 "--vdev=net_af_packet0,iface={iface},qpairs={q},framecnt={AF_PACKET_RING_FRAMES}"
             ));
         }
-        Driver::AfXdp => {
-            let iface = config.port.interface.as_deref().unwrap_or_default();
+        Device::AfXdp {
+            interface: iface, ..
+        } => {
             args.push("--no-pci".into());
             let mut vdev = format!(
                 "--vdev=net_af_xdp0,iface={iface},start_queue=0,queue_count={q},busy_budget=0"
@@ -103,18 +103,10 @@ pub fn eal_args(config: &Config, xdp_prog: Option<&std::path::Path>) -> Vec<Stri
             }
             args.push(vdev);
         }
-        Driver::Pci => {
-            args.push(format!(
-                "--allow={}",
-                config.port.pci.as_deref().unwrap_or_default()
-            ));
-        }
-        Driver::Vdev => {
+        Device::Pci { address } => args.push(format!("--allow={address}")),
+        Device::Vdev { devargs } => {
             args.push("--no-pci".into());
-            args.push(format!(
-                "--vdev={}",
-                config.port.vdev.as_deref().unwrap_or_default()
-            ));
+            args.push(format!("--vdev={devargs}"));
         }
     }
     if let Some(v) = &config.tap.vdev {
@@ -125,11 +117,11 @@ pub fn eal_args(config: &Config, xdp_prog: Option<&std::path::Path>) -> Vec<Stri
 }
 
 pub(super) fn nic_port_name(config: &Config) -> String {
-    match config.port.driver {
-        Driver::AfPacket => "net_af_packet0".into(),
-        Driver::AfXdp => "net_af_xdp0".into(),
-        Driver::Pci => config.port.pci.clone().unwrap_or_default(),
-        Driver::Vdev => vdev_name(config.port.vdev.as_deref().unwrap_or_default()),
+    match &config.port.device {
+        Device::AfPacket { .. } => "net_af_packet0".into(),
+        Device::AfXdp { .. } => "net_af_xdp0".into(),
+        Device::Pci { address } => address.to_string(),
+        Device::Vdev { devargs } => vdev_name(devargs),
     }
 }
 
@@ -167,13 +159,13 @@ mod tests {
     #[test]
     fn an_af_packet_port_has_deep_rings_and_a_queue_pair_per_lcore() {
         let c = example();
-        assert_eq!(c.port.driver, Driver::AfPacket);
+        assert_eq!(c.port.driver(), Driver::AfPacket);
         let args = eal_args(&c, None);
         let vdev = args
             .iter()
             .find(|a| a.starts_with("--vdev=net_af_packet0,"))
             .expect("an af_packet vdev");
-        let iface = c.port.interface.as_deref().unwrap();
+        let iface = c.port.interface().unwrap();
         assert!(vdev.contains(&format!("iface={iface},")), "{vdev}");
         assert!(
             vdev.contains(&format!("qpairs={},", c.port.queues)),
