@@ -1,7 +1,7 @@
 //! `[dpdk]` and `[polling]`: the EAL's resources and the lcores' idle
 //! policy.
 
-use crate::{invalid, BucketRanges, ConfigError};
+use crate::{invalid, BucketRanges, ConfigError, KeyedError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 pub struct Dpdk {
     /// CPUs the lcores may run on, as a list ("0-1", "2,3"). Empty: all.
     #[serde(default)]
-    pub cpus: Option<String>,
+    pub cpus: Option<CpuSet>,
     /// Use hugepages (hugetlbfs must be mounted); otherwise `--no-huge`.
     #[serde(default)]
     pub hugepages: bool,
@@ -90,9 +90,6 @@ impl Default for Polling {
 
 impl Dpdk {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(cpus) = &self.cpus {
-            parse_cpu_list(cpus).map_err(|e| invalid("dpdk.cpus", e))?;
-        }
         if self.memory_mb < 64 {
             return Err(invalid("dpdk.memory_mb", "at least 64 MB are needed"));
         }
@@ -130,6 +127,43 @@ impl Polling {
             ));
         }
         Ok(())
+    }
+}
+
+/// A set of CPUs, written as a list such as `0-3,6`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub struct CpuSet {
+    /// As written, blanks removed (DPDK's `--lcores` takes it so).
+    text: String,
+    cpus: Vec<u32>,
+}
+
+impl CpuSet {
+    pub fn cpus(&self) -> &[u32] {
+        &self.cpus
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl TryFrom<String> for CpuSet {
+    type Error = KeyedError;
+
+    fn try_from(s: String) -> Result<CpuSet, KeyedError> {
+        let cpus = parse_cpu_list(&s).map_err(KeyedError::here)?;
+        Ok(CpuSet {
+            text: s.replace(' ', ""),
+            cpus,
+        })
+    }
+}
+
+impl From<CpuSet> for String {
+    fn from(c: CpuSet) -> String {
+        c.text
     }
 }
 

@@ -25,7 +25,7 @@ mod rules;
 pub mod state;
 mod tap;
 pub use continuity::Continuity;
-pub use dpdk::{parse_cpu_list, Dpdk, Polling};
+pub use dpdk::{parse_cpu_list, CpuSet, Dpdk, Polling};
 pub use farm::{vip_mac, Delivery, Farm, FarmNode, Ownership, StaticOwnership};
 pub use health::{
     Checker, CheckerAction, CheckerFile, CheckerKind, Health, HttpUrl, Link, Probe, ProcessMatch,
@@ -36,7 +36,7 @@ pub use node::{Control, Log, NodeIdentity};
 pub use port::{Device, Driver, InterfaceName, PciAddress, Port, PortFile, XdpMode};
 pub use ranges::BucketRanges;
 pub use rules::{Affinity, Protocol, Rule};
-pub use tap::{parse_prefix, Route, Tap, TapBackend};
+pub use tap::{parse_prefix, Prefix, Route, Tap, TapBackend};
 
 /// A configuration error: the key (dotted path) and what is wrong with it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -69,6 +69,11 @@ impl KeyedError {
             key: key.to_string(),
             reason: reason.to_string(),
         }
+    }
+
+    /// An error of the value itself (a newtype read from a string).
+    pub(crate) fn here(reason: impl fmt::Display) -> KeyedError {
+        KeyedError::new("", reason)
     }
 
     fn from_message(message: &str) -> Option<KeyedError> {
@@ -140,7 +145,12 @@ impl Config {
             if let Some(keyed) = KeyedError::from_message(e.inner().message()) {
                 // A section read through its file form (a checker, the
                 // port) names the key within it.
-                return invalid(format!("{path}.{}", keyed.key), keyed.reason);
+                let key = if keyed.key.is_empty() {
+                    path
+                } else {
+                    format!("{path}.{}", keyed.key)
+                };
+                return invalid(key, keyed.reason);
             }
             let msg = syntax_message(e.inner());
             if path.is_empty() || path == "." {

@@ -1,6 +1,6 @@
 //! `[tap]`: the exception path to the node's kernel.
 
-use crate::{default_true, invalid, valid_ifname, ConfigError, Driver};
+use crate::{default_true, invalid, valid_ifname, ConfigError, Driver, KeyedError};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    pub to: String,
+    pub to: Prefix,
     pub via: IpAddr,
 }
 
@@ -21,7 +21,7 @@ pub struct Tap {
     pub name: String,
     /// Addresses of the node itself ("198.18.0.11/24"), put on the TAP.
     #[serde(default)]
-    pub addresses: Vec<String>,
+    pub addresses: Vec<Prefix>,
     #[serde(default)]
     pub routes: Vec<Route>,
     /// Set up the kernel side (addresses, routes, the VIPs on loopback, ARP
@@ -114,13 +114,36 @@ impl Tap {
                 ));
             }
         }
-        for (i, a) in self.addresses.iter().enumerate() {
-            parse_prefix(a).map_err(|e| invalid(format!("tap.addresses[{i}]"), e))?;
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            parse_prefix(&r.to).map_err(|e| invalid(format!("tap.routes[{i}].to"), e))?;
-        }
         Ok(())
+    }
+}
+
+/// An address and a prefix length, written `198.18.0.11/24`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(try_from = "String", into = "String")]
+pub struct Prefix {
+    pub address: IpAddr,
+    pub length: u8,
+}
+
+impl TryFrom<String> for Prefix {
+    type Error = KeyedError;
+
+    fn try_from(s: String) -> Result<Prefix, KeyedError> {
+        let (address, length) = parse_prefix(&s).map_err(KeyedError::here)?;
+        Ok(Prefix { address, length })
+    }
+}
+
+impl From<Prefix> for String {
+    fn from(p: Prefix) -> String {
+        p.to_string()
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.address, self.length)
     }
 }
 

@@ -209,14 +209,14 @@ impl KernelSetup {
         }
         run(&["ip", "link", "set", "dev", name, "up"])?;
         for a in &tap.addresses {
-            run(&["ip", "addr", "add", a, "dev", name, "nodad"])?;
+            run(&["ip", "addr", "add", &a.to_string(), "dev", name, "nodad"])?;
         }
         for r in &tap.routes {
             run(&[
                 "ip",
                 "route",
                 "replace",
-                &r.to,
+                &r.to.to_string(),
                 "via",
                 &r.via.to_string(),
                 "dev",

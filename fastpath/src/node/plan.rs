@@ -63,11 +63,13 @@ pub fn eal_args(config: &Config, xdp_prog: Option<&std::path::Path>) -> Vec<Stri
     // The main lcore runs the control plane; lcores 1..=queues poll. All
     // float over the configured CPUs: with adaptive polling several lcores
     // (and several nodes) can share a core.
-    let cpus = d.cpus.clone().unwrap_or_else(|| {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        format!("0-{}", n - 1)
-    });
-    let cpu_set = cpus.replace(' ', "");
+    let cpu_set = d.cpus.as_ref().map_or_else(
+        || {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            format!("0-{}", n - 1)
+        },
+        |c| c.as_str().to_string(),
+    );
     let lcores: Vec<String> = (0..=config.port.queues)
         .map(|l| format!("{l}@({cpu_set})"))
         .collect();
