@@ -63,8 +63,7 @@ pub fn worker_ticks(pid: u32) -> Result<u64> {
     for t in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let t = t?.path();
         let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
-        // DPDK names its worker threads after their lcore.
-        if comm.starts_with("lcore-worker") || comm.starts_with("rte-worker") {
+        if is_lcore_worker(&comm) {
             total += two_fields(&std::fs::read_to_string(t.join("stat"))?, 11, 12)?;
             found = true;
         }
@@ -73,6 +72,13 @@ pub fn worker_ticks(pid: u32) -> Result<u64> {
         bail!("no DPDK worker thread found in process {pid}");
     }
     Ok(total)
+}
+
+/// Whether a thread's name (`comm`) is a DPDK worker lcore's: DPDK names
+/// its worker threads after their lcore (`lcore-worker…` or
+/// `rte-worker…`).
+pub fn is_lcore_worker(comm: &str) -> bool {
+    comm.starts_with("lcore-worker") || comm.starts_with("rte-worker")
 }
 
 /// The processes whose parent is one of `parents`.
