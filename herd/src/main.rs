@@ -5,6 +5,7 @@
 mod control;
 mod farm;
 mod http;
+mod metrics;
 mod realtime;
 mod reload;
 mod service;
