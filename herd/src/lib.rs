@@ -9,3 +9,4 @@ pub mod events;
 pub mod page;
 pub mod request;
 pub mod status;
+pub mod status_text;

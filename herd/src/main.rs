@@ -513,7 +513,7 @@ fn status(json: bool, target: &Target) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", control::render_status(&report));
+        print!("{}", herd::status_text::render(&report));
     }
     Ok(())
 }

@@ -244,7 +244,7 @@ pub struct CommandReply {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use node_status::{
         BurstCounts, FlowStats, LcoreStatus, NodeStatus, PollingStatus, PortStats, PrefilterCounts,
