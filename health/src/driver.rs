@@ -121,11 +121,17 @@ pub fn spawn(
         ("HERD_NODE_ID", config.node.id.to_string()),
         ("HERD_FARM", config.farm.name.clone()),
     ]);
-    let mut generation = 0;
-    let mut checker_tasks = spawn_checkers(config, generation, &tx, &nic, &active_rx, &env);
-    let mut checkers = config.checkers.clone();
-    let mut paths = script_paths(config);
-    let mut timeouts = Arc::new(timeouts_of(config));
+    let mut driver = Driver {
+        checker_tasks: spawn_checkers(config, 0, &tx, &nic, &active_rx, &env),
+        generation: 0,
+        checkers: config.checkers.clone(),
+        paths: script_paths(config),
+        timeouts: Arc::new(timeouts_of(config)),
+        tx: tx.clone(),
+        nic,
+        active: active_rx,
+        env,
+    };
     let autostart = config.health.autostart;
     let handle = Health {
         tx: tx.clone(),
@@ -142,107 +148,10 @@ pub fn spawn(
             tracing::info!("health: autostart off, the node stays in STOP until `herd start`");
         }
         while let Some(input) = rx.recv().await {
-            let now = start.elapsed();
             let mut m = machine.lock().unwrap_or_else(|e| e.into_inner());
-            match input {
-                Input::Checker {
-                    generation: g,
-                    index,
-                    ok,
-                    detail,
-                } => {
-                    // A result of the checkers before a reload is void.
-                    if g == generation {
-                        m.checker_result(now, index, ok, detail)
-                    }
-                }
-                Input::Reconfigure(config, reply) => {
-                    let keep: Vec<bool> = config
-                        .checkers
-                        .iter()
-                        .map(|c| {
-                            checkers
-                                .iter()
-                                .any(|old| old.name == c.name && same_probe(old, c))
-                        })
-                        .collect();
-                    m.reconfigure(now, settings_of(&config), &keep);
-                    checker_tasks.iter().for_each(|t| t.abort());
-                    generation += 1;
-                    checker_tasks =
-                        spawn_checkers(&config, generation, &tx, &nic, &active_rx, &env);
-                    checkers = config.checkers.clone();
-                    paths = script_paths(&config);
-                    timeouts = Arc::new(timeouts_of(&config));
-                    tracing::info!(
-                        checkers = checkers.len(),
-                        kept = keep.iter().filter(|k| **k).count(),
-                        "health: checkers and scripts reconfigured"
-                    );
-                    let _ = reply.send(());
-                }
-                Input::Command(cmd, reply) => {
-                    let r = m.command(now, cmd);
-                    if let Err(e) = &r {
-                        tracing::info!("command {cmd:?} refused: {e}");
-                    }
-                    let _ = reply.send(r);
-                }
-                Input::Checkers(on, reply) => {
-                    tracing::info!(on, "checkers turned {}", if on { "on" } else { "off" });
-                    m.set_checkers(now, on);
-                    let _ = reply.send(());
-                }
-                Input::ScriptDone { ok, detail } => m.script_done(now, ok, &detail),
-            }
+            driver.handle(&mut m, start.elapsed(), input);
             while let Some(e) = m.poll_event() {
-                match e {
-                    Event::RunScript(run) => {
-                        let Some(path) = paths[run.script.index()].clone() else {
-                            continue;
-                        };
-                        tracing::info!(
-                            script = run.script.name(),
-                            action = run.action,
-                            "running {} {} {} {}",
-                            path.display(),
-                            run.current.name(),
-                            run.next.name(),
-                            run.action
-                        );
-                        let (tx, env, timeouts) =
-                            (tx.clone(), Arc::clone(&env), Arc::clone(&timeouts));
-                        tokio::spawn(async move {
-                            let began = Instant::now();
-                            let (ok, detail) = script::run(&path, &run, &env, &timeouts).await;
-                            tracing::info!(
-                                script = run.script.name(),
-                                ok,
-                                ms = began.elapsed().as_millis() as u64,
-                                "script ended: {detail}"
-                            );
-                            let _ = tx.send(Input::ScriptDone { ok, detail }).await;
-                        });
-                    }
-                    Event::StateChanged { from, to, reason } => {
-                        tracing::info!(%from, %to, "state change: {reason}");
-                    }
-                    Event::CheckerChanged {
-                        checker,
-                        from,
-                        to,
-                        detail,
-                    } => {
-                        tracing::info!(checker, ?from, ?to, "checker transition: {detail}");
-                    }
-                    Event::ActionTaken { checker, action } => {
-                        tracing::warn!(
-                            checker,
-                            action = action.name(),
-                            "checker down: recovery action"
-                        );
-                    }
-                }
+                driver.carry_out(e);
             }
             let st = m.status();
             let active = st.state != crate::machine::NodeState::Stop;
@@ -255,6 +164,146 @@ pub fn spawn(
         }
     });
     handle
+}
+
+/// The IO around the machine: the checkers' tasks, the scripts.
+struct Driver {
+    tx: mpsc::Sender<Input>,
+    nic: NicLink,
+    active: watch::Receiver<bool>,
+    env: Arc<Vec<(&'static str, String)>>,
+    /// The checkers' generation: a reload starts another, and results of
+    /// the one before are void.
+    generation: u64,
+    checker_tasks: Vec<tokio::task::JoinHandle<()>>,
+    checkers: Vec<config::Checker>,
+    paths: [Option<PathBuf>; 4],
+    timeouts: Arc<Timeouts>,
+}
+
+impl Driver {
+    /// Feeds one input to the machine.
+    fn handle(&mut self, m: &mut Machine, now: Duration, input: Input) {
+        match input {
+            Input::Checker {
+                generation,
+                index,
+                ok,
+                detail,
+            } => {
+                if generation == self.generation {
+                    m.checker_result(now, index, ok, detail)
+                }
+            }
+            Input::Reconfigure(config, reply) => {
+                self.reconfigure(m, now, &config);
+                let _ = reply.send(());
+            }
+            Input::Command(cmd, reply) => {
+                let r = m.command(now, cmd);
+                if let Err(e) = &r {
+                    tracing::info!("command {cmd:?} refused: {e}");
+                }
+                let _ = reply.send(r);
+            }
+            Input::Checkers(on, reply) => {
+                tracing::info!(on, "checkers turned {}", if on { "on" } else { "off" });
+                m.set_checkers(now, on);
+                let _ = reply.send(());
+            }
+            Input::ScriptDone { ok, detail } => m.script_done(now, ok, &detail),
+        }
+    }
+
+    /// Takes a reloaded config's checkers and scripts: a checker that
+    /// probes as before keeps its verdict.
+    fn reconfigure(&mut self, m: &mut Machine, now: Duration, config: &Config) {
+        let keep: Vec<bool> = config
+            .checkers
+            .iter()
+            .map(|c| {
+                self.checkers
+                    .iter()
+                    .any(|old| old.name == c.name && same_probe(old, c))
+            })
+            .collect();
+        m.reconfigure(now, settings_of(config), &keep);
+        self.checker_tasks.iter().for_each(|t| t.abort());
+        self.generation += 1;
+        self.checker_tasks = spawn_checkers(
+            config,
+            self.generation,
+            &self.tx,
+            &self.nic,
+            &self.active,
+            &self.env,
+        );
+        self.checkers = config.checkers.clone();
+        self.paths = script_paths(config);
+        self.timeouts = Arc::new(timeouts_of(config));
+        tracing::info!(
+            checkers = self.checkers.len(),
+            kept = keep.iter().filter(|k| **k).count(),
+            "health: checkers and scripts reconfigured"
+        );
+    }
+
+    /// Does what the machine asks (a script), and logs the rest.
+    fn carry_out(&self, e: Event) {
+        match e {
+            Event::RunScript(run) => self.run_script(run),
+            Event::StateChanged { from, to, reason } => {
+                tracing::info!(%from, %to, "state change: {reason}");
+            }
+            Event::CheckerChanged {
+                checker,
+                from,
+                to,
+                detail,
+            } => {
+                tracing::info!(checker, ?from, ?to, "checker transition: {detail}");
+            }
+            Event::ActionTaken { checker, action } => {
+                tracing::warn!(
+                    checker,
+                    action = action.name(),
+                    "checker down: recovery action"
+                );
+            }
+        }
+    }
+
+    /// Runs a script in its own task; its end is an input.
+    fn run_script(&self, run: crate::machine::ScriptRun) {
+        let Some(path) = self.paths[run.script.index()].clone() else {
+            return;
+        };
+        tracing::info!(
+            script = run.script.name(),
+            action = run.action,
+            "running {} {} {} {}",
+            path.display(),
+            run.current.name(),
+            run.next.name(),
+            run.action
+        );
+        let (tx, env, timeouts) = (
+            self.tx.clone(),
+            Arc::clone(&self.env),
+            Arc::clone(&self.timeouts),
+        );
+        tokio::spawn(async move {
+            let began = Instant::now();
+            let (ok, detail) = script::run(&path, &run, &env, &timeouts).await;
+            tracing::info!(
+                script = run.script.name(),
+                ok,
+                ms = began.elapsed().as_millis() as u64,
+                "script ended: {detail}"
+            );
+            let _ = tx.send(Input::ScriptDone { ok, detail }).await;
+        });
+    }
 }
 
 fn settings_of(config: &Config) -> Settings {
