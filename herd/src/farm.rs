@@ -154,7 +154,48 @@ impl Farm {
                 Err(e) => tracing::warn!("memory not locked: {e}"),
             }
         }
-        let settings = Settings {
+        let settings = self.machine_settings(keys, versions);
+        // Each start of the node is a new incarnation: the wall clock in
+        // microseconds grows across restarts.
+        let incarnation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        let mut machine = Machine::new(settings, incarnation, Duration::ZERO);
+        // STOP until the health driver says otherwise.
+        machine.set_state(Duration::ZERO, NodeState::Stop, false);
+        let shared = Shared::new(machine);
+        let peers: BTreeMap<u16, Vec<std::net::SocketAddr>> =
+            c.peers().map(|n| (n.id, n.heartbeat.clone())).collect();
+        let driver = DriverSettings {
+            binds: c.this_node().heartbeat.clone(),
+            peers,
+            witness: c.membership.witness,
+            input_drops: Some(input_drops),
+        };
+        let moves = Arc::new(Moves::new(c, publisher));
+        let on_owned = {
+            let moves = Arc::clone(&moves);
+            move |m: &Machine| moves.publish(m)
+        };
+        tokio::spawn(moves.clone().census_loop(Arc::clone(&shared)));
+        spawn_membership_thread(
+            Arc::clone(&shared),
+            driver,
+            on_owned,
+            c.membership.realtime_priority,
+        )?;
+        Ok(Some(MembershipHandle {
+            shared,
+            moves,
+            weights: Arc::clone(&self.weights),
+        }))
+    }
+
+    /// The membership machine's settings from the config (this node's
+    /// weight as kept across restarts).
+    fn machine_settings(&self, keys: Keyring, versions: Versions) -> Settings {
+        let c = &self.config;
+        Settings {
             versions,
             nodes: c
                 .farm
@@ -180,70 +221,51 @@ impl Farm {
             continuity: c.continuity.enabled,
             drain_timeout: Duration::from_millis(c.continuity.drain_timeout_ms),
             overflow_hold: Duration::from_millis(u64::from(c.membership.overflow_hold_ms)),
-        };
-        // Each start of the node is a new incarnation: the wall clock in
-        // microseconds grows across restarts.
-        let incarnation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
-        let mut machine = Machine::new(settings, incarnation, Duration::ZERO);
-        // STOP until the health driver says otherwise.
-        machine.set_state(Duration::ZERO, NodeState::Stop, false);
-        let shared = Shared::new(machine);
-        let peers: BTreeMap<u16, Vec<std::net::SocketAddr>> =
-            c.peers().map(|n| (n.id, n.heartbeat.clone())).collect();
-        let driver = DriverSettings {
-            binds: c.this_node().heartbeat.clone(),
-            peers,
-            witness: c.membership.witness,
-            input_drops: Some(input_drops),
-        };
-        let moves = Arc::new(Moves::new(c, publisher));
-        let on_owned = {
-            let moves = Arc::clone(&moves);
-            move |m: &Machine| moves.publish(m)
-        };
-        tokio::spawn(moves.clone().census_loop(Arc::clone(&shared)));
-        let task_shared = Arc::clone(&shared);
-        let priority = c.membership.realtime_priority;
-        // Its own thread and runtime: nothing else of the node's control
-        // plane delays a heartbeat, and it alone runs real-time.
-        std::thread::Builder::new()
-            .name("herd-membership".into())
-            .spawn(move || {
-                if priority > 0 {
-                    match crate::realtime::make_current_thread_realtime(priority) {
-                        Ok(()) => {
-                            tracing::info!("heartbeats run real-time (SCHED_FIFO {priority})")
-                        }
-                        Err(e) => tracing::warn!(
-                            "heartbeats run at normal priority (a loaded host may delay them): {e}"
-                        ),
-                    }
-                }
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!("membership stopped: its runtime: {e}");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    if let Err(e) = membership::driver::run(task_shared, driver, on_owned).await {
-                        tracing::error!("membership stopped: {e}");
-                    }
-                });
-            })
-            .context("the membership thread")?;
-        Ok(Some(MembershipHandle {
-            shared,
-            moves,
-            weights: Arc::clone(&self.weights),
-        }))
+        }
     }
+}
+
+/// Runs the membership driver on a thread of its own, real-time with
+/// `priority` > 0.
+fn spawn_membership_thread(
+    task_shared: Arc<Shared>,
+    driver: DriverSettings,
+    on_owned: impl FnMut(&Machine) + Send + 'static,
+    priority: u8,
+) -> Result<()> {
+    // Its own thread and runtime: nothing else of the node's control
+    // plane delays a heartbeat, and it alone runs real-time.
+    std::thread::Builder::new()
+        .name("herd-membership".into())
+        .spawn(move || {
+            if priority > 0 {
+                match crate::realtime::make_current_thread_realtime(priority) {
+                    Ok(()) => {
+                        tracing::info!("heartbeats run real-time (SCHED_FIFO {priority})")
+                    }
+                    Err(e) => tracing::warn!(
+                        "heartbeats run at normal priority (a loaded host may delay them): {e}"
+                    ),
+                }
+            }
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("membership stopped: its runtime: {e}");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                if let Err(e) = membership::driver::run(task_shared, driver, on_owned).await {
+                    tracing::error!("membership stopped: {e}");
+                }
+            });
+        })
+        .context("the membership thread")?;
+    Ok(())
 }
 
 /// The digest of what every node of a farm must share: the hash version,

@@ -117,23 +117,8 @@ impl RunningNode {
             );
             t.eal().launch(lcore, move || worker.run())?;
         }
-        tracing::info!(
-            node = config.node.id,
-            nic = %shared.nic.name(),
-            mac = %mac_string(&nic_mac),
-            queues,
-            "fastpath started"
-        );
-        let marked = dpdk::close_on_exec_all();
-        tracing::debug!(marked, "descriptors marked close-on-exec");
-        let ring_drops = Arc::new(RingDrops {
-            sockets: if config.port.driver() == Driver::AfPacket {
-                nic_sockets.clone()
-            } else {
-                Vec::new()
-            },
-            sum: AtomicU64::new(0),
-        });
+        log_started(&config, &shared.nic, nic_mac);
+        let ring_drops = Arc::new(RingDrops::of(&config, &nic_sockets));
         Ok(RunningNode {
             teardown: t,
             parts: StatusReader {
@@ -155,6 +140,32 @@ impl RunningNode {
                 settings: shared.settings,
             },
         })
+    }
+}
+
+fn log_started(config: &Config, nic: &Port, nic_mac: [u8; 6]) {
+    tracing::info!(
+        node = config.node.id,
+        nic = %nic.name(),
+        mac = %mac_string(&nic_mac),
+        queues = config.port.queues,
+        "fastpath started"
+    );
+    let marked = dpdk::close_on_exec_all();
+    tracing::debug!(marked, "descriptors marked close-on-exec");
+}
+
+impl RingDrops {
+    /// The port's ring drops: read from its sockets on af_packet.
+    fn of(config: &Config, nic_sockets: &[Waker]) -> RingDrops {
+        RingDrops {
+            sockets: if config.port.driver() == Driver::AfPacket {
+                nic_sockets.to_vec()
+            } else {
+                Vec::new()
+            },
+            sum: AtomicU64::new(0),
+        }
     }
 }
 
