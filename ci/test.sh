@@ -21,11 +21,13 @@ cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets -- -D warnings
 
-echo "== a status reader links no DPDK"
-if cargo tree -p node-status -e normal --prefix none | grep -E '^(dpdk-sys|fastpath) '; then
-    echo "ci/test.sh: node-status (the status model) depends on DPDK" >&2
-    exit 1
-fi
+echo "== a status reader and the control protocol link no DPDK"
+for crate in node-status herd-control; do
+    if cargo tree -p "$crate" -e normal --prefix none | grep -E '^(dpdk-sys|fastpath) '; then
+        echo "ci/test.sh: $crate (status model, control protocol) depends on DPDK" >&2
+        exit 1
+    fi
+done
 
 echo "== unit and property tests"
 cargo test --workspace

@@ -194,7 +194,7 @@ pub fn census(data: &[u8]) {
         IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100)),
         "2001:2::100".parse().expect("an address"),
     ];
-    for c in herd::census::parse(text, &vips) {
+    for c in herd_control::census::parse(text, &vips) {
         assert!(
             vips.contains(&c.vip),
             "a connection to {} is no VIP's",

@@ -1,5 +1,5 @@
 //! The local control socket: one request line in, one JSON line out
-//! (the protocol is `herd::request`).
+//! (the protocol is `herd_control::request`).
 //! Root only: the socket file is 0600 and the peer's uid is checked.
 
 use crate::farm::MembershipHandle;
@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use fastpath::node::StatusReader;
 use health::driver::Health;
 use health::machine::{Command, NodeState};
-use herd::request::{ControlError, Reply, Request, WeightRequest};
-use herd::status::{
+use herd_control::request::{ControlError, Reply, Request, WeightRequest};
+use herd_control::status::{
     CheckerReply, CommandReply, Ownership, Readiness, ReloadReply, Report, StateReply, WeightReply,
 };
 use std::collections::BTreeMap;
@@ -32,7 +32,7 @@ pub struct Node {
     /// Where `herd reload` asks the task that owns the running config.
     pub reload: tokio::sync::mpsc::Sender<crate::reload::Request>,
     /// The node's recent log lines.
-    pub events: herd::events::EventLog,
+    pub events: herd_control::events::EventLog,
 }
 
 impl Node {
@@ -278,10 +278,12 @@ async fn answer(stream: UnixStream, node: &Node) -> Result<()> {
     } else {
         match line.parse::<Request>() {
             Ok(request) => {
+                // Logged as the line it came as (`request="status"`).
+                let line = request.to_string();
                 if request.is_routine() {
-                    tracing::debug!(%request, "control request");
+                    tracing::debug!(request = line.as_str(), "control request");
                 } else {
-                    tracing::info!(%request, "control request");
+                    tracing::info!(request = line.as_str(), "control request");
                 }
                 node.answer(request).await
             }
@@ -291,7 +293,7 @@ async fn answer(stream: UnixStream, node: &Node) -> Result<()> {
             }
         }
     };
-    let reply = herd::request::encode(&answer);
+    let reply = herd_control::request::encode(&answer);
     wr.write_all(reply.to_string().as_bytes()).await?;
     wr.write_all(b"\n").await?;
     Ok(())
@@ -322,5 +324,5 @@ pub async fn request<T: serde::de::DeserializeOwned>(path: &Path, what: Request)
     )
     .await
     .context("no reply from the node")??;
-    Ok(herd::request::decode(&reply)?)
+    Ok(herd_control::request::decode(&reply)?)
 }

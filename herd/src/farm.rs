@@ -8,8 +8,8 @@ use fastpath::decision::RuleTable;
 use fastpath::flows::FlowId;
 use fastpath::table::{BucketTable, TablePublisher};
 use fastpath::wire::IPPROTO_TCP;
-use herd::census;
-use herd::continuity::{Census, Continuity};
+use herd_control::census;
+use herd_control::continuity::{Census, Continuity};
 use membership::assign::Member;
 use membership::driver::{DriverSettings, Shared};
 use membership::machine::{Hold, Machine, Rejection, Settings};
@@ -438,7 +438,7 @@ impl Moves {
     }
 
     /// What `herd status` shows of the moves.
-    pub fn status(&self) -> herd::status::Moves {
+    pub fn status(&self) -> herd_control::status::Moves {
         self.lock().status()
     }
 
@@ -592,9 +592,9 @@ pub fn membership_status(
     shared: &Shared,
     config_names: &BTreeMap<u16, String>,
     weights: &WeightStore,
-    moves: herd::status::Moves,
-) -> herd::status::Membership {
-    use herd::status::{BucketMap, FarmNode, Heard, Holds, Membership, Refused};
+    moves: herd_control::status::Moves,
+) -> herd_control::status::Membership {
+    use herd_control::status::{BucketMap, FarmNode, Heard, Holds, Membership, Refused};
     let now = shared.now();
     shared.with(|m| {
         let shares = m.shares();

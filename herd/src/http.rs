@@ -4,7 +4,7 @@
 
 use crate::control::Node;
 use anyhow::{Context, Result};
-use herd::status::Readiness;
+use herd_control::status::Readiness;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
@@ -75,7 +75,7 @@ fn respond<B>(node: &Node, req: &Request<B>) -> Response<Full<Bytes>> {
         "/" => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            herd::page::HTML.to_string(),
+            herd_control::page::HTML.to_string(),
         ),
         "/status.json" => match serde_json::to_string(&node.report()) {
             Ok(body) => text(StatusCode::OK, "application/json", body),

@@ -13,7 +13,7 @@ mod setup;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use herd::request::{Request, WeightRequest};
+use herd_control::request::{Request, WeightRequest};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,8 +137,8 @@ enum Command {
 }
 
 /// The node's recent log lines, for `herd status` and the status page.
-static EVENTS: std::sync::LazyLock<herd::events::EventLog> =
-    std::sync::LazyLock::new(herd::events::EventLog::default);
+static EVENTS: std::sync::LazyLock<herd_control::events::EventLog> =
+    std::sync::LazyLock::new(herd_control::events::EventLog::default);
 
 fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
@@ -179,7 +179,7 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     if let Command::State { target } = &cli.command {
-        return match ask::<herd::status::StateReply>(target, Request::State) {
+        return match ask::<herd_control::status::StateReply>(target, Request::State) {
             Ok(r) => {
                 println!("{} ({})  {}", r.state, r.readiness, r.reason);
                 ExitCode::from(r.exit_code())
@@ -199,17 +199,19 @@ fn main() -> ExitCode {
         Command::Drain { target } => operate(&target, Request::Drain),
         Command::Reload { target } => reload(&target),
         Command::Weight { weight, target } => {
-            ask(&target, Request::Weight(weight)).map(|r: herd::status::WeightReply| {
+            ask(&target, Request::Weight(weight)).map(|r: herd_control::status::WeightReply| {
                 let from = match r.source {
-                    herd::status::WeightSource::Config => "the config's",
-                    herd::status::WeightSource::Runtime => "set at run time, kept across restarts",
+                    herd_control::status::WeightSource::Config => "the config's",
+                    herd_control::status::WeightSource::Runtime => {
+                        "set at run time, kept across restarts"
+                    }
                 };
                 println!("weight: now {} (was {}; {from})", r.weight, r.was);
             })
         }
         Command::Checker { what, target } => {
             let on = matches!(what, OnOff::On);
-            ask(&target, Request::Checkers(on)).map(|r: herd::status::CheckerReply| {
+            ask(&target, Request::Checkers(on)).map(|r: herd_control::status::CheckerReply| {
                 println!(
                     "checkers {}",
                     if r.checkers_on {
@@ -497,23 +499,23 @@ fn ask<T: serde::de::DeserializeOwned>(target: &Target, what: Request) -> Result
 }
 
 fn operate(target: &Target, what: Request) -> Result<()> {
-    let r: herd::status::CommandReply = ask(target, what)?;
+    let r: herd_control::status::CommandReply = ask(target, what)?;
     println!("{what}: now {} ({}) {}", r.state, r.readiness, r.reason);
     Ok(())
 }
 
 fn reload(target: &Target) -> Result<()> {
-    let r: herd::status::ReloadReply = ask(target, Request::Reload).context("reload")?;
+    let r: herd_control::status::ReloadReply = ask(target, Request::Reload).context("reload")?;
     println!("reload: {}", r.applied);
     Ok(())
 }
 
 fn status(json: bool, target: &Target) -> Result<()> {
-    let report: herd::status::Report = ask(target, Request::Status)?;
+    let report: herd_control::status::Report = ask(target, Request::Status)?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", herd::status_text::render(&report));
+        print!("{}", herd_control::status_text::render(&report));
     }
     Ok(())
 }

@@ -1,10 +1,10 @@
-//! `/metrics`: the node's typed status ([`herd::status::Report`]) in the
+//! `/metrics`: the node's typed status ([`herd_control::status::Report`]) in the
 //! Prometheus text format. Every metric is one line of [`METRICS`] (name,
 //! type, help); each part of the status fills its own.
 
 use anyhow::Result;
 use config::XdpMode;
-use herd::status::{Membership, Report};
+use herd_control::status::{Membership, Report};
 use node_status::NodeStatus;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;

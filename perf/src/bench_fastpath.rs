@@ -117,7 +117,7 @@ fn idle_waits(sock: &Path) -> Result<u64> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let report: herd::status::Report = serde_json::from_slice(&out.stdout)?;
+    let report: herd_control::status::Report = serde_json::from_slice(&out.stdout)?;
     Ok(report
         .node
         .lcores

@@ -603,7 +603,7 @@ pub fn node_status_json(n: u32) -> Result<String> {
 }
 
 /// Node `n`'s status, typed.
-pub fn node_status(n: u32) -> Result<herd::status::Report> {
+pub fn node_status(n: u32) -> Result<herd_control::status::Report> {
     Ok(serde_json::from_str(&node_status_json(n)?)?)
 }
 
@@ -639,7 +639,7 @@ pub fn status() -> Result<String> {
         let running = read_pid(&format!("{}.herd", node_name(n))).is_some_and(alive);
         match node_status_json(n) {
             Ok(j) => {
-                let v: herd::status::Report = serde_json::from_str(&j)?;
+                let v: herd_control::status::Report = serde_json::from_str(&j)?;
                 let t = &v.node.totals;
                 out += &format!(
                     "{} up  buckets {:>4} [{}]  rx {} accepted {} not-owned {} to-kernel {} from-kernel {}\n",

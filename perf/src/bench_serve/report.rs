@@ -6,7 +6,7 @@
 use super::cpu::CPU_ROWS;
 use super::figures::{Cell, Figures, Summary};
 use super::nginx;
-use super::options::{Layout, Options};
+use super::options::{KernelNic, Layout, Options};
 use super::parsers::model_name;
 use super::setups::Setup;
 use crate::median;
@@ -34,6 +34,19 @@ pub(super) fn print_header(o: &Options) -> Result<()> {
         o.rounds,
         o.seconds,
         nginx::version()
+    );
+    // Each side as it runs best (docs/served-path.md): the kernel nodes'
+    // veth takes the client's 64 KiB segments whole (GRO would have nothing
+    // to merge, and GRO on the veth's NAPI measured slower on one
+    // connection and new connections); Herd's nodes merge what the wire
+    // cuts (their GRO), with their receive steered as described above.
+    println!(
+        "configurations: kernel nodes {}; herd nodes: the fastpath's GRO and offloads on (herd's defaults)",
+        match o.kernel_nic {
+            KernelNic::Veth =>
+                "on a veth as it comes (the client's large segments whole, GRO off: nothing to merge), RPS to the packet CPU",
+            KernelNic::Nic => "on the herd nodes' wire (a diagnosis, not their best)",
+        }
     );
     if o.kernel_xdp_pass {
         println!(

@@ -33,7 +33,7 @@ pub mod plan;
 use crate::lab;
 use anyhow::{Context, Result};
 use clients::Recorder;
-use herd::status::Report;
+use herd_control::status::Report;
 use judge::{Observation, Rules, Window};
 use plan::{Fault, FaultKind, Steps};
 use std::collections::{BTreeMap, BTreeSet};
