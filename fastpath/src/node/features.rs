@@ -20,15 +20,9 @@ pub(super) fn virtio_user(
     if !std::path::Path::new(VHOST_NET).exists() {
         return Err(NodeError::NoVhostNet);
     }
-    let queues = config.port.queues;
     eal.create_vdev("virtio_user0", &virtio_user_args(config, mac))?;
     let port = eal.port_by_name("virtio_user0")?;
-    port.configure_and_start(
-        pool,
-        queues,
-        config.port.rx_descriptors,
-        config.port.tx_descriptors,
-    )?;
+    super::start::start_port(&port, config, pool)?;
     Ok(port)
 }
 

@@ -196,15 +196,21 @@ fn start_nic(
 ) -> Result<Arc<Port>, NodeError> {
     let nic = Arc::new(t.eal().port_by_name(&nic_port_name(config))?);
     t.nic = Some(Arc::clone(&nic));
-    nic.configure_and_start(
+    start_port(&nic, config, pool)?;
+    nic.enable_promiscuous()?;
+    t.promiscuous = true;
+    Ok(nic)
+}
+
+/// Starts a port with the config's queues and descriptors (the NIC's,
+/// and a DPDK port on the kernel side alike).
+pub(super) fn start_port(port: &Port, config: &Config, pool: &Mempool) -> Result<(), NodeError> {
+    Ok(port.configure_and_start(
         pool,
         config.port.queues,
         config.port.rx_descriptors,
         config.port.tx_descriptors,
-    )?;
-    nic.enable_promiscuous()?;
-    t.promiscuous = true;
-    Ok(nic)
+    )?)
 }
 
 /// The kernel's side of the node: Herd's own TAP, virtio-user, or a
@@ -221,12 +227,7 @@ fn open_kernel_port(
         (Some(v), _) => {
             let port = Arc::new(t.eal().port_by_name(&vdev_name(v))?);
             t.kernel_port = Some(Arc::clone(&port));
-            port.configure_and_start(
-                pool,
-                queues,
-                config.port.rx_descriptors,
-                config.port.tx_descriptors,
-            )?;
+            start_port(&port, config, pool)?;
             KernelPort::Port(port)
         }
         (None, TapBackend::VirtioUser) => {
