@@ -238,11 +238,11 @@ impl Event {
 ///    [`Machine::hold`] on [`Event::OwnedChanged`], log the rest).
 /// 3. Sleep until [`Machine::next_timeout`] or the next datagram.
 ///
-/// Every input runs the same update (`update`: liveness, the side of a
-/// split, the view, the withdrawal, then the buckets: retarget, take, end
-/// moves), so the order in which inputs arrive within one instant does not
-/// matter, and a simulation that feeds the same inputs at the same times
-/// gets the same outputs (`tests/sim.rs`).
+/// Every input is followed by the same update (`update`: liveness, the
+/// side of a split, the view, the withdrawal, then the buckets: retarget,
+/// take, end moves), and nothing but the inputs and their times goes in:
+/// a simulation that feeds the same inputs at the same times gets the
+/// same outputs (`tests/sim.rs`).
 pub struct Machine {
     s: Settings,
     prefs: Preferences,
